@@ -1,0 +1,1 @@
+"""The machine: plan, Triton kernel templates, codegen and runtime (see the backend issue)."""

@@ -1,0 +1,100 @@
+"""Read and write tensor files in the safetensors format with numpy alone.
+
+Layout: an 8-byte little-endian header length, a JSON header ``{name: {dtype, shape, data_offsets}}``
+(plus optional ``__metadata__``), then the raw little-endian bytes. Loading never executes code; every
+inconsistency (short file, bad JSON, offsets outside the file, size not matching dtype*shape) is a
+:class:`UserError` naming the file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .diagnostics import error_at
+
+_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
+           "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+_NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
+_MAX_HEADER = 100 << 20
+
+
+def load(path: str | Path) -> dict[str, np.ndarray]:
+    """All tensors of a safetensors file, as numpy arrays (copied out of the file)."""
+    path = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise error_at(path, 0, 0, f"cannot read tensor file: {e.strerror or e}") from None
+    header = _header(path, raw)
+    start = 8 + int.from_bytes(raw[:8], "little")
+    return {name: _tensor(path, name, info, raw, start) for name, info in header.items() if name != "__metadata__"}
+
+
+def _header(path: str, raw: bytes) -> dict:
+    if len(raw) < 8:
+        raise error_at(path, 0, 0, "malformed tensor file: shorter than its 8-byte header length")
+    size = int.from_bytes(raw[:8], "little")
+    if size > min(_MAX_HEADER, len(raw) - 8):
+        raise error_at(path, 0, 0, f"malformed tensor file: header length {size} exceeds the file")
+    try:
+        header = json.loads(raw[8 : 8 + size].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise error_at(path, 0, 0, f"malformed tensor file: header is not JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise error_at(path, 0, 0, "malformed tensor file: header is not a JSON object")
+    return header
+
+
+def _tensor(path: str, name: str, info: object, raw: bytes, start: int) -> np.ndarray:
+    def bad(why: str) -> Exception:
+        return error_at(path, 0, 0, f"malformed tensor file: tensor '{name}' {why}")
+
+    if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys():
+        raise bad("lacks dtype, shape or data_offsets")
+    dtype = _DTYPES.get(info["dtype"])
+    shape, offsets = info["shape"], info["data_offsets"]
+    if dtype is None:
+        raise bad(f"has unsupported dtype {info['dtype']!r}")
+    if not (isinstance(shape, list) and all(isinstance(s, int) and s >= 0 for s in shape)):
+        raise bad("has a malformed shape")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+        raise bad("has malformed data_offsets")
+    lo, hi = start + offsets[0], start + offsets[1]
+    count = int(np.prod(shape, dtype=np.int64))
+    if not (start <= lo <= hi <= len(raw)) or hi - lo != count * np.dtype(dtype).itemsize:
+        raise bad("has data outside the file or of the wrong size")
+    return np.frombuffer(raw[lo:hi], dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype).reshape(shape)
+
+
+def save(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
+    """Write tensors to a safetensors file atomically (temp file in the same folder, then rename)."""
+    header: dict = {"__metadata__": metadata} if metadata else {}
+    offset, blobs = 0, []
+    for name, arr in tensors.items():
+        arr = np.ascontiguousarray(arr)
+        blob = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+        header[name] = {"dtype": _NAMES[arr.dtype], "shape": list(arr.shape), "data_offsets": [offset, offset + len(blob)]}
+        blobs.append(blob)
+        offset += len(blob)
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)  # align the data section to 8 bytes
+    _atomic_write(Path(path), [struct.pack("<Q", len(head)), head, *blobs])
+
+
+def _atomic_write(path: Path, chunks: list[bytes]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for c in chunks:
+                f.write(c)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

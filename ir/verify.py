@@ -1,0 +1,208 @@
+"""The IR verifier: structure, index bounds, smoothness, decomposability and normalised parameters.
+
+Contract: ``verify(c)`` returns None for a valid circuit and otherwise raises :class:`VerifyError`
+listing every problem found, each naming the offending block and showing the IR around it. Checks run
+at block granularity (scopes are bitmasks, payload checks are vectorised numpy), so they are cheap next
+to the edges they cover. Random tensors are normalised by construction and not re-read.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .circuit import Block, Circuit, InputBlock, ProdBlock, SumBlock, scope_names, scopes
+from .params import parent_totals
+from .printer import _block_line
+
+TOLERANCE = 1e-6
+
+
+@dataclass(slots=True)
+class Problem:
+    """One verifier finding; ``block`` is None for circuit-level problems."""
+
+    block: int | None
+    message: str
+
+
+class VerifyError(Exception):
+    """The circuit violates an IR invariant; ``problems`` lists each finding with its block."""
+
+    def __init__(self, circuit: Circuit, problems: list[Problem]):
+        self.circuit, self.problems = circuit, problems
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        """Each problem as ``block %i (name): message`` followed by the IR lines around that block."""
+        return "\n".join(_render(self.circuit, p) for p in self.problems)
+
+
+def _render(c: Circuit, p: Problem) -> str:
+    if p.block is None:
+        return f"error: {p.message}"
+    b = c.blocks[p.block]
+    label = f"%{p.block}" + (f" ({b.name})" if b.name else "")
+    lines = [f"error: block {label}: {p.message}"]
+    for i in range(max(0, p.block - 2), min(len(c.blocks), p.block + 3)):
+        mark = ">" if i == p.block else " "
+        lines.append(f"  {mark} {_block_line(i, c.blocks[i], c)}")
+    return "\n".join(lines)
+
+
+def verify(circuit: Circuit, check_values: bool = True) -> None:
+    """Raise VerifyError unless ``circuit`` satisfies every IR invariant."""
+    problems = _circuit_problems(circuit)
+    if not problems:
+        problems = _block_problems(circuit, check_values)
+    if problems:
+        raise VerifyError(circuit, problems)
+
+
+def _circuit_problems(c: Circuit) -> list[Problem]:
+    out = []
+    if not c.blocks:
+        return [Problem(None, "the circuit has no blocks")]
+    if not 0 <= c.root < len(c.blocks):
+        return [Problem(None, f"root %{c.root} is not a block")]
+    if c.blocks[c.root].n != 1:
+        out.append(Problem(c.root, f"the root must be a single node, but has n={c.blocks[c.root].n}"))
+    for i, b in enumerate(c.blocks):
+        if b.n < 1:
+            out.append(Problem(i, f"n={b.n}: a block needs at least one node"))
+        if not isinstance(b, InputBlock) and not b.children:
+            out.append(Problem(i, "an inner block needs at least one child"))
+        bad = [k for k in b.children if not 0 <= k < i]
+        if bad:
+            out.append(Problem(i, f"child %{bad[0]} does not precede the block (cycle or bad order)"))
+    return out
+
+
+def _block_problems(c: Circuit, check_values: bool) -> list[Problem]:
+    sc = scopes(c)
+    roles: dict[str, tuple[str, int]] = {}
+    out: list[Problem] = []
+    for i, b in enumerate(c.blocks):
+        try:
+            msgs = _check_block(c, b, sc, roles, check_values)
+        except KeyError as e:
+            msgs = [f"undefined tensor @{e.args[0]}"]
+        out.extend(Problem(i, m) for m in msgs)
+    return out
+
+
+def _check_block(c: Circuit, b: Block, sc: list[int], roles: dict, check_values: bool) -> list[str]:
+    if isinstance(b, InputBlock):
+        return _check_input(c, b, roles, check_values)
+    if isinstance(b, ProdBlock):
+        return _check_prod(c, b, sc)
+    return _check_sum(c, b, sc, roles, check_values)
+
+
+def _role(roles: dict, name: str, role: str, users: int) -> list[str]:
+    seen = roles.setdefault(name, (role, users))
+    if seen[0] != role:
+        return [f"tensor @{name} is tied between blocks of different roles ({seen[0]} and {role})"]
+    return []
+
+
+def _check_tensor(c: Circuit, name: str, dtype: str, shape: tuple[int, ...], what: str) -> list[str]:
+    t = c.tensors[name]
+    if t.dtype != dtype:
+        return [f"{what} @{name} must be {dtype}, not {t.dtype}"]
+    if tuple(t.shape) != tuple(shape):
+        return [f"{what} @{name} has shape {list(t.shape)}, expected {list(shape)}"]
+    return []
+
+
+def _check_input(c: Circuit, b: InputBlock, roles: dict, check_values: bool) -> list[str]:
+    if not 0 <= b.var < len(c.variables):
+        return [f"variable index {b.var} out of range"]
+    dom = c.variables[b.var].domain
+    if not dom.accepts(b.dist):
+        return [f"a {b.dist} input cannot model variable {c.variables[b.var].name} of domain {dom}"]
+    shape = {"categorical": (b.n, dom.categories), "bernoulli": (b.n,), "gaussian": (b.n, 2)}[b.dist]
+    errs = _role(roles, b.params, f"{b.dist}{list(shape)}", 0) or _check_tensor(c, b.params, "f64", shape, "parameters")
+    t = c.tensors[b.params]
+    if errs or not check_values or t.is_random:
+        return errs
+    return _input_values(b.dist, t.data)
+
+
+def _input_values(dist: str, p: np.ndarray) -> list[str]:
+    if not np.all(np.isfinite(p)):
+        return ["parameters hold NaN or infinity"]
+    if dist == "gaussian":
+        return [] if np.all(p[:, 1] > 0) else ["gaussian standard deviations must be positive"]
+    if np.any(p < 0) or np.any(p > 1):
+        return ["probabilities must lie in [0, 1]"]
+    if dist == "categorical":
+        bad = np.flatnonzero(np.abs(p.sum(axis=1) - 1) > TOLERANCE)
+        if len(bad):
+            return [f"categorical probabilities of node {bad[0]} sum to {p[bad[0]].sum():.6g}, not 1"]
+    return []
+
+
+def _check_prod(c: Circuit, b: ProdBlock, sc: list[int]) -> list[str]:
+    errs = []
+    seen = 0
+    for k in b.children:
+        if seen & sc[k]:
+            errs.append(f"not decomposable: child %{k} shares variables {scope_names(c, seen & sc[k])} with an earlier child")
+        seen |= sc[k]
+    sizes = c.child_sizes(b)
+    if b.table is None:
+        if any(s != b.n for s in sizes):
+            errs.append(f"an aligned product needs children of size n={b.n}, got sizes {sizes}")
+        return errs
+    errs += _check_tensor(c, b.table, "i64", (b.n, len(b.children)), "index table")
+    if not errs:
+        table = c.tensors[b.table].data
+        if table is None:
+            return ["index table must be concrete, not random"]
+        over = np.flatnonzero((table < 0).any(axis=0) | (table >= np.array(sizes)).any(axis=0))
+        errs += [f"index table column {j} points outside child %{b.children[j]} (size {sizes[j]})" for j in over]
+    return errs
+
+
+def _check_sum(c: Circuit, b: SumBlock, sc: list[int], roles: dict, check_values: bool) -> list[str]:
+    first = sc[b.children[0]]
+    errs = [f"not smooth: child %{k} has scope {scope_names(c, sc[k])}, child %{b.children[0]} has {scope_names(c, first)}"
+            for k in b.children[1:] if sc[k] != first]
+    total = sum(c.child_sizes(b))
+    if b.tiles is None:
+        shape: tuple[int, ...] = (b.n, total)
+    else:
+        tile_errs = _check_tiles(c, b, total)
+        if tile_errs:
+            return errs + tile_errs
+        shape = (len(c.tensors[b.tiles].data), b.block, b.block)
+    errs += _role(roles, b.params, f"sum{list(shape)}", 0) or _check_tensor(c, b.params, "f64", shape, "weights")
+    t = c.tensors[b.params]
+    if errs or not check_values or t.is_random:
+        return errs
+    return _weight_values(c, b, t.data)
+
+
+def _check_tiles(c: Circuit, b: SumBlock, total: int) -> list[str]:
+    if b.block < 1 or b.n % b.block or total % b.block:
+        return [f"block={b.block} must divide n={b.n} and the children's total size {total}"]
+    t = c.tensors[b.tiles]
+    if t.dtype != "i64" or len(t.shape) != 2 or t.shape[1] != 2 or t.data is None:
+        return [f"tile table @{b.tiles} must be a concrete i64 [m, 2] tensor"]
+    tiles = t.data
+    if len(tiles) and (tiles.min() < 0 or tiles[:, 0].max() >= b.n // b.block or tiles[:, 1].max() >= total // b.block):
+        return [f"tile table @{b.tiles} has a tile outside the {b.n // b.block}x{total // b.block} tile grid"]
+    if len(np.unique(tiles[:, 0] * (total // b.block) + tiles[:, 1])) != len(tiles):
+        return [f"tile table @{b.tiles} lists a tile twice"]
+    return []
+
+
+def _weight_values(c: Circuit, b: SumBlock, w: np.ndarray) -> list[str]:
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        return ["weights must be finite and non-negative"]
+    totals = parent_totals(c, b, w)
+    bad = np.flatnonzero(np.abs(totals - 1) > TOLERANCE)
+    if len(bad):
+        return [f"weights of node {bad[0]} sum to {totals[bad[0]]:.6g}, not 1 (not normalised)"]
+    return []

@@ -1,0 +1,6 @@
+"""pcc: a compiler toolchain for probabilistic circuits.
+
+Staged API: :func:`parse` (.pc text or file → IR), :func:`optimize` (IR → IR through a pass pipeline),
+and the IR itself in :mod:`pcc.ir` (printer, parser, verifier, reference interpreter).
+"""
+__version__ = "0.1.0"
