@@ -126,10 +126,11 @@ def _check_input(c: Circuit, b: InputBlock, roles: dict, check_values: bool) -> 
     t = c.tensors[b.params]
     if errs or not check_values or t.is_random:
         return errs
-    return _input_values(b.dist, t.data)
+    return input_value_problems(b.dist, t.data)
 
 
-def _input_values(dist: str, p: np.ndarray) -> list[str]:
+def input_value_problems(dist: str, p: np.ndarray) -> list[str]:
+    """Why input parameters ``p`` are invalid for ``dist`` (empty when they are fine)."""
     if not np.all(np.isfinite(p)):
         return ["parameters hold NaN or infinity"]
     if dist == "gaussian":
@@ -173,7 +174,7 @@ def _check_sum(c: Circuit, b: SumBlock, sc: list[int], roles: dict, check_values
     if b.tiles is None:
         shape: tuple[int, ...] = (b.n, total)
     else:
-        tile_errs = _check_tiles(c, b, total)
+        tile_errs = check_tiles(c, b, total)
         if tile_errs:
             return errs + tile_errs
         shape = (len(c.tensors[b.tiles].data), b.block, b.block)
@@ -181,10 +182,11 @@ def _check_sum(c: Circuit, b: SumBlock, sc: list[int], roles: dict, check_values
     t = c.tensors[b.params]
     if errs or not check_values or t.is_random:
         return errs
-    return _weight_values(c, b, t.data)
+    return weight_value_problems(c, b, t.data)
 
 
-def _check_tiles(c: Circuit, b: SumBlock, total: int) -> list[str]:
+def check_tiles(c: Circuit, b: SumBlock, total: int) -> list[str]:
+    """Why a block-sparse sum's tile table is invalid (empty when fine)."""
     if b.block < 1 or b.n % b.block or total % b.block:
         return [f"block={b.block} must divide n={b.n} and the children's total size {total}"]
     t = c.tensors[b.tiles]
@@ -198,7 +200,8 @@ def _check_tiles(c: Circuit, b: SumBlock, total: int) -> list[str]:
     return []
 
 
-def _weight_values(c: Circuit, b: SumBlock, w: np.ndarray) -> list[str]:
+def weight_value_problems(c: Circuit, b: SumBlock, w: np.ndarray) -> list[str]:
+    """Why sum weights ``w`` are invalid: negative, non-finite or not normalised per node."""
     if not np.all(np.isfinite(w)) or np.any(w < 0):
         return ["weights must be finite and non-negative"]
     totals = parent_totals(c, b, w)
