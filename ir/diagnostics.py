@@ -29,7 +29,8 @@ class Diagnostic:
 
     def render(self) -> str:
         """Format as ``file:line:col: error: message`` plus the source line and a caret under the column."""
-        head = f"{self.loc.file}:{self.loc.line}:{self.loc.col}: error: {self.message}"
+        where = f"{self.loc.file}:{self.loc.line}:{self.loc.col}" if self.loc.line > 0 else self.loc.file
+        head = f"{where}: error: {self.message}"
         lines = [head]
         text = self.source if self.source is not None else _read_quietly(self.loc.file)
         if text is not None and self.loc.line > 0:

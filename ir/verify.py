@@ -55,6 +55,8 @@ def verify(circuit: Circuit, check_values: bool = True) -> None:
     problems = _circuit_problems(circuit)
     if not problems:
         problems = _block_problems(circuit, check_values)
+    if not problems and circuit.attrs.get("layered"):
+        problems = _layer_problems(circuit)
     if problems:
         raise VerifyError(circuit, problems)
 
@@ -209,3 +211,23 @@ def weight_value_problems(c: Circuit, b: SumBlock, w: np.ndarray) -> list[str]:
     if len(bad):
         return [f"weights of node {bad[0]} sum to {totals[bad[0]]:.6g}, not 1 (not normalised)"]
     return []
+
+
+def _layer_problems(c: Circuit) -> list[Problem]:
+    """Layered IR: inputs in layer 0, products odd, sums even, children strictly lower, order by layer."""
+    out, prev = [], 0
+    for i, b in enumerate(c.blocks):
+        layer = b.attrs.get("layer")
+        if not isinstance(layer, int):
+            out.append(Problem(i, "layered IR: block has no integer 'layer' attribute"))
+            continue
+        parity = {"input": None, "prod": 1, "sum": 0}[b.kind]
+        if (parity is None and layer != 0) or (parity is not None and (layer < 1 or layer % 2 != parity)):
+            out.append(Problem(i, f"layered IR: a {b.kind} block cannot sit in layer {layer}"))
+        low = [k for k in b.children if c.blocks[k].attrs.get("layer", -1) >= layer]
+        if low:
+            out.append(Problem(i, f"layered IR: child %{low[0]} is not in a lower layer"))
+        if layer < prev:
+            out.append(Problem(i, "layered IR: blocks are not ordered by layer"))
+        prev = max(prev, layer)
+    return out

@@ -1,0 +1,67 @@
+"""``block-edges``: choose each sum block's tensor-core tile and group its edges into dense tiles.
+
+A sum block's weights form an ``[n, C]`` matrix (dense, or block-sparse in ``block x block`` tiles). The
+backend multiplies it in ``tile_p x tile_c`` tiles with ``tl.dot``, which needs tiles of at least 16 on
+each side. For every sum this pass picks the (tile_p, tile_c) among powers of two in
+[min_tile, max_tile] that minimises the padded edges (ties go to the larger tile), and records
+``tile_p``, ``tile_c``, ``tiles`` (dense tiles to multiply) and ``fill`` (real edges / padded edges).
+:func:`exec_tiles` recomputes the tile list; the backend's plan stage calls it.
+
+Pre: a verified circuit (usually layered). Post: every sum block carries those four attributes; the
+structure and the distribution are unchanged.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pcc.ir.circuit import Circuit, SumBlock
+from pcc.ir.params import tile_table
+
+from .manager import Pass, register
+
+
+@register
+@dataclass
+class BlockEdges(Pass):
+    """Annotates sums with tile sizes and dense-tile counts; see the module docstring."""
+
+    name = "block-edges"
+    min_tile: int = 16
+    max_tile: int = 64
+
+    def run(self, circuit: Circuit) -> Circuit:
+        sizes = [s for s in (16, 32, 64, 128, 256) if self.min_tile <= s <= self.max_tile] or [self.min_tile]
+        for b in circuit.blocks:
+            if isinstance(b, SumBlock):
+                _annotate(circuit, b, sizes)
+        return circuit
+
+
+def _annotate(circuit: Circuit, b: SumBlock, sizes: list[int]) -> None:
+    edges = circuit.tensors[b.params].size
+    best = None
+    for tp in sizes:
+        for tc in sizes:
+            padded = len(exec_tiles(circuit, b, tp, tc)) * tp * tc
+            key = (padded, -tp * tc)
+            if best is None or key < best[0]:
+                best = (key, tp, tc, padded)
+    _, tp, tc, padded = best
+    b.attrs.update(tile_p=tp, tile_c=tc, tiles=padded // (tp * tc), fill=round(edges / padded, 4))
+
+
+def exec_tiles(circuit: Circuit, b: SumBlock, tile_p: int, tile_c: int) -> np.ndarray:
+    """``[m, 2]`` (parent tile, child tile) pairs of ``tile_p x tile_c`` tiles holding at least one edge."""
+    total = sum(circuit.child_sizes(b))
+    if b.tiles is None:
+        rows, cols = -(-b.n // tile_p), -(-total // tile_c)
+        return np.stack(np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij"), -1).reshape(-1, 2)
+    fine = tile_table(circuit, b)
+    k = np.arange(b.block)
+    # every (parent-row-of-tile, child-col-of-tile) corner range of a fine tile maps into coarse tiles
+    prow = (fine[:, :1] * b.block + k[None, :]) // tile_p  # [m, b]
+    pcol = (fine[:, 1:] * b.block + k[None, :]) // tile_c
+    pairs = np.stack(np.broadcast_arrays(prow[:, :, None], pcol[:, None, :]), -1).reshape(-1, 2)
+    return np.unique(pairs, axis=0)

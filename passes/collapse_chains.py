@@ -1,0 +1,166 @@
+"""``collapse-chains``: fold sum-of-sum into one sum and product-of-product into one flat product.
+
+Pre: a verified circuit.
+Post: the distribution is unchanged (exactly, up to float64 rounding of the multiplied weights), and
+  * no product has a product child (products are flattened; a shared inner product stays for its other
+    users, its children are referenced directly),
+  * no sum has a sum child that is used by that sum alone, unless folding it would grow the sum edges
+    by more than ``max_growth`` (or ``shared`` is set, which folds shared sum children too),
+  * blocks left unused by the folding are removed.
+Folding ``S`` over child ``T``: S's weights on T's nodes are multiplied through T's weights
+(``W_S[:, T] @ W_T``); the edge pattern is the boolean product of the two patterns, kept block-sparse
+at the gcd of the block sizes when it is not dense.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import gcd
+
+import numpy as np
+
+from pcc.ir.circuit import Circuit, ProdBlock, SumBlock, Tensor
+from pcc.ir.params import dense_mask, dense_weights, gather_tiles, prod_table, scatter_tiles
+
+from .dce import remove_unreachable
+from .manager import Pass, register
+
+_MAX_DENSE = 1 << 26  # largest [n, C] matrix the folding materialises
+
+
+@register
+@dataclass
+class CollapseChains(Pass):
+    """Folds same-type chains; see the module docstring for the contract."""
+
+    name = "collapse-chains"
+    max_growth: float = 1.0
+    shared: bool = False
+
+    def run(self, circuit: Circuit) -> Circuit:
+        for i, b in enumerate(circuit.blocks):
+            if isinstance(b, ProdBlock):
+                _flatten_product(circuit, b)
+            elif isinstance(b, SumBlock):
+                while (t := self._foldable_child(circuit, i, b)) is not None:
+                    _fold_sum(circuit, b, t, i)
+        return remove_unreachable(circuit)
+
+    def _foldable_child(self, circuit: Circuit, i: int, s: SumBlock) -> int | None:
+        users = circuit.users()
+        for t in dict.fromkeys(s.children):
+            child = circuit.blocks[t]
+            if not isinstance(child, SumBlock) or (not self.shared and set(users[t]) != {i}):
+                continue
+            old = circuit.tensors[s.params].size + circuit.tensors[child.params].size
+            total = sum(circuit.child_sizes(s)) - s.children.count(t) * child.n + sum(circuit.child_sizes(child))
+            if s.n * total <= _MAX_DENSE and _folded_edges(circuit, s, t) <= self.max_growth * old:
+                return t
+        return None
+
+
+def _flatten_product(circuit: Circuit, p: ProdBlock) -> None:
+    """Replace every product child of ``p`` by that child's children (index tables composed)."""
+    if not any(isinstance(circuit.blocks[c], ProdBlock) for c in p.children):
+        return
+    table = prod_table(circuit, p)
+    kids, cols = [], []
+    for j, c in enumerate(p.children):
+        child = circuit.blocks[c]
+        if isinstance(child, ProdBlock):
+            inner = prod_table(circuit, child)[table[:, j]]  # [n, k_child]
+            kids.extend(child.children)
+            cols.extend(inner.T)
+        else:
+            kids.append(c)
+            cols.append(table[:, j])
+    p.children = tuple(kids)
+    new = np.stack(cols, axis=1).astype(np.int64)
+    aligned = all(circuit.blocks[k].n == p.n for k in kids) and np.all(new == np.arange(p.n)[:, None])
+    p.table = None if aligned else _put(circuit, (p.table or _stem(circuit, p)) + ".flat", new)
+
+
+def _folded_edges(circuit: Circuit, s: SumBlock, t: int) -> int:
+    mask, _ = _fold_matrices(circuit, s, t, weights=False)
+    return int(mask.sum())
+
+
+def _fold_matrices(circuit: Circuit, s: SumBlock, t: int, weights: bool = True):
+    """(mask, weights) of ``s`` with child ``t`` folded in, over the new (deduplicated) children."""
+    inner = circuit.blocks[t]
+    sizes = circuit.child_sizes(s)
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    ms = dense_mask(circuit, s)
+    ws = dense_weights(circuit, s) if weights else None
+    mt = dense_mask(circuit, inner)
+    wt = dense_weights(circuit, inner) if weights else None
+    pieces: dict[int, list] = {}
+    for j, c in enumerate(s.children):
+        seg = slice(starts[j], starts[j + 1])
+        if c == t:
+            reach = ms[:, seg].astype(np.int64) @ mt.astype(np.int64) > 0
+            _add_inner(circuit, inner, pieces, reach, (ws[:, seg] @ wt) if weights else None)
+        else:
+            _accumulate(pieces, c, ms[:, seg], ws[:, seg] if weights else None)
+    kids = list(pieces)
+    mask = np.concatenate([pieces[k][0] for k in kids], axis=1)
+    w = np.concatenate([pieces[k][1] for k in kids], axis=1) if weights else None
+    return mask, (kids, w)
+
+
+def _add_inner(circuit: Circuit, inner: SumBlock, pieces: dict, mask: np.ndarray, w):
+    starts = np.concatenate([[0], np.cumsum(circuit.child_sizes(inner))])
+    for j, c in enumerate(inner.children):
+        seg = slice(starts[j], starts[j + 1])
+        _accumulate(pieces, c, mask[:, seg], w[:, seg] if w is not None else None)
+
+
+def _accumulate(pieces: dict, child: int, mask: np.ndarray, w) -> None:
+    if child in pieces:  # the same child reached twice: its edges merge, their weights add
+        m0, w0 = pieces[child]
+        pieces[child] = (m0 | mask, None if w is None else w0 + w)
+    else:
+        pieces[child] = (mask.copy(), None if w is None else w.copy())
+
+
+def _fold_sum(circuit: Circuit, s: SumBlock, t: int, i: int) -> None:
+    """Rewrite ``s`` with child ``t`` folded in (in place); new tensors get fresh names."""
+    mask, (kids, w) = _fold_matrices(circuit, s, t)
+    s.children = tuple(kids)
+    stem = _stem(circuit, s)
+    if mask.all():
+        s.tiles, s.block = None, 1
+        s.params = _put(circuit, stem + ".w", w)
+        return
+    b = _tile_size(circuit, s, t)
+    tiles = np.argwhere(mask.reshape(s.n // b, b, -1, b).any(axis=(1, 3))).astype(np.int64)
+    if not np.array_equal(scatter_tiles(tiles, np.ones((len(tiles), b, b), bool), *mask.shape, b), mask):
+        b = 1  # the pattern is not tile-structured at b: fall back to scalar tiles (always exact)
+        tiles = np.argwhere(mask).astype(np.int64)
+    s.block = b
+    s.tiles = _put(circuit, stem + ".tiles", tiles)
+    s.params = _put(circuit, stem + ".w", gather_tiles(w, tiles, b))
+
+
+def _tile_size(circuit: Circuit, s: SumBlock, t: int) -> int:
+    g = s.n
+    for k in s.children:
+        g = gcd(g, circuit.blocks[k].n)
+    for blk in (s, circuit.blocks[t]):
+        if blk.tiles is not None:
+            g = gcd(g, blk.block)
+    return g
+
+
+def _stem(circuit: Circuit, block) -> str:
+    return (block.name or "b").replace("[", ".").replace("]", "").replace(", ", ".").replace(",", ".")
+
+
+def _put(circuit: Circuit, base: str, data: np.ndarray) -> str:
+    """Add a concrete tensor under a name not yet taken (``base``, ``base.1``, ...)."""
+    name, k = base, 0
+    while name in circuit.tensors:
+        k += 1
+        name = f"{base}.{k}"
+    dtype = "i64" if data.dtype.kind in "iu" else "f64"
+    circuit.tensors[name] = Tensor(dtype, tuple(data.shape), data=data)
+    return name

@@ -1,0 +1,54 @@
+"""The staged Python API: parse → optimize → (backend, later) compile. Each stage's result prints."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from pcc.frontend import load_file, load_text
+from pcc.ir import Circuit, parse_file, print_circuit, verify
+from pcc.ir import tensorfile
+from pcc.passes import DEFAULT_PIPELINE, Options, parse_pipeline, run_pipeline
+
+
+def parse(source: str | Path) -> Circuit:
+    """A circuit from a ``.pc``/``.pcir`` path, or from ``.pc`` source text."""
+    text = str(source)
+    if "\n" not in text and Path(text).suffix in (".pc", ".pcir"):
+        return read_ir(text) if text.endswith(".pcir") else load_file(text)
+    return load_text(text)
+
+
+def read_ir(path: str | Path) -> Circuit:
+    """A verified circuit from a ``.pcir`` file (and its sidecar)."""
+    circuit = parse_file(path)
+    verify(circuit)
+    return circuit
+
+
+def optimize(circuit: Circuit, pipeline: str = DEFAULT_PIPELINE, options: Options | None = None) -> Circuit:
+    """The circuit after the passes of ``pipeline`` (verified after each pass by default)."""
+    return run_pipeline(circuit, parse_pipeline(pipeline), options)
+
+
+def write_ir(circuit: Circuit, path: str | Path, sidecar: bool = True) -> None:
+    """Write ``.pcir`` text atomically; large tensors go to ``PATH.safetensors`` unless ``sidecar`` is False."""
+    path = Path(path)
+    side = path.name + ".safetensors"
+    text, large = print_circuit(circuit, sidecar=side if sidecar else None)
+    if large:
+        tensorfile.save(path.parent / side, large)
+    write_text_atomic(path, text)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write a text file via a temporary file and a rename, so readers never see half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

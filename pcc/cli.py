@@ -1,0 +1,168 @@
+"""The ``pcc`` command line: check, opt, compile.
+
+Exit codes: 0 ok; 1 user error (diagnostics on stderr, never a traceback); 2 internal error (a pcc bug:
+set PCC_DEBUG=1 for the traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Sequence
+
+from pcc import __version__
+from pcc.api import optimize, read_ir, write_ir, write_text_atomic
+from pcc.frontend import dump, load_file
+from pcc.frontend.lower import parse_ast
+from pcc.ir import Circuit, UserError, VerifyError, to_text
+from pcc.ir.diagnostics import Diagnostic, Loc
+from pcc.passes import DEFAULT_PIPELINE, REGISTRY, Options, PassFailure, parse_pipeline, run_pipeline
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is a user error (exit 1), not argparse's exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(1, f"pcc: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    p = _Parser(prog="pcc", description="pcc: a compiler toolchain for probabilistic circuits.")
+    p.add_argument("--version", action="version", version=f"pcc {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    c = sub.add_parser("check", help="parse and verify a .pc or .pcir file; print diagnostics only")
+    c.add_argument("file")
+
+    o = sub.add_parser("opt", help="run a pass pipeline over a .pc or .pcir file and print the IR")
+    o.add_argument("file")
+    o.add_argument("-p", "--passes", default=DEFAULT_PIPELINE,
+                   help=f"pipeline, e.g. 'dce,layerize{{max-padding=1.5}}' (default: {DEFAULT_PIPELINE}); "
+                        f"passes: {', '.join(sorted(REGISTRY))}")
+    o.add_argument("-o", "--output", help="write the IR here (large tensors to OUTPUT.safetensors) instead of stdout")
+    _pipeline_flags(o)
+
+    k = sub.add_parser("compile", help="compile a .pc file and emit a stage (ast, ir, layered)")
+    k.add_argument("file")
+    k.add_argument("--emit", choices=["ast", "ir", "layered"], default="layered")
+    k.add_argument("-o", "--output", help="output file (default: stdout)")
+    k.add_argument("--dump-dir", help="also write every stage (AST, IR after each pass) into this folder")
+    k.add_argument("-p", "--passes", default=DEFAULT_PIPELINE, help="pipeline for --emit layered")
+    _pipeline_flags(k)
+    return p
+
+
+def _pipeline_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-verify", action="store_true", help="skip verification after each pass")
+    p.add_argument("--print-ir-after", action="append", default=[], metavar="NAME|all",
+                   help="print the IR to stderr after the named pass (repeatable)")
+    p.add_argument("--time-passes", action="store_true", help="print a timing report to stderr")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pcc`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return {"check": cmd_check, "opt": cmd_opt, "compile": cmd_compile}[args.command](args)
+    except UserError as e:
+        print(e.render(), file=sys.stderr)
+        return 1
+    except PassFailure as e:
+        print(f"pcc: internal error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # a pcc bug: one line unless debugging
+        print(f"pcc: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        if os.environ.get("PCC_DEBUG"):
+            traceback.print_exc()
+        return 2
+
+
+def load_input(path: str) -> Circuit:
+    """A verified circuit from a .pc or .pcir file; an invalid .pcir is the user's error."""
+    if not Path(path).is_file():
+        raise UserError(Diagnostic(Loc(path), "no such file"))
+    if path.endswith(".pcir"):
+        try:
+            return read_ir(path)
+        except VerifyError as e:
+            raise UserError(Diagnostic(Loc(path), "invalid IR:\n" + e.render())) from None
+    if not path.endswith(".pc"):
+        raise UserError(Diagnostic(Loc(path), "expected a .pc or .pcir file"))
+    return load_file(path)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """``pcc check FILE``: exit 0 and a one-line summary when the file is valid."""
+    c = load_input(args.file)
+    print(f"{args.file}: ok: {len(c.variables)} variables, {len(c.blocks)} blocks, "
+          f"{c.num_nodes()} nodes, {c.num_sum_edges()} sum edges")
+    return 0
+
+
+def _options(args: argparse.Namespace) -> Options:
+    known = set(REGISTRY) | {"all"}
+    bad = [n for n in args.print_ir_after if n not in known]
+    if bad:
+        raise UserError(Diagnostic(Loc("<command line>"), f"--print-ir-after: unknown pass '{bad[0]}'"))
+    return Options(verify_each=not args.no_verify, print_after=frozenset(args.print_ir_after),
+                   time_passes=args.time_passes)
+
+
+def cmd_opt(args: argparse.Namespace) -> int:
+    """``pcc opt FILE -p PIPELINE [-o OUT]``: the optimized IR."""
+    passes = parse_pipeline(args.passes)
+    circuit = run_pipeline(load_input(args.file), passes, _options(args))
+    _emit_ir(circuit, args.output)
+    return 0
+
+
+def _emit_ir(circuit: Circuit, output: str | None) -> None:
+    if output:
+        write_ir(circuit, output)
+    else:
+        sys.stdout.write(to_text(circuit))
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    """``pcc compile FILE.pc --emit STAGE``: print or write one stage, optionally dumping all of them."""
+    if not args.file.endswith(".pc"):
+        raise UserError(Diagnostic(Loc(args.file), "pcc compile expects a .pc file"))
+    dump_dir = Path(args.dump_dir) if args.dump_dir else None
+    if dump_dir:
+        dump_dir.mkdir(parents=True, exist_ok=True)
+    passes = parse_pipeline(args.passes)
+    if args.emit == "ast" or dump_dir:
+        ast_text = dump(parse_ast(args.file)) + "\n"
+        if dump_dir:
+            write_text_atomic(dump_dir / "00-ast.txt", ast_text)
+        if args.emit == "ast":
+            return _write(ast_text, args.output)
+    circuit = load_input(args.file)
+    if dump_dir:
+        write_ir(circuit, dump_dir / "01-ir.pcir")
+    if args.emit == "ir":
+        return _emit_ir(circuit, args.output) or 0
+    opts = _options(args)
+    if dump_dir:
+        step = iter(range(2, 100))
+        opts.on_ir = lambda name, c: write_ir(c, dump_dir / f"{next(step):02d}-{name}.pcir")
+    _emit_ir(run_pipeline(circuit, passes, opts), args.output)
+    return 0
+
+
+def _write(text: str, output: str | None) -> int:
+    if output:
+        write_text_atomic(output, text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
