@@ -138,6 +138,16 @@ def randomize(circuit: Circuit, seed: int, zero_fraction: float = 0.0) -> None:
             continue
         values = draw_random(owner, circuit, t.shape, int(rng.integers(2**62)))
         if isinstance(owner, SumBlock) and zero_fraction > 0:
-            values = values * (rng.random(values.shape) >= zero_fraction)
-            values = normalize_sum(circuit, owner, values)
+            values = _drop_edges(circuit, owner, values, rng.random(values.shape) >= zero_fraction)
         t.data, t.seed, t.cache = values, None, None
+
+
+def _drop_edges(circuit: Circuit, block: SumBlock, w: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Zero the weights where ``keep`` is False, except for parents that would lose every edge."""
+    dead = parent_totals(circuit, block, w * keep) == 0
+    if block.tiles is None:
+        keep = keep | dead[:, None]
+    else:
+        rows = tile_table(circuit, block)[:, :1] * block.block + np.arange(block.block)  # [m, b]
+        keep = keep | dead[rows][:, :, None]
+    return normalize_sum(circuit, block, w * keep)

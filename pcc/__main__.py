@@ -1,0 +1,6 @@
+"""``python -m pcc`` runs the command line."""
+import sys
+
+from pcc.cli import main
+
+sys.exit(main())

@@ -1,0 +1,177 @@
+"""Random small circuits for property tests.
+
+Every structural choice goes through ``draw(lo, hi)`` (an integer in [lo, hi]), so hypothesis can
+shrink failures (``draw = lambda lo, hi: data.draw(st.integers(lo, hi))``) and plain numpy can drive it
+too. The circuits exercise every IR feature: all three distributions, aligned and table products,
+dense and block-sparse sums, several children, sum-of-sum and product-of-product chains, shared
+blocks (DAGs), tied parameters and duplicate input blocks.
+"""
+from __future__ import annotations
+
+import itertools
+from math import gcd
+from typing import Callable
+
+import numpy as np
+
+from pcc.ir import Circuit, Domain, InputBlock, ProdBlock, SumBlock, Tensor, Variable, scopes
+from pcc.ir.params import randomize
+
+Draw = Callable[[int, int], int]
+
+
+def random_circuit(draw: Draw, max_vars: int = 4, real_vars: bool = True) -> Circuit:
+    """A valid circuit with concrete random parameters; see the module docstring."""
+    g = _Gen(draw)
+    for v in range(draw(1, max_vars)):
+        g.variable(v, real_vars)
+    for _ in range(draw(2, 10)):
+        [g.prod, g.sum, g.chain_sum, g.chain_prod, g.duplicate_input][draw(0, 4)]()
+    g.close()
+    c = Circuit(g.vars, g.blocks, g.tensors, len(g.blocks) - 1)
+    randomize(c, draw(0, 2**31), zero_fraction=0.2 if draw(0, 3) == 0 else 0.0)
+    return c
+
+
+def random_circuits(seed: int, count: int, **kw) -> list[Circuit]:
+    """``count`` circuits driven by numpy (for quick loops outside hypothesis)."""
+    rng = np.random.default_rng(seed)
+    return [random_circuit(lambda lo, hi: int(rng.integers(lo, hi + 1)), **kw) for _ in range(count)]
+
+
+class _Gen:
+    def __init__(self, draw: Draw):
+        self.draw = draw
+        self.vars: list[Variable] = []
+        self.blocks: list = []
+        self.tensors: dict[str, Tensor] = {}
+
+    def pick(self, items: list):
+        return items[self.draw(0, len(items) - 1)]
+
+    def add(self, block) -> int:
+        block.name = f"b{len(self.blocks)}"
+        self.blocks.append(block)
+        return len(self.blocks) - 1
+
+    def tensor(self, dtype: str, shape: tuple, data=None) -> str:
+        name = f"t{len(self.tensors)}"
+        self.tensors[name] = Tensor(dtype, shape, data=data, seed=None if data is not None else len(self.tensors))
+        return name
+
+    def scope_of(self, i: int) -> int:
+        return scopes(Circuit(self.vars, self.blocks[: i + 1], self.tensors, i))[i]
+
+    def variable(self, v: int, real_vars: bool) -> None:
+        kind = self.draw(0, 2 if real_vars else 1)
+        dom = [Domain("binary", 2), Domain("categorical", 3), Domain("real", 0)][kind]
+        self.vars.append(Variable(f"X{v}", dom))
+        self.input(v)
+
+    def input(self, v: int) -> int:
+        dom = self.vars[v].domain
+        dist = {"binary": self.pick(["bernoulli", "categorical"]), "categorical": "categorical", "real": "gaussian"}[dom.kind]
+        n = self.draw(1, 4)
+        shape = {"bernoulli": (n,), "categorical": (n, dom.categories), "gaussian": (n, 2)}[dist]
+        return self.add(InputBlock(v, dist, n, self.tensor("f64", shape)))
+
+    def duplicate_input(self) -> None:
+        inputs = [i for i, b in enumerate(self.blocks) if isinstance(b, InputBlock)]
+        b = self.blocks[self.pick(inputs)]
+        self.add(InputBlock(b.var, b.dist, b.n, b.params))  # ties the tensor: dedupe merges it
+
+    def groups(self) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {}
+        for i in range(len(self.blocks)):
+            out.setdefault(self.scope_of(i), []).append(i)
+        return out
+
+    def prod(self, kids: list[int] | None = None) -> int | None:
+        if kids is None:
+            kids = self.disjoint(self.draw(2, 3))
+            if len(kids) < 2:
+                return None
+        sizes = [self.blocks[k].n for k in kids]
+        if len(set(sizes)) == 1 and self.draw(0, 1):
+            return self.add(ProdBlock(tuple(kids), sizes[0]))
+        n = self.draw(1, 5)
+        table = np.array([[self.draw(0, s - 1) for s in sizes] for _ in range(n)], dtype=np.int64)
+        return self.add(ProdBlock(tuple(kids), n, self.tensor("i64", table.shape, table)))
+
+    def disjoint(self, k: int) -> list[int]:
+        chosen, seen = [], 0
+        for _ in range(k * 3):
+            i = self.draw(0, len(self.blocks) - 1)
+            s = self.scope_of(i)
+            if not s & seen:
+                chosen.append(i)
+                seen |= s
+            if len(chosen) == k:
+                break
+        return chosen
+
+    def sum(self, kids: list[int] | None = None, n: int | None = None) -> int:
+        if kids is None:
+            group = self.pick(list(self.groups().values()))
+            kids = [self.pick(group) for _ in range(self.draw(1, 3))]
+        n = n or self.draw(1, 4)
+        sizes = [self.blocks[k].n for k in kids]
+        total = sum(sizes)
+        b = gcd(n, *sizes)
+        if b > 1 and self.draw(0, 1):
+            return self.add(self.sparse(kids, n, total, b))
+        tie = [blk.params for blk in self.blocks if isinstance(blk, SumBlock) and blk.tiles is None
+               and self.tensors[blk.params].shape == (n, total)]
+        params = self.pick(tie) if tie and self.draw(0, 2) == 0 else self.tensor("f64", (n, total))
+        return self.add(SumBlock(tuple(kids), n, params))
+
+    def sparse(self, kids: list[int], n: int, total: int, b: int) -> SumBlock:
+        rows, cols = n // b, total // b
+        grid = list(itertools.product(range(rows), range(cols)))
+        keep = [t for t in grid if self.draw(0, 1)]
+        for r in range(rows):  # every parent tile needs at least one child tile
+            if not any(t[0] == r for t in keep):
+                keep.append((r, self.draw(0, cols - 1)))
+        tiles = np.array(sorted(keep), dtype=np.int64)
+        return SumBlock(tuple(kids), n, self.tensor("f64", (len(tiles), b, b)), self.tensor("i64", tiles.shape, tiles), b)
+
+    def chain_sum(self) -> None:
+        sums = [i for i, blk in enumerate(self.blocks) if isinstance(blk, SumBlock)]
+        if sums:
+            self.sum([self.pick(sums)])
+
+    def chain_prod(self) -> None:
+        prods = [i for i, blk in enumerate(self.blocks) if isinstance(blk, ProdBlock)]
+        if not prods:
+            return
+        p = self.pick(prods)
+        rest = [i for i in range(len(self.blocks)) if not self.scope_of(i) & self.scope_of(p)]
+        if rest:
+            self.prod([p, self.pick(rest)])
+
+    def close(self) -> None:
+        """Cover every variable with disjoint blocks, multiply them, and mix into a single root."""
+        parts, seen = [], 0
+        for i in range(len(self.blocks) - 1, -1, -1):
+            s = self.scope_of(i)
+            if not s & seen:
+                parts.append(i)
+                seen |= s
+        top = parts[0] if len(parts) == 1 else self.prod(parts)
+        self.sum([top], n=1)
+
+
+def random_inputs(circuit: Circuit, rng: np.random.Generator, batch: int = 16, missing: float = 0.25):
+    """Random data ``[batch, V]`` in every variable's domain, and a random missing mask."""
+    cols = []
+    for v in circuit.variables:
+        k = v.domain.categories
+        cols.append(rng.normal(size=batch) if k == 0 else rng.integers(0, k, size=batch).astype(float))
+    x = np.stack(cols, axis=1)
+    return x, rng.random(x.shape) < missing
+
+
+def all_assignments(circuit: Circuit) -> np.ndarray:
+    """Every joint assignment of an all-discrete circuit, ``[prod K, V]``."""
+    ks = [v.domain.categories for v in circuit.variables]
+    return np.array(list(itertools.product(*[range(k) for k in ks])), dtype=float)
