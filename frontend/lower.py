@@ -55,6 +55,17 @@ def _read(path: str, at: Loc) -> str:
         raise UserError(Diagnostic(at, f"cannot read {path}: {e}")) from None
 
 
+def _targets(stmts: list) -> set[str]:
+    """Base names of the nodes declared in ``stmts`` (nested loops included)."""
+    out: set[str] = set()
+    for st in stmts:
+        if isinstance(st, A.NodeDecl):
+            out.add(st.target.name)
+        elif isinstance(st, A.For):
+            out |= _targets(st.body)
+    return out
+
+
 def _key_text(key: Key) -> str:
     name, idx = key
     return name + (f"[{', '.join(map(str, idx))}]" if idx else "")
@@ -73,7 +84,11 @@ class _Lowering:
         self.variables: list[Variable] = []
         self.var_ids: dict[Key, int] = {}
         self.nodes: dict[Key, int | None] = {}
-        self.node_lines: dict[Key, int] = {}
+        self.node_lines: dict[Key, str] = {}
+        self.poisoned: set[str] = set()  # base names whose declaration failed: uses stay quiet
+        self.incomplete = False  # an include failed: undefined names may be defined there
+        self.tensor_file_broken = False
+        self.loop_locals: list[set[str]] = []
         self.blocks: list = []
         self.scopes: list[int] = []
         self.tensors: dict[str, Tensor] = {}
@@ -115,11 +130,7 @@ class _Lowering:
         for name, t in self.tensors.items():
             if t.data is None:
                 t.seed = derive_seed(self.seed, name)
-        root_id, stmt = self.root  # type: ignore[misc]
-        circuit = Circuit(self.variables, self.blocks, self.tensors, root_id or 0)
-        if self.blocks[circuit.root].n != 1:
-            self.err(stmt.ref.loc, f"the root must be a single node, but '{self.blocks[circuit.root].name}' has n={self.blocks[circuit.root].n}")
-            raise UserError(list(self.diags.values()))
+        circuit = Circuit(self.variables, self.blocks, self.tensors, self.root[0])  # type: ignore[index]
         verify(circuit)  # a failure here is a frontend bug: reported as an internal error
         return circuit
 
@@ -139,8 +150,14 @@ class _Lowering:
             chain = " -> ".join(Path(p).name for p in self.includes[self.includes.index(resolved):])
             return self.err(s.loc, f"include cycle: {chain} -> {Path(path).name}")
         if not Path(path).is_file():
+            self.incomplete = True  # its names are unknown: later "undefined" errors would be noise
             return self.err(s.loc, f"included file not found: {path}")
-        self.include(path, None, s.loc)
+        try:
+            self.include(path, None, s.loc)
+        except UserError as e:  # keep checking the including file; the included one's errors are kept
+            for d in e.diagnostics:
+                self.diags.setdefault((d.loc.file, d.loc.line, d.loc.col), d)
+            self.incomplete = True
 
     def stmt_seed(self, s: A.Seed) -> None:
         self.seed = self.int_expr(s.value, "the seed", minimum=0)
@@ -150,17 +167,22 @@ class _Lowering:
         try:
             self.tensor_file = tensorfile.load(path)
         except UserError as e:
-            self.tensor_file = {}
+            self.tensor_file = None
+            self.tensor_file_broken = True
             self.err(s.loc, e.diagnostics[0].message + f": {path}")
 
     def stmt_let(self, s: A.Let) -> None:
         if s.name in self.consts:
             return self.err(s.loc, f"constant '{s.name}' is already defined")
         self.consts[s.name] = self.eval(s.value)
+        if self.loop_locals:
+            self.loop_locals[-1].add(s.name)
 
     def stmt_vardecl(self, s: A.VarDecl) -> None:
+        self.poisoned.add(s.name)  # until the declaration is complete, uses of it stay quiet
         domain = self.domain(s.domain)
         dims = [self.int_expr(d, "a variable dimension", minimum=1) for d in s.dims or []]
+        self.poisoned.discard(s.name)
         for idx in np.ndindex(*dims) if dims else [()]:
             key = (s.name, tuple(int(i) for i in idx))
             if key in self.var_ids:
@@ -180,26 +202,40 @@ class _Lowering:
         return Domain(d.kind, 2 if d.kind == "binary" else 0)
 
     def stmt_for(self, s: A.For) -> None:
-        lo, hi = self.int_expr(s.lo, "a loop bound"), self.int_expr(s.hi, "a loop bound")
-        if s.var in self.consts:
-            return self.err(s.loc, f"loop variable '{s.var}' shadows a constant")
+        try:
+            lo, hi = self.int_expr(s.lo, "a loop bound"), self.int_expr(s.hi, "a loop bound")
+            if s.var in self.consts:
+                self.err(s.loc, f"loop variable '{s.var}' shadows a constant")
+                raise _Bad
+        except _Bad:
+            self.poisoned.update(_targets(s.body))  # the body never ran: its names stay quiet
+            raise
+        self.loop_locals.append(set())
         try:
             for i in range(lo, hi):
                 self.consts[s.var] = i
                 self.stmts(s.body)
+                for name in self.loop_locals[-1]:  # `let` inside a loop body is per iteration
+                    self.consts.pop(name, None)
+                self.loop_locals[-1].clear()
         finally:
             self.consts.pop(s.var, None)
+            self.loop_locals.pop()
 
     def stmt_root(self, s: A.Root) -> None:
         if self.root is not None:
             return self.err(s.loc, f"a circuit has one root; the first is declared at line {self.root[1].loc.line}")
-        self.root = (self.node(s.ref), s)
+        self.root = (None, s)
+        block = self.blocks[self.node(s.ref)]
+        if block.n != 1:
+            return self.err(s.ref.loc, f"the root must be a single node, but '{block.name}' has n={block.n}")
+        self.root = (self.nodes[self.key(s.ref)], s)
 
     def stmt_nodedecl(self, s: A.NodeDecl) -> None:
         key = self.key(s.target)
         if key in self.nodes:
-            return self.err(s.target.loc, f"node '{_key_text(key)}' is already defined (line {self.node_lines[key]})")
-        self.nodes[key], self.node_lines[key] = None, s.loc.line  # poisoned until the block is built
+            return self.err(s.target.loc, f"node '{_key_text(key)}' is already defined (at {self.node_lines[key]})")
+        self.nodes[key], self.node_lines[key] = None, f"{s.loc.file}:{s.loc.line}"  # poisoned until built
         call = s.call
         if call.kind not in _KWARGS:
             return self.err(call.loc, f"unknown node kind '{call.kind}' (expected input, prod or sum)")
@@ -385,6 +421,8 @@ class _Lowering:
     def float_array(self, kwarg: A.KwArg) -> np.ndarray:
         v = kwarg.value
         if isinstance(v, A.TensorRef):
+            if self.tensor_file_broken:
+                raise _Bad
             if self.tensor_file is None:
                 self.err(v.loc, "tensor(...) needs a tensors file: declare 'tensors \"FILE.safetensors\"' first")
                 raise _Bad
@@ -429,6 +467,8 @@ class _Lowering:
 
     def node_key(self, key: Key, loc: Loc) -> int:
         if key not in self.nodes:
+            if key[0] in self.poisoned or self.incomplete:
+                raise _Bad
             hint = " (it is a variable; wrap it in input(...))" if key in self.var_ids else ""
             self.err(loc, f"undefined node '{_key_text(key)}'{hint}")
             raise _Bad
@@ -440,6 +480,8 @@ class _Lowering:
     def variable(self, ref: A.Ref) -> int:
         key = self.key(ref)
         if key not in self.var_ids:
+            if ref.name in self.poisoned or self.incomplete:
+                raise _Bad
             self.err(ref.loc, f"undefined variable '{_key_text(key)}'")
             raise _Bad
         return self.var_ids[key]

@@ -199,6 +199,9 @@ def check_tiles(c: Circuit, b: SumBlock, total: int) -> list[str]:
         return [f"tile table @{b.tiles} has a tile outside the {b.n // b.block}x{total // b.block} tile grid"]
     if len(np.unique(tiles[:, 0] * (total // b.block) + tiles[:, 1])) != len(tiles):
         return [f"tile table @{b.tiles} lists a tile twice"]
+    empty = np.setdiff1d(np.arange(b.n // b.block), tiles[:, 0])
+    if len(empty):
+        return [f"tile table @{b.tiles} gives parent tile {empty[0]} no child tile (its nodes would have no edges)"]
     return []
 
 

@@ -75,12 +75,32 @@ def test_grammar_copy_matches_pc_lark() -> None:
     assert grammars[0] == (ROOT / "frontend" / "pc.lark").read_text(encoding="utf-8")
 
 
+def _error_examples() -> list[tuple[str, str, int]]:
+    out = []
+    for i, (tag, _, body, line) in enumerate(BLOCKS):
+        if tag == "pc-broken":
+            assert i + 1 < len(BLOCKS) and BLOCKS[i + 1][0] == "text", \
+                f"docs/language.md:{line}: a pc-broken block must be followed by its text output"
+            out.append((body, BLOCKS[i + 1][2], line))
+    assert out, "the Errors section needs a pc-broken example"
+    return out
+
+
 def test_error_example_is_real() -> None:
-    pairs = [(BLOCKS[i][2], BLOCKS[i + 1]) for i, (tag, *_rest) in enumerate(BLOCKS) if tag == "pc-broken"]
-    assert pairs, "the Errors section needs a pc-broken example"
-    for broken, (tag, _, expected, line) in pairs:
-        assert tag == "text", f"docs/language.md:{line}: a pc-broken block must be followed by its text output"
+    for broken, expected, _ in _error_examples():
         with pytest.raises(UserError) as info:
             load_text(broken, file="broken.pc")
         assert info.value.render() == expected.rstrip("\n")
         assert len(info.value.diagnostics) > 1, "the example should show several errors reported together"
+
+
+def test_error_example_through_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    cli = pytest.importorskip("pcc.cli")
+    monkeypatch.chdir(tmp_path)
+    for broken, expected, _ in _error_examples():
+        Path("broken.pc").write_text(broken, encoding="utf-8")
+        assert cli.main(["check", "broken.pc"]) == 1
+        out, err = capsys.readouterr()
+        assert out == ""
+        assert err == expected

@@ -1,0 +1,67 @@
+"""IR essentials: the interpreter on hand-computed cases, tensor files, verifier messages."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pcc.frontend import load_text
+from pcc.ir import UserError, VerifyError, log_likelihood, parse_text, to_text, verify
+from pcc.ir import tensorfile
+
+
+def test_gaussian_and_missing():
+    c = load_text("var Y : real\ng = input(Y, gaussian, n=2, params=[[0.0, 1.0], [2.0, 0.5]])\n"
+                  "s = sum(g, n=1, params=[[0.5, 0.5]])\nroot s\n")
+    y = 0.3
+    pdf = lambda m, s: np.exp(-0.5 * ((y - m) / s) ** 2) / (s * np.sqrt(2 * np.pi))  # noqa: E731
+    expect = np.log(0.5 * pdf(0, 1) + 0.5 * pdf(2, 0.5))
+    assert log_likelihood(c, np.array([[y]]))[0] == pytest.approx(expect, abs=1e-12)
+    assert log_likelihood(c, np.array([[y]]), np.array([[True]]))[0] == 0.0
+
+
+def test_zero_weight_and_impossible_evidence_are_exact():
+    c = load_text("var X : binary\na = input(X, bernoulli, n=2, params=[0.0, 1.0])\n"
+                  "s = sum(a, n=1, params=[[1.0, 0.0]])\nroot s\n")
+    ll = log_likelihood(c, np.array([[0.0], [1.0]]))
+    assert ll[0] == 0.0 and ll[1] == -np.inf and not np.isnan(ll).any()
+
+
+def test_tensorfile_round_trip_and_interop(tmp_path):
+    data = {"w": np.arange(6, dtype=np.float64).reshape(2, 3), "t": np.array([[1, 2]], dtype=np.int64)}
+    tensorfile.save(tmp_path / "a.safetensors", data)
+    back = tensorfile.load(tmp_path / "a.safetensors")
+    assert all(np.array_equal(back[k], v) for k, v in data.items())
+    st = pytest.importorskip("safetensors.numpy")  # the reference implementation, if installed
+    theirs = st.load_file(str(tmp_path / "a.safetensors"))
+    assert all(np.array_equal(theirs[k], v) for k, v in data.items())
+    st.save_file(data, str(tmp_path / "b.safetensors"))
+    assert all(np.array_equal(tensorfile.load(tmp_path / "b.safetensors")[k], v) for k, v in data.items())
+
+
+def test_tensorfile_rejects_damage(tmp_path):
+    tensorfile.save(tmp_path / "a.safetensors", {"w": np.ones((4, 4))})
+    raw = (tmp_path / "a.safetensors").read_bytes()
+    for name, blob in {"short": raw[:4], "cut": raw[:-9], "json": raw[:8] + b"{" * (len(raw) - 8)}.items():
+        (tmp_path / name).write_bytes(blob)
+        with pytest.raises(UserError, match="malformed tensor file"):
+            tensorfile.load(tmp_path / name)
+
+
+def test_verifier_names_block_and_shows_context():
+    c = load_text("var X[2] : binary\na = input(X[0], bernoulli, n=2)\nb = input(X[1], bernoulli, n=2)\n"
+                  "p = prod(a, b)\ns = sum(p, n=1)\nroot s\n")
+    c.blocks[2].children = (0, 0)
+    with pytest.raises(VerifyError) as e:
+        verify(c)
+    text = str(e.value)
+    assert "block %2 (p): not decomposable" in text and "  > %2 = prod(%0, %0) n=2" in text
+
+
+def test_resource_checksum_is_checked():
+    c = load_text("var X : categorical(100)\na = input(X, categorical, n=1, params=[[" +
+                  ", ".join(["0.01"] * 100) + "]])\nroot a\n")
+    text = to_text(c)
+    assert "resources {" in text and "sha256=" in text
+    tampered = text.replace("@a.p = \"", "@a.p = \"AAAA", 1)
+    with pytest.raises(UserError):
+        parse_text(tampered, "t.pcir")

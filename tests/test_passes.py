@@ -1,0 +1,106 @@
+"""The pass manager: pipelines, options, verification after each pass, failure reports."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from conftest import EXAMPLES
+from randgen import random_circuits
+
+from pcc.frontend import load_file
+from pcc.ir import UserError
+from pcc.passes import REGISTRY, Options, Pass, PassFailure, parse_pipeline, run_pipeline
+from pcc.passes.layerize import assign_layers
+from pcc.passes.manager import PassError, register
+
+
+def test_pipeline_parsing_with_options():
+    passes = parse_pipeline("dce, layerize{max-padding=2.5}, collapse-chains{max-growth=3,shared=true}")
+    assert [p.name for p in passes] == ["dce", "layerize", "collapse-chains"]
+    assert passes[1].max_padding == 2.5 and passes[2].max_growth == 3.0 and passes[2].shared is True
+    assert passes[1].spec() == "layerize{max-padding=2.5}"
+
+
+def test_every_pass_has_a_contract_docstring():
+    import sys
+    for cls in [c for c in REGISTRY.values() if not c.name.startswith("test-")]:
+        module_doc = sys.modules[cls.__module__].__doc__ or ""
+        assert "Pre" in module_doc and "Post" in module_doc, cls.name
+        assert cls.__doc__
+
+
+@dataclass
+class _Breaker(Pass):
+    """Test-only: gives the root three nodes (invalid IR)."""
+
+    name = "test-break"
+
+    def run(self, circuit):
+        circuit.blocks[circuit.root].n = 3
+        return circuit
+
+
+@dataclass
+class _Refuser(Pass):
+    """Test-only: raises a PassError pointing at block 1."""
+
+    name = "test-refuse"
+
+    def run(self, circuit):
+        raise PassError("cannot handle this block", block=1)
+
+
+@pytest.fixture(autouse=True)
+def test_passes():
+    """Register the test-only passes for one test, then remove them again."""
+    for cls in (_Breaker, _Refuser):
+        register(cls)
+    yield
+    for cls in (_Breaker, _Refuser):
+        REGISTRY.pop(cls.name)
+
+
+def test_invalid_output_is_caught_after_the_pass():
+    c = load_file(next(p for p in EXAMPLES if p.stem == "mixture"))
+    with pytest.raises(PassFailure) as e:
+        run_pipeline(c, parse_pipeline("test-break"))
+    msg = str(e.value)
+    assert msg.startswith("pass 'test-break' failed: it produced invalid IR")
+    assert "the root must be a single node" in msg and "> %3 = sum(%2) n=3" in msg
+    run_pipeline(c, parse_pipeline("test-break"), Options(verify_each=False))  # opt-out: no check
+
+
+def test_pass_error_names_pass_and_block():
+    c = load_file(next(p for p in EXAMPLES if p.stem == "mixture"))
+    with pytest.raises(PassFailure) as e:
+        run_pipeline(c, parse_pipeline("test-refuse"))
+    assert "pass 'test-refuse' failed: error: block %1 (b): cannot handle this block" in str(e.value)
+    assert "  > %1 = input X[1] bernoulli" in str(e.value)
+
+
+def test_unknown_pass_is_user_error():
+    with pytest.raises(UserError):
+        parse_pipeline("no-such-pass")
+
+
+def test_layer_invariants_on_random_circuits():
+    for c in random_circuits(3, 100):
+        layers = assign_layers(c)
+        for i, b in enumerate(c.blocks):
+            assert all(layers[k] < layers[i] for k in b.children)
+            assert (layers[i] == 0) == (b.kind == "input")
+            if b.kind != "input":
+                assert layers[i] % 2 == (1 if b.kind == "prod" else 0)
+
+
+def test_layerize_padding_bound():
+    from pcc.passes.layerize import fan_in
+    c = run_pipeline(load_file(next(p for p in EXAMPLES if p.stem == "pd8x8")), parse_pipeline("layerize{max-padding=1.25}"))
+    groups = {}
+    for b in c.blocks:
+        groups.setdefault((b.attrs["layer"], b.kind, b.attrs["group"]), []).append(b)
+    for members in groups.values():
+        fans = [fan_in(c, b) for b in members]
+        real = sum(f * b.n for f, b in zip(fans, members))
+        if real:
+            assert max(fans) * sum(b.n for b in members) <= 1.25 * real + 1e-9
