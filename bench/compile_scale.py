@@ -54,10 +54,24 @@ def tree_source(v: int, k: int) -> str:
 
 
 CONFIGS = {
-    "hmm T=128 L=512 (tied)": lambda: HMM.format(T=128, L=512),
-    "hmm T=128 L=1024 (tied)": lambda: HMM.format(T=128, L=1024),
-    "tree V=256 K=256 (untied)": lambda: tree_source(256, 256),
+    "hmm T=128 L=512 (tied), .pc": lambda: HMM.format(T=128, L=512),
+    "hmm T=128 L=1024 (tied), .pc": lambda: HMM.format(T=128, L=1024),
+    "tree V=256 K=256 (untied), .pc": lambda: tree_source(256, 256),
+    "tree V=256 K=256, .pcir with concrete weights": lambda: concrete(tree_source(256, 256)),
 }
+
+
+def concrete(source: str) -> Path:
+    """The model as .pcir + sidecar with every parameter materialised (as after training)."""
+    from pcc.api import write_ir
+    from pcc.frontend import load_text
+    from pcc.ir.params import randomize
+
+    circuit = load_text(source, "tree.pc")
+    randomize(circuit, 0)
+    path = Path(tempfile.mkdtemp()) / "trained.pcir"
+    write_ir(circuit, path)
+    return path
 
 
 def run(src: Path, out: Path) -> tuple[float, float, str]:
@@ -80,8 +94,10 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for name, make in CONFIGS.items():
-            src = Path(tmp) / "model.pc"
-            src.write_text(make())
+            made = make()
+            src = made if isinstance(made, Path) else Path(tmp) / "model.pc"
+            if not isinstance(made, Path):
+                src.write_text(made)
             runs = [run(src, Path(tmp) / "model.pcir") for _ in range(args.repeat)]
             summary = runs[0][2].split(", ")
             blocks, edges = summary[1].split()[0], int(summary[3].split()[0])

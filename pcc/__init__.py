@@ -4,3 +4,7 @@ Staged API: :func:`parse` (.pc text or file → IR), :func:`optimize` (IR → IR
 and the IR itself in :mod:`pcc.ir` (printer, parser, verifier, reference interpreter).
 """
 __version__ = "0.1.0"
+
+from .api import optimize, parse, read_ir, write_ir  # noqa: E402  (the staged API)
+
+__all__ = ["__version__", "parse", "optimize", "read_ir", "write_ir"]

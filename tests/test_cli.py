@@ -138,3 +138,11 @@ def test_internal_errors_exit_2(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 2
     assert "internal error: pass 'dce' failed: ZeroDivisionError" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_readme_tour_is_current():
+    """The README's IR listing is what `pcc compile --emit ir` prints today."""
+    readme = (ROOT / "README.md").read_text()
+    shown = readme[readme.index("pcir 1\n"):readme.index("root %3\n") + len("root %3\n")]
+    assert pcc("compile", "examples/mixture.pc", "--emit", "ir", cwd=ROOT).stdout == shown
+    assert "./run.sh test" in readme and "./run.sh demo" in readme
