@@ -7,6 +7,7 @@ do not produce follow-on errors.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from .parse import parse_source
 _KWARGS = {"input": {"n", "params", "tie", "block"}, "prod": {"n", "table", "block"},
            "sum": {"n", "params", "tie", "block", "tiles"}}
 Key = tuple[str, tuple[int, ...]]
+_MAX_VARIABLES = 1 << 24
+_MAX_STATEMENTS = 50_000_000
 
 
 class _Bad(Exception):
@@ -89,6 +92,8 @@ class _Lowering:
         self.incomplete = False  # an include failed: undefined names may be defined there
         self.tensor_file_broken = False
         self.loop_locals: list[set[str]] = []
+        self.var_dims: dict[str, tuple[int, ...]] = {}
+        self.budget = _MAX_STATEMENTS  # statements elaborated, loops unrolled: a runaway loop stops
         self.blocks: list = []
         self.scopes: list[int] = []
         self.tensors: dict[str, Tensor] = {}
@@ -136,6 +141,10 @@ class _Lowering:
 
     def stmts(self, stmts: list) -> None:
         for s in stmts:
+            self.budget -= 1
+            if self.budget < 0:
+                self.err(s.loc, f"the program unrolls to more than {_MAX_STATEMENTS:,} statements (a runaway loop?)")
+                raise UserError(list(self.diags.values()))
             try:
                 getattr(self, "stmt_" + type(s).__name__.lower())(s)
             except _Bad:
@@ -149,6 +158,8 @@ class _Lowering:
         if resolved in self.includes:
             chain = " -> ".join(Path(p).name for p in self.includes[self.includes.index(resolved):])
             return self.err(s.loc, f"include cycle: {chain} -> {Path(path).name}")
+        if Path(path).is_dir():
+            return self.err(s.loc, f"cannot include a folder: {path}")
         if not Path(path).is_file():
             self.incomplete = True  # its names are unknown: later "undefined" errors would be noise
             return self.err(s.loc, f"included file not found: {path}")
@@ -183,10 +194,13 @@ class _Lowering:
         domain = self.domain(s.domain)
         dims = [self.int_expr(d, "a variable dimension", minimum=1) for d in s.dims or []]
         self.poisoned.discard(s.name)
+        if s.name in self.var_dims:
+            return self.err(s.loc, f"variable '{s.name}' is already declared")
+        if math.prod(dims) > _MAX_VARIABLES - len(self.variables):
+            return self.err(s.loc, f"too many variables: a circuit may have at most {_MAX_VARIABLES:,}")
+        self.var_dims[s.name] = tuple(dims)
         for idx in np.ndindex(*dims) if dims else [()]:
             key = (s.name, tuple(int(i) for i in idx))
-            if key in self.var_ids:
-                return self.err(s.loc, f"variable '{_key_text(key)}' is already declared")
             self.var_ids[key] = len(self.variables)
             self.variables.append(Variable(_key_text(key).replace(" ", ""), domain))
 
@@ -359,11 +373,16 @@ class _Lowering:
         return self.int_expr(kw["n"].value, "n", minimum=1)
 
     def children(self, call: A.Call, pos: list) -> list[tuple[int, Loc, str]]:
-        out = []
+        out, bad = [], False
         for p in pos:
-            refs = self.spread(p) if isinstance(p, A.Spread) else [(self.key(p), p.loc)]
-            for key, loc in refs:
-                out.append((self.node_key(key, loc), loc, _key_text(key)))
+            try:
+                refs = self.spread(p) if isinstance(p, A.Spread) else [(self.key(p), p.loc)]
+                for key, loc in refs:
+                    out.append((self.node_key(key, loc), loc, _key_text(key)))
+            except _Bad:  # keep going: every undefined child is reported, not just the first
+                bad = True
+        if bad:
+            raise _Bad
         if not out:
             self.err(call.loc, f"{call.kind} needs at least one child node")
             raise _Bad
@@ -481,6 +500,11 @@ class _Lowering:
         key = self.key(ref)
         if key not in self.var_ids:
             if ref.name in self.poisoned or self.incomplete:
+                raise _Bad
+            dims = self.var_dims.get(ref.name)
+            if dims is not None:
+                shape = "a single variable" if not dims else "an array of shape [" + ", ".join(map(str, dims)) + "]"
+                self.err(ref.loc, f"index out of range: '{_key_text(key)}' does not exist, '{ref.name}' is {shape}")
                 raise _Bad
             self.err(ref.loc, f"undefined variable '{_key_text(key)}'")
             raise _Bad

@@ -5,6 +5,7 @@ several mistakes in one file are reported together; the messages name what was e
 """
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from importlib.resources import files
 
@@ -33,38 +34,49 @@ def _parser() -> Lark:
 
 
 def parse_source(text: str, file: str) -> Program:
-    """Parse one file's text; raises UserError with every syntax error found."""
+    """Parse one file's text; raises UserError with every syntax error found.
+
+    After a syntax error the offending line is blanked and the file parsed again, so independent
+    mistakes on other lines are reported together. A line with unbalanced brackets (or an error at the
+    end of the file) stops the search: what follows would only echo the first error.
+    """
     if not text.strip():
         raise UserError(Diagnostic(Loc(file, 1, 1), "empty file: expected variable and node declarations and a root", text))
     errors: list[Diagnostic] = []
-
-    def recover(e: UnexpectedInput) -> bool:
-        if not errors or (e.line, e.column) != (errors[-1].loc.line, errors[-1].loc.col):
-            errors.append(_diagnostic(e, text, file))
-        return len(errors) < _MAX_SYNTAX_ERRORS
-
-    try:
-        tree = _parser().parse(text, on_error=recover)
-    except UnexpectedInput as e:  # errors Lark cannot recover from (bad characters, end of file)
-        errors.append(_diagnostic(e, text, file))
-        tree = None
+    attempt = text
+    while len(errors) < _MAX_SYNTAX_ERRORS:
+        try:
+            tree = _parser().parse(attempt)
+            break
+        except UnexpectedInput as e:
+            d = _diagnostic(e, text, file)
+            errors.append(d)
+            attempt = _blank_line(attempt, d.loc.line) if _can_skip(e, attempt, d.loc.line) else None
+            if attempt is None:
+                break
     if errors:
-        raise UserError(_first_per_line(errors))
+        raise UserError(errors)
     try:
         return ToAst(file).transform(tree)
     except VisitError as e:  # only a bug in ToAst can get here
         raise RuntimeError(f"internal error building the AST of {file}: {e.orig_exc}") from e
 
 
-def _first_per_line(errors: list[Diagnostic]) -> list[Diagnostic]:
-    """Keep the first error of each line: recovery inside one line mostly produces echoes."""
-    seen: set[int] = set()
-    out = []
-    for d in errors:
-        if d.loc.line not in seen:
-            seen.add(d.loc.line)
-            out.append(d)
-    return out
+def _can_skip(e: UnexpectedInput, text: str, line: int) -> bool:
+    """Whether blanking the error's line leaves a file whose later errors are independent ones."""
+    if isinstance(e, UnexpectedEOF) or getattr(getattr(e, "token", None), "type", "") == "$END":
+        return False
+    lines = text.split("\n")
+    if "{" in lines[line - 1] or "}" in lines[line - 1]:
+        return False  # blanking would unbalance a loop body
+    code = re.sub(r'"[^"\n]*"|#[^\n]*|//[^\n]*', "", "\n".join(lines[: line - 1]))
+    return code.count("(") == code.count(")") and code.count("[") == code.count("]")
+
+
+def _blank_line(text: str, line: int) -> str:
+    lines = text.split("\n")
+    lines[line - 1] = " " * len(lines[line - 1])
+    return "\n".join(lines)
 
 
 def _diagnostic(e: UnexpectedInput, text: str, file: str) -> Diagnostic:
@@ -75,11 +87,12 @@ def _diagnostic(e: UnexpectedInput, text: str, file: str) -> Diagnostic:
         line, col = _end(text)
         message = f"unexpected end of file, expected {_expected(e.expected)}"
     elif isinstance(e, UnexpectedToken):
+        accepts = getattr(e, "accepts", None) or e.expected  # accepts is exact, expected may over-report
         if e.token.type == "$END":
             line, col = _end(text)
-            message = f"unexpected end of file, expected {_expected(e.expected)}"
+            message = f"unexpected end of file, expected {_expected(accepts)}"
         else:
-            message = f"unexpected {_describe(e.token)}, expected {_expected(e.expected)}"
+            message = f"unexpected {_describe(e.token)}, expected {_expected(accepts)}"
     else:
         message = "syntax error"
     return Diagnostic(Loc(file, line, col), message, text)
@@ -94,11 +107,16 @@ def _describe(token) -> str:
     return f"{token.value!r}" if token.type not in ("STRING",) else f"string {token.value}"
 
 
+_STATEMENT = {"'var'", "'let'", "'seed'", "'tensors'", "'include'", "'for'", "'root'"}
+
+
 def _expected(names) -> str:
-    words = sorted({_WORDS.get(n, _keyword(n)) for n in names})
-    if len(words) > 6:
-        return "a statement (var, let, seed, tensors, include, for, root, or NAME = call)" if "'var'" in words else ", ".join(words[:6]) + ", ..."
-    return " or ".join(words) if len(words) <= 2 else ", ".join(words[:-1]) + " or " + words[-1]
+    words = {_WORDS.get(n, _keyword(n)) for n in names}
+    if _STATEMENT <= words:  # the start of a statement: say so in words, keep anything else (like '}')
+        rest = sorted(words - _STATEMENT - {"a name", "end of file"})
+        words = set(rest) | {"a statement (var, let, seed, tensors, include, for, root or NAME = ...)"}
+    ordered = sorted(words)
+    return " or ".join(ordered) if len(ordered) <= 2 else ", ".join(ordered[:-1]) + " or " + ordered[-1]
 
 
 def _keyword(name: str) -> str:

@@ -33,6 +33,10 @@ class _Syntax(Exception):
         self.col, self.message = col, message
 
 
+class _Quiet(Exception):
+    """The line refers to something whose own declaration failed (already reported)."""
+
+
 class _Line:
     """A cursor over the tokens of one line."""
 
@@ -103,7 +107,9 @@ class _Parser:
         self.root: int | None = None
         self.attrs: dict[str, Any] = {}
         self.sidecar: dict[str, np.ndarray] | None = None
-        self.resources: dict[str, tuple[str, int]] = {}
+        self.resources: dict[str, tuple[str, int, int]] = {}
+        self.bad_tensors: set[str] = set()
+        self.bad_vars: set[str] = set()
 
     def error(self, line: int, col: int, message: str) -> None:
         self.diags.append(Diagnostic(Loc(self.file, line, col), message, self.text))
@@ -125,13 +131,30 @@ class _Parser:
                     in_resources = self._statement(tok, no)
             except _Syntax as e:
                 self.error(no, e.col, e.message)
+                self._poison(raw)
+                if not header_seen:  # not a .pcir file (or another version): nothing else is meaningful
+                    raise UserError(self.diags) from None
+            except _Quiet:
+                self._poison(raw)
         if not header_seen:
             self.error(1, 1, f"not a .pcir file: expected 'pcir {VERSION}' as the first line")
         elif in_resources:
             self.error(len(lines), 1, "unterminated resources section (missing '}')")
         return self._finish(len(lines))
 
+    def _poison(self, raw: str) -> None:
+        """Mark what a failed line declares so that its later uses are not reported again."""
+        m = re.match(r"\s*(?:(%\d+)\s*=|tensor\s+@([A-Za-z0-9_.]+)|var\s+(\S+))", raw)
+        if m and m.group(1):
+            self.labels.setdefault(m.group(1), None)
+        elif m and m.group(2):
+            self.bad_tensors.add(m.group(2))
+        elif m and m.group(3):
+            self.bad_vars.add(m.group(3))
+
     def _header(self, tok: _Line) -> None:
+        if tok.peek()[1] != "pcir":
+            raise _Syntax(1, f"not a .pcir file: expected 'pcir {VERSION}' as the first line")
         tok.take("name", "pcir")
         col = tok.col()
         if tok.take("num") != str(VERSION):
@@ -273,7 +296,7 @@ class _Parser:
         tok.take(value="=")
         kcol = tok.col()
         kind = tok.take("name")
-        if label in self.labels:
+        if self.labels.get(label) is not None:
             raise _Syntax(col, f"block {label} defined twice")
         if kind == "input":
             block: Block = self._input(tok, no)
@@ -289,6 +312,8 @@ class _Parser:
         vcol = tok.col()
         var = tok.take("name")
         if var not in self.var_ids:
+            if var in self.bad_vars:
+                raise _Quiet
             raise _Syntax(vcol, f"undefined variable {var!r}")
         dcol = tok.col()
         dist = tok.take("name")
@@ -326,6 +351,8 @@ class _Parser:
             vcol = tok.col()
             if key in ("params", "table", "tiles"):
                 opts[key] = tok.take("tensor")[1:]
+                if opts[key] in self.bad_tensors:
+                    raise _Quiet
                 if opts[key] not in self.tensors:
                     raise _Syntax(vcol, f"undefined tensor @{opts[key]}")
             elif key == "name":
@@ -365,6 +392,8 @@ class _Parser:
         label = tok.take("block")
         if label not in self.labels:
             raise _Syntax(col, f"block {label} is used before it is defined")
+        if self.labels[label] is None:  # its definition failed, already reported
+            raise _Quiet
         return self.labels[label]
 
     def _int(self, tok: _Line) -> int:
@@ -381,7 +410,8 @@ class _Parser:
         col = tok.col()
         name = tok.take("tensor")[1:]
         tok.take(value="=")
-        self.resources[name] = (_unquote(tok.take("str")), no)
+        scol = tok.col()
+        self.resources[name] = (_unquote(tok.take("str")), no, scol)
         tok.done()
         if name not in self.pending:
             raise _Syntax(col, f"resource @{name} is not referenced by any tensor")
@@ -399,14 +429,14 @@ class _Parser:
     def _resolve(self, name: str, sha: str, line: int) -> None:
         t = self.tensors[name]
         if name in self.resources:
-            data, rline = self.resources[name]
+            data, rline, rcol = self.resources[name]
             try:
                 raw = base64.b64decode(data, validate=True)
             except ValueError:
-                return self.error(rline, 1, f"resource @{name} is not valid base64")
+                return self.error(rline, rcol, f"resource @{name} is not valid base64")
             dtype = np.float64 if t.dtype == "f64" else np.int64
             if len(raw) != t.size * 8:
-                return self.error(rline, 1, f"resource @{name} has {len(raw)} bytes, expected {t.size * 8}")
+                return self.error(rline, rcol, f"resource @{name} has {len(raw)} bytes, expected {t.size * 8}")
             arr = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype).reshape(t.shape)
         elif self.sidecar is not None and name in self.sidecar:
             arr = self.sidecar[name]

@@ -8,6 +8,7 @@ inconsistency (short file, bad JSON, offsets outside the file, size not matching
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import tempfile
@@ -60,12 +61,12 @@ def _tensor(path: str, name: str, info: object, raw: bytes, start: int) -> np.nd
     shape, offsets = info["shape"], info["data_offsets"]
     if dtype is None:
         raise bad(f"has unsupported dtype {info['dtype']!r}")
-    if not (isinstance(shape, list) and all(isinstance(s, int) and s >= 0 for s in shape)):
+    if not (isinstance(shape, list) and all(type(s) is int and s >= 0 for s in shape)):
         raise bad("has a malformed shape")
-    if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
         raise bad("has malformed data_offsets")
     lo, hi = start + offsets[0], start + offsets[1]
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)  # Python ints: a huge shape cannot wrap around
     if not (start <= lo <= hi <= len(raw)) or hi - lo != count * np.dtype(dtype).itemsize:
         raise bad("has data outside the file or of the wrong size")
     return np.frombuffer(raw[lo:hi], dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype).reshape(shape)
