@@ -1,0 +1,115 @@
+"""Parameter and flow tensors of a plan on a device, and the EM update (torch, shared by all executors).
+
+EM (per normalisation group g of a sum, or row of an input table), with flows ``f`` and pseudocount ``a``:
+``theta_new = (f + a / fanin_g) / (sum_g f + a)`` for sums; ``(c + a / K) / (sum c + a)`` for categorical;
+``(c1 + a / 2) / (c0 + c1 + a)`` for bernoulli; gaussian mean and second moment are blended with the
+current values with weight ``a``. Mini-batch EM moves ``theta <- (1 - s) theta + s theta_new`` (step ``s``);
+full-batch EM accumulates flows over the data and applies one update with ``s = 1``. Groups that received
+no flow and no pseudocount keep their parameters.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .plan import Plan
+
+MIN_STD = 1e-3
+
+
+@dataclass
+class Params:
+    """Parameter tables on a device (see :class:`pcc.backend.plan.Plan`)."""
+
+    sum_w: torch.Tensor
+    cat: dict[int, torch.Tensor]
+    bern: torch.Tensor
+    gauss: torch.Tensor
+
+    @staticmethod
+    def from_plan(plan: Plan, device, dtype=torch.float32) -> "Params":
+        t = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype, device=device)  # noqa: E731
+        return Params(t(plan.sum_w), {k: t(v) for k, v in plan.cat.items()}, t(plan.bern), t(plan.gauss))
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Flat name → tensor map (for saving)."""
+        out = {"sum_w": self.sum_w, "bern": self.bern, "gauss": self.gauss}
+        out.update({f"cat{k}": v for k, v in self.cat.items()})
+        return out
+
+
+@dataclass
+class Flows:
+    """Accumulated parameter flows, shaped like :class:`Params` (bernoulli: [R, 2]; gaussian: [R, 3])."""
+
+    sum_w: torch.Tensor
+    cat: dict[int, torch.Tensor]
+    bern: torch.Tensor
+    gauss: torch.Tensor
+
+    @staticmethod
+    def zeros_like(p: Params) -> "Flows":
+        z = torch.zeros_like
+        dev, dt = p.sum_w.device, p.sum_w.dtype
+        return Flows(z(p.sum_w), {k: z(v) for k, v in p.cat.items()},
+                     torch.zeros(len(p.bern), 2, device=dev, dtype=dt), torch.zeros(len(p.gauss), 3, device=dev, dtype=dt))
+
+    def zero_(self) -> None:
+        for t in [self.sum_w, self.bern, self.gauss, *self.cat.values()]:
+            t.zero_()
+
+    def all(self) -> list[torch.Tensor]:
+        """Every flow tensor (e.g. to all-reduce across processes)."""
+        return [self.sum_w, self.bern, self.gauss, *[self.cat[k] for k in sorted(self.cat)]]
+
+
+class EMUpdate:
+    """The closed-form EM update of a plan's parameters from accumulated flows (in place)."""
+
+    def __init__(self, plan: Plan, device):
+        self.parent = torch.as_tensor(plan.sum_parent, device=device)
+        self.groups = plan.sum_groups + 1  # the pad slot is its own group
+        fanin = np.bincount(plan.sum_parent, minlength=self.groups)
+        self.fanin = torch.as_tensor(fanin, device=device)
+
+    def apply(self, p: Params, f: Flows, step: float = 1.0, pseudocount: float = 0.0) -> None:
+        """``p <- (1 - step) p + step * EM(f, pseudocount)``."""
+        _blend(p.sum_w, self._sums(p.sum_w, f.sum_w, pseudocount), step)
+        p.sum_w[-1] = 0.0  # the pad slot stays zero
+        for k, table in p.cat.items():
+            _blend(table, _normalise(f.cat[k], pseudocount, table), step)
+        if len(p.bern):
+            c = f.bern
+            new = (c[:, 1] + pseudocount / 2) / (c.sum(1) + pseudocount)
+            _blend(p.bern, torch.where(c.sum(1) + pseudocount > 0, new, p.bern), step)
+        if len(p.gauss):
+            _blend(p.gauss, _gauss(p.gauss, f.gauss, pseudocount), step)
+
+    def _sums(self, w: torch.Tensor, flow: torch.Tensor, a: float) -> torch.Tensor:
+        totals = torch.zeros(self.groups, dtype=w.dtype, device=w.device).index_add_(0, self.parent, flow)
+        num = flow + a / self.fanin[self.parent].to(w.dtype)
+        den = totals[self.parent] + a
+        return torch.where(den > 0, num / den.clamp_min(1e-300), w)
+
+
+def _normalise(counts: torch.Tensor, a: float, old: torch.Tensor) -> torch.Tensor:
+    total = counts.sum(1, keepdim=True) + a
+    return torch.where(total > 0, (counts + a / counts.shape[1]) / total.clamp_min(1e-300), old)
+
+
+def _gauss(old: torch.Tensor, stats: torch.Tensor, a: float) -> torch.Tensor:
+    mu0, sd0 = old[:, 0], old[:, 1]
+    n = stats[:, 0] + a
+    mu = (stats[:, 1] + a * mu0) / n.clamp_min(1e-300)
+    m2 = (stats[:, 2] + a * (mu0 * mu0 + sd0 * sd0)) / n.clamp_min(1e-300)
+    sd = (m2 - mu * mu).clamp_min(MIN_STD**2).sqrt()
+    return torch.where((n > 0)[:, None], torch.stack([mu, sd], 1), old)
+
+
+def _blend(target: torch.Tensor, new: torch.Tensor, step: float) -> None:
+    if step >= 1.0:
+        target.copy_(new)
+    else:
+        target.mul_(1 - step).add_(new, alpha=step)

@@ -1,0 +1,298 @@
+"""Plan: the layered IR lowered to buffers, index tables and launch configurations (data, not code).
+
+Node values live in one ``[rows, batch]`` buffer in log space; every scalar node owns a row. Three rows
+come first: ``ZERO`` (log 1: padding for products), ``NEG`` (log 0: padding for sum children) and ``PAD``
+(padding parents: never written, value 0, flow 0). Parameters are flat per kind:
+
+* ``sum_w``: every sum tensor's weights, flattened, then one 0.0 slot (``pad_slot``) for padded edges;
+  ``sum_parent[e]`` names the parent row-group of weight ``e`` (for EM normalisation; tied tensors share);
+* ``cat[K]``: ``[R, K]`` categorical tables, ``bern``: ``[R]`` probabilities, ``gauss``: ``[R, 2]`` (mean, std).
+
+Ops run layer by layer. A :class:`SumOp` covers sum blocks of one layer with a common tile shape: parent
+tile ``t`` writes rows ``out_rows[t]`` from its ``kmax`` child tiles ``child_rows[t]`` with weights
+``sum_w[weight_ids[t]]`` — the block-sparse form that maps onto ``tl.dot``. Contract: evaluating the ops
+in order reproduces the reference interpreter's values (tests check this).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pcc.ir.circuit import Circuit, InputBlock, ProdBlock, SumBlock
+from pcc.ir.params import array, prod_table, tile_table
+
+ZERO, NEG, PAD = 0, 1, 2
+FIRST_ROW = 3
+
+
+@dataclass
+class InputOp:
+    """Rows ``start .. start+n`` hold ``dist`` inputs over ``var[i]`` with parameter row ``prow[i]``."""
+
+    dist: str
+    k: int
+    start: int
+    var: np.ndarray
+    prow: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.var)
+
+
+@dataclass
+class ProdOp:
+    """Rows ``start .. start+n``: each the sum (log space) of its ``children`` rows (``ZERO``-padded)."""
+
+    start: int
+    children: np.ndarray  # [n, k] int
+
+    @property
+    def n(self) -> int:
+        return len(self.children)
+
+
+@dataclass
+class SumOp:
+    """Block-sparse sum layer: ``T`` parent tiles of ``tile_p`` rows, each over ``kmax`` child tiles."""
+
+    tile_p: int
+    tile_c: int
+    out_rows: np.ndarray    # [T, tile_p]            (PAD where the tile is short)
+    child_rows: np.ndarray  # [T, kmax * tile_c]     (NEG where padded)
+    weight_ids: np.ndarray  # [T, tile_p, kmax * tile_c] into sum_w (pad_slot where no edge)
+
+    @property
+    def kmax(self) -> int:
+        return self.child_rows.shape[1] // self.tile_c
+
+
+@dataclass
+class Plan:
+    """Everything the executors need; see the module docstring."""
+
+    num_vars: int
+    domains: list[tuple[str, int]]
+    rows: int
+    root_row: int
+    layers: list[list]
+    block_rows: list[int]                 # first row of each IR block
+    sum_w: np.ndarray
+    sum_parent: np.ndarray
+    sum_groups: int
+    cat: dict[int, np.ndarray] = field(default_factory=dict)
+    bern: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    gauss: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    tensor_slots: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # name -> (kind, start, size)
+
+    @property
+    def pad_slot(self) -> int:
+        return len(self.sum_w) - 1
+
+    def describe(self) -> str:
+        """The plan as text (``pcc compile --emit plan``): buffers, parameter tables, ops per layer."""
+        out = [f"plan: {self.rows} value rows x batch ({FIRST_ROW} reserved: ZERO, NEG, PAD); root row {self.root_row}",
+               f"  sum weights: {len(self.sum_w) - 1} (+1 pad slot) in {self.sum_groups} normalisation groups"]
+        out += [f"  categorical[{k}] table: {t.shape[0]} rows" for k, t in sorted(self.cat.items())]
+        if len(self.bern):
+            out.append(f"  bernoulli table: {len(self.bern)} rows")
+        if len(self.gauss):
+            out.append(f"  gaussian table: {len(self.gauss)} rows")
+        for i, ops in enumerate(self.layers):
+            out.append(f"layer {i}:")
+            out += ["  " + _describe_op(op) for op in ops]
+        return "\n".join(out) + "\n"
+
+    def digest(self) -> str:
+        """A content hash of the structure (tables and shapes), for caching compiled modules."""
+        h = hashlib.sha256(json.dumps([self.rows, self.domains]).encode())
+        for ops in self.layers:
+            for op in ops:
+                for v in vars(op).values():
+                    h.update(v.tobytes() if isinstance(v, np.ndarray) else repr(v).encode())
+        return h.hexdigest()
+
+
+def _describe_op(op) -> str:
+    if isinstance(op, InputOp):
+        return f"input {op.dist}(k={op.k}) rows [{op.start}, {op.start + op.n}) grid=(ceil({op.n}/BLOCK_N), ceil(B/BLOCK_B))"
+    if isinstance(op, ProdOp):
+        return f"prod rows [{op.start}, {op.start + op.n}) fan-in {op.children.shape[1]} grid=(ceil({op.n}/BLOCK_N), ceil(B/BLOCK_B))"
+    edges = int((op.weight_ids != -1).sum())
+    return (f"sum {op.out_rows.shape[0]} parent tiles of {op.tile_p} x {op.kmax} child tiles of {op.tile_c} "
+            f"(padded edges {op.weight_ids.size}) grid=({op.out_rows.shape[0]}, ceil(B/BLOCK_B))")
+
+
+def build_plan(circuit: Circuit) -> Plan:
+    """Lower a layered, verified circuit (after ``layerize`` and ``block-edges``) to a Plan."""
+    if not circuit.attrs.get("layered"):
+        raise ValueError("build_plan needs layered IR: run the default pipeline first")
+    rows = _assign_rows(circuit)
+    params = _ParamTables(circuit)
+    layers: list[list] = [[] for _ in range(circuit.attrs["layers"])]
+    groups: dict[tuple, list[int]] = {}
+    for i, b in enumerate(circuit.blocks):
+        key = (b.attrs["layer"], b.kind, b.attrs["group"], b.attrs.get("tile_p", 0), b.attrs.get("tile_c", 0))
+        groups.setdefault(key, []).append(i)
+    for key, members in groups.items():
+        layers[key[0]].append(_make_op(circuit, members, rows, params, key[1]))
+    return Plan(
+        num_vars=len(circuit.variables), domains=[(v.domain.kind, v.domain.k) for v in circuit.variables],
+        rows=rows[-1], root_row=rows[circuit.root], layers=layers, block_rows=rows[:-1],
+        sum_w=params.sum_w(), sum_parent=params.sum_parent(), sum_groups=params.groups,
+        cat=params.cat_tables(), bern=params.bern_table(), gauss=params.gauss_table(),
+        tensor_slots=params.slots)
+
+
+def _assign_rows(circuit: Circuit) -> list[int]:
+    starts = np.cumsum([FIRST_ROW] + [b.n for b in circuit.blocks])
+    return [int(s) for s in starts]
+
+
+def _make_op(circuit: Circuit, members: list[int], rows: list[int], params: "_ParamTables", kind: str):
+    if kind == "input":
+        return _input_op(circuit, members, rows, params)
+    if kind == "prod":
+        return _prod_op(circuit, members, rows)
+    return _sum_op(circuit, members, rows, params)
+
+
+def _input_op(circuit: Circuit, members: list[int], rows: list[int], params: "_ParamTables") -> InputOp:
+    blocks = [circuit.blocks[i] for i in members]
+    var = np.concatenate([np.full(b.n, b.var) for b in blocks])
+    prow = np.concatenate([params.input_rows(b) + np.arange(b.n) for b in blocks])
+    first = blocks[0]
+    k = circuit.variables[first.var].domain.categories
+    assert all(rows[m + 1] == rows[m] + circuit.blocks[m].n for m in members)
+    return InputOp(first.dist, k, rows[members[0]], var.astype(np.int64), prow.astype(np.int64))
+
+
+def _prod_op(circuit: Circuit, members: list[int], rows: list[int]) -> ProdOp:
+    kmax = max(len(circuit.blocks[i].children) for i in members)
+    parts = []
+    for i in members:
+        b = circuit.blocks[i]
+        table = prod_table(circuit, b) + np.array([rows[c] for c in b.children])
+        parts.append(np.pad(table, ((0, 0), (0, kmax - table.shape[1])), constant_values=ZERO))
+    return ProdOp(rows[members[0]], np.concatenate(parts).astype(np.int64))
+
+
+def _sum_op(circuit: Circuit, members: list[int], rows: list[int], params: "_ParamTables") -> SumOp:
+    b0 = circuit.blocks[members[0]]
+    tp, tc = b0.attrs.get("tile_p", 16), b0.attrs.get("tile_c", 16)
+    tiles = [_sum_tiles(circuit, circuit.blocks[i], rows[i], rows, params, tp, tc) for i in members]
+    kmax = max(t[1].shape[1] for t in tiles)
+    out = np.concatenate([t[0] for t in tiles])
+    child = np.concatenate([_pad_k(t[1], kmax, NEG) for t in tiles]).reshape(len(out), kmax * tc)
+    wids = np.concatenate([_pad_k(t[2], kmax, params.pad_id) for t in tiles]).transpose(0, 2, 1, 3)
+    return SumOp(tp, tc, out.astype(np.int64), child.astype(np.int64), wids.reshape(len(out), tp, kmax * tc).astype(np.int64))
+
+
+def _pad_k(a: np.ndarray, kmax: int, value: int) -> np.ndarray:
+    """Pad axis 1 (child tiles) of ``a`` to ``kmax`` entries with ``value``."""
+    pad = [(0, 0)] * a.ndim
+    pad[1] = (0, kmax - a.shape[1])
+    return np.pad(a, pad, constant_values=value)
+
+
+def _sum_tiles(circuit: Circuit, b: SumBlock, start: int, rows: list[int], params: "_ParamTables", tp: int, tc: int):
+    """(out_rows [T, tp], child_rows [T, k, tc], weight_ids [T, k, tp, tc]) of one sum block."""
+    ids = params.edge_ids(b)  # [n, C], -1 where there is no edge
+    n, total = ids.shape
+    tn, tcn = -(-n // tp), -(-total // tc)
+    ids = np.pad(ids, ((0, tn * tp - n), (0, tcn * tc - total)), constant_values=-1)
+    child_rows = np.concatenate([rows[c] + np.arange(circuit.blocks[c].n) for c in b.children])
+    child_rows = np.pad(child_rows, (0, tcn * tc - total), constant_values=NEG).reshape(tcn, tc)
+    out_rows = np.pad(start + np.arange(n), (0, tn * tp - n), constant_values=PAD).reshape(tn, tp)
+    grid = ids.reshape(tn, tp, tcn, tc)
+    present = (grid >= 0).any(axis=(1, 3))  # [tn, tcn]
+    counts = present.sum(axis=1)
+    k = int(counts.max())
+    pt, ct = np.nonzero(present)
+    rank = np.arange(len(pt)) - np.repeat(np.cumsum(counts) - counts, counts)
+    sel = np.full((tn, k), -1)
+    sel[pt, rank] = ct
+    safe = np.maximum(sel, 0)
+    kids = np.where(sel[:, :, None] >= 0, child_rows[safe], NEG)
+    w = grid.transpose(0, 2, 1, 3)[np.arange(tn)[:, None], safe]  # [tn, k, tp, tc]
+    w = np.where((sel[:, :, None, None] >= 0) & (w >= 0), w, params.pad_id)
+    return out_rows, kids, w
+
+
+class _ParamTables:
+    """Assigns every parameter tensor a place in the flat tables (tied tensors share one place)."""
+
+    def __init__(self, circuit: Circuit):
+        self.circuit = circuit
+        self.slots: dict[str, tuple[str, int, int]] = {}
+        self.sum_parts: list[np.ndarray] = []
+        self.parent_parts: list[np.ndarray] = []
+        self.sum_size = 0
+        self.groups = 0
+        self.cat: dict[int, list[np.ndarray]] = {}
+        self.bern: list[np.ndarray] = []
+        self.gauss: list[np.ndarray] = []
+        self._edge_cache: dict[str, np.ndarray] = {}
+        for b in circuit.blocks:
+            if isinstance(b, SumBlock):
+                self._place_sum(b)
+        self.pad_id = self.sum_size  # the one slot after every weight
+
+    def _place_sum(self, b: SumBlock) -> None:
+        if b.params in self.slots:
+            return
+        w = array(self.circuit, b.params)
+        if b.tiles is None:
+            parent = np.repeat(np.arange(b.n), w.shape[1])
+        else:
+            parent = (tile_table(self.circuit, b)[:, 0:1] * b.block + np.arange(b.block))[:, :, None]
+            parent = np.broadcast_to(parent, w.shape).reshape(-1)
+        self.slots[b.params] = ("sum", self.sum_size, w.size)
+        self.sum_parts.append(w.reshape(-1))
+        self.parent_parts.append(self.groups + parent)
+        self.sum_size += w.size
+        self.groups += b.n
+
+    def edge_ids(self, b: SumBlock) -> np.ndarray:
+        """``[n, C]`` flat weight index of every edge of ``b`` (-1 where there is no edge)."""
+        _, base, size = self.slots[b.params]
+        if b.tiles is None:
+            return (base + np.arange(size)).reshape(b.n, -1)
+        total = sum(self.circuit.child_sizes(b))
+        tiles = tile_table(self.circuit, b)
+        ids = np.full((b.n // b.block, b.block, total // b.block, b.block), -1, dtype=np.int64)
+        ids[tiles[:, 0], :, tiles[:, 1], :] = (base + np.arange(size)).reshape(len(tiles), b.block, b.block)
+        return ids.reshape(b.n, total)
+
+    def input_rows(self, b: InputBlock) -> int:
+        """First parameter row of input block ``b`` in its distribution's table."""
+        if b.params not in self.slots:
+            p = array(self.circuit, b.params)
+            if b.dist == "categorical":
+                table = self.cat.setdefault(p.shape[1], [])
+                start = sum(len(t) for t in table)
+                table.append(p)
+            else:
+                table = self.bern if b.dist == "bernoulli" else self.gauss
+                start = sum(len(t) for t in table)
+                table.append(p)
+            self.slots[b.params] = (b.dist, start, len(p))
+        return self.slots[b.params][1]
+
+    def sum_w(self) -> np.ndarray:
+        return np.concatenate(self.sum_parts + [np.zeros(1)])
+
+    def sum_parent(self) -> np.ndarray:
+        return np.concatenate(self.parent_parts + [np.array([self.groups])]).astype(np.int64)
+
+    def cat_tables(self) -> dict[int, np.ndarray]:
+        return {k: np.concatenate(v) for k, v in self.cat.items()}
+
+    def bern_table(self) -> np.ndarray:
+        return np.concatenate(self.bern) if self.bern else np.zeros(0)
+
+    def gauss_table(self) -> np.ndarray:
+        return np.concatenate(self.gauss) if self.gauss else np.zeros((0, 2))

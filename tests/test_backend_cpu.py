@@ -1,0 +1,128 @@
+"""The plan and the plain-torch executor against the float64 reference: values, flows, EM updates."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import EXAMPLES
+from randgen import random_circuits, random_inputs
+from torch_reference import Reference, expected_input_flows
+
+from pcc import optimize, parse
+from pcc.backend.params import EMUpdate, Flows, Params
+from pcc.backend.plan import build_plan
+from pcc.backend.torch_exec import TorchExecutor
+from pcc.ir import log_likelihood
+from pcc.ir.params import array, randomize
+
+CIRCUITS = [(p.stem, lambda p=p: parse(p)) for p in EXAMPLES] + [
+    (f"random{i}", lambda i=i: random_circuits(100 + i, 1)[0]) for i in range(40)]
+
+
+def setup(circuit, seed, dtype=torch.float64, batch=9):
+    """Randomise, optimise and plan; ``circuit`` is replaced in place by its optimised form."""
+    randomize(circuit, seed, zero_fraction=0.1 if seed % 2 else 0.0)
+    layered = optimize(circuit)
+    circuit.blocks, circuit.tensors, circuit.root, circuit.attrs = layered.blocks, layered.tensors, layered.root, layered.attrs
+    plan = build_plan(circuit)
+    ex = TorchExecutor(plan, "cpu", dtype)
+    p = Params.from_plan(plan, "cpu", dtype)
+    x, m = random_inputs(circuit, np.random.default_rng(seed), batch=batch)
+    return plan, ex, p, x, m
+
+
+@pytest.mark.parametrize("name,make", CIRCUITS, ids=[c[0] for c in CIRCUITS])
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-9), (torch.float32, 1e-5)])
+def test_forward_matches_reference(name, make, dtype, tol):
+    c = make()
+    plan, ex, p, x, m = setup(c, 1, dtype)
+    ref = log_likelihood(c, x, m)
+    got = ex.forward(p, torch.tensor(x, dtype=dtype), torch.tensor(m))[plan.root_row].double().numpy()
+    finite = np.isfinite(ref)
+    assert np.array_equal(finite, np.isfinite(got))
+    np.testing.assert_allclose(got[finite], ref[finite], rtol=tol, atol=tol)
+
+
+def _flows(c, seed):
+    plan, ex, p, x, m = setup(c, seed)
+    xt, mt = torch.tensor(x), torch.tensor(m)
+    vals = ex.forward(p, xt, mt)
+    flows = Flows.zeros_like(p)
+    node = ex.backward(p, vals, xt, mt, flows)
+    ref = Reference(c, x, m)
+    ll = ref.log_likelihood()
+    ok = torch.isfinite(ll)
+    ll[ok].sum().backward()
+    return plan, node, flows, ref, ok.numpy()
+
+
+@pytest.mark.parametrize("name,make", CIRCUITS, ids=[c[0] for c in CIRCUITS])
+def test_flows_match_autograd(name, make):
+    c = make()
+    plan, node, flows, ref, ok = _flows(c, 2)
+    for i, b in enumerate(c.blocks):  # node flows = d log p / d log v for every node of every block
+        want = ref.offset[i].grad.numpy().T[:, ok]
+        got = node[plan.block_rows[i] : plan.block_rows[i] + b.n].numpy()[:, ok]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-9)
+    for name, t in ref.theta.items():
+        kind, start, size = plan.tensor_slots[name]
+        if kind == "sum":
+            got = flows.sum_w[start : start + size].numpy()
+            blk = next(b for b in c.blocks if getattr(b, "params", None) == name)
+            want = (t * t.grad).detach().numpy()
+            if blk.tiles is not None:
+                from pcc.ir.params import gather_tiles
+                want = gather_tiles(want, array(c, blk.tiles), blk.block)
+            np.testing.assert_allclose(got, want.reshape(-1), rtol=1e-4, atol=1e-9)
+        elif kind == "categorical":
+            got = flows.cat[t.shape[1]][start : start + size].numpy()
+            np.testing.assert_allclose(got, expected_input_flows(ref, name), rtol=1e-4, atol=1e-9)
+    for name in ref.bern:
+        _, start, size = plan.tensor_slots[name]
+        np.testing.assert_allclose(flows.bern[start : start + size].numpy(), expected_input_flows(ref, name), rtol=1e-4, atol=1e-9)
+
+
+def test_gaussian_statistics_match_autograd():
+    c = parse("var Y[2] : real\na = input(Y[0], gaussian, n=3)\nb = input(Y[1], gaussian, n=3)\n"
+              "p = prod(a, b)\ns = sum(p, n=1)\nroot s\n")
+    plan, node, flows, ref, ok = _flows(c, 3)
+    for i, stats in ref.gstat.items():
+        b = c.blocks[i]
+        _, start, size = plan.tensor_slots[b.params]
+        mu, sd = torch.tensor(array(c, b.params)).T
+        s0, s1, s2, miss = [s.grad for s in stats]
+        want = torch.stack([s0 + miss, s1 + miss * mu, s2 + miss * (mu * mu + sd * sd)], 1)
+        np.testing.assert_allclose(flows.gauss[start : start + size].numpy(), want.numpy(), rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("step,alpha", [(1.0, 0.0), (1.0, 0.5), (0.3, 0.1)])
+@pytest.mark.parametrize("name,make", CIRCUITS[:4] + CIRCUITS[4:12], ids=[c[0] for c in CIRCUITS[:12]])
+def test_em_step_equals_closed_form(name, make, step, alpha):
+    c = make()
+    plan, node, flows, ref, ok = _flows(c, 4)
+    p = Params.from_plan(plan, "cpu", torch.float64)
+    EMUpdate(plan, "cpu").apply(p, flows, step, alpha)
+    for name, t in ref.theta.items():
+        kind, start, size = plan.tensor_slots[name]
+        blk = next(b for b in c.blocks if getattr(b, "params", None) == name)
+        if kind == "sum":
+            from pcc.ir.params import dense_mask, gather_tiles
+            edges = dense_mask(c, blk)
+            f = np.where(edges, np.nan_to_num((t * t.grad).detach().numpy()), 0.0)  # log(0) grads are NaN off-edge
+            fanin = edges.sum(1, keepdims=True)
+            dense_old = t.detach().numpy()
+            total = f.sum(1, keepdims=True) + alpha
+            with np.errstate(invalid="ignore", divide="ignore"):  # no flow, no pseudocount: keep the old row
+                em = np.where(total > 0, np.where(edges, (f + alpha / fanin) / total, 0), dense_old)
+            want = (1 - step) * dense_old + step * em
+            if blk.tiles is not None:
+                want = gather_tiles(want, array(c, blk.tiles), blk.block)
+            np.testing.assert_allclose(p.sum_w[start : start + size].numpy(), want.reshape(-1), rtol=1e-6, atol=1e-9)
+        elif kind == "categorical":
+            f = expected_input_flows(ref, name)
+            k = f.shape[1]
+            total = f.sum(1, keepdims=True) + alpha
+            with np.errstate(invalid="ignore", divide="ignore"):
+                em = np.where(total > 0, (f + alpha / k) / total, t.detach().numpy())
+            want = (1 - step) * t.detach().numpy() + step * em
+            np.testing.assert_allclose(p.cat[k][start : start + size].numpy(), want, rtol=1e-6, atol=1e-9)
