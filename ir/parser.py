@@ -89,9 +89,14 @@ def parse_file(path: str | Path) -> Circuit:
     return parse_text(text, str(path))
 
 
-def parse_text(text: str, filename: str = "<pcir>") -> Circuit:
-    """Parse ``.pcir`` text; ``filename`` names it in diagnostics and anchors a relative sidecar path."""
-    return _Parser(text, filename).run()
+def parse_text(text: str, filename: str = "<pcir>", sidecar: dict[str, np.ndarray] | None = None) -> Circuit:
+    """Parse ``.pcir`` text; ``filename`` names it in diagnostics and anchors a relative sidecar path.
+
+    ``sidecar`` supplies the tensors of an ``external`` line directly (a checkpoint holds them itself).
+    """
+    parser = _Parser(text, filename)
+    parser.given_sidecar = sidecar
+    return parser.run()
 
 
 class _Parser:
@@ -107,6 +112,7 @@ class _Parser:
         self.root: int | None = None
         self.attrs: dict[str, Any] = {}
         self.sidecar: dict[str, np.ndarray] | None = None
+        self.given_sidecar: dict[str, np.ndarray] | None = None
         self.resources: dict[str, tuple[str, int, int]] = {}
         self.bad_tensors: set[str] = set()
         self.bad_vars: set[str] = set()
@@ -284,6 +290,9 @@ class _Parser:
         col = tok.col()
         rel = _unquote(tok.take("str"))
         tok.done()
+        if self.given_sidecar is not None:
+            self.sidecar = self.given_sidecar
+            return
         path = Path(self.file).parent / rel
         try:
             self.sidecar = tensorfile.load(path)

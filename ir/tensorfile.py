@@ -26,6 +26,11 @@ _MAX_HEADER = 100 << 20
 
 def load(path: str | Path) -> dict[str, np.ndarray]:
     """All tensors of a safetensors file, as numpy arrays (copied out of the file)."""
+    return load_with_metadata(path)[0]
+
+
+def load_with_metadata(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(tensors, the header's ``__metadata__`` string map) of a safetensors file."""
     path = str(path)
     try:
         raw = Path(path).read_bytes()
@@ -33,7 +38,11 @@ def load(path: str | Path) -> dict[str, np.ndarray]:
         raise error_at(path, 0, 0, f"cannot read tensor file: {e.strerror or e}") from None
     header = _header(path, raw)
     start = 8 + int.from_bytes(raw[:8], "little")
-    return {name: _tensor(path, name, info, raw, start) for name, info in header.items() if name != "__metadata__"}
+    tensors = {name: _tensor(path, name, info, raw, start) for name, info in header.items() if name != "__metadata__"}
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise error_at(path, 0, 0, "malformed tensor file: __metadata__ must map names to strings")
+    return tensors, meta
 
 
 def _header(path: str, raw: bytes) -> dict:

@@ -1,4 +1,4 @@
-"""The ``pcc`` command line: check, opt, compile.
+"""The ``pcc`` command line: check, opt, compile, train, eval.
 
 Exit codes: 0 ok; 1 user error (diagnostics on stderr, never a traceback); 2 internal error (a pcc bug:
 set PCC_DEBUG=1 for the traceback).
@@ -53,6 +53,27 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--dump-dir", help="also write every stage (AST, IR after each pass) into this folder")
     k.add_argument("-p", "--passes", default=DEFAULT_PIPELINE, help="pipeline for --emit layered")
     _pipeline_flags(k)
+    t = sub.add_parser("train", help="train a model with EM and write a checkpoint")
+    t.add_argument("model", help="a .pc or .pcir file, a compiled module folder, or a checkpoint to continue")
+    t.add_argument("--data", required=True, help="training data (.npy/.npz, .csv/.data[.gz], IDX[.gz])")
+    t.add_argument("--valid", help="validation data, evaluated after every epoch")
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--batch-size", type=int, default=512)
+    t.add_argument("--em", choices=["mini", "full"], default="mini", help="mini-batch or full-batch EM")
+    t.add_argument("--step-size", type=float, default=0.1, help="mini-batch EM step size (0, 1]")
+    t.add_argument("--pseudocount", type=float, default=0.1)
+    t.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    t.add_argument("--executor", choices=["auto", "torch", "triton"], default="auto",
+                   help="auto: Triton kernels on CUDA, plain torch otherwise")
+    t.add_argument("--seed", type=int, default=0, help="shuffling, and re-initialisation of random parameters")
+    t.add_argument("-o", "--output", required=True, help="checkpoint file (rewritten atomically every epoch)")
+
+    e = sub.add_parser("eval", help="mean test log-likelihood of a checkpoint (and bits per dimension)")
+    e.add_argument("checkpoint")
+    e.add_argument("--data", required=True)
+    e.add_argument("--batch-size", type=int, default=512)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--executor", choices=["auto", "torch", "triton"], default="auto")
     return p
 
 
@@ -67,7 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pcc`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
-        return {"check": cmd_check, "opt": cmd_opt, "compile": cmd_compile}[args.command](args)
+        commands = {"check": cmd_check, "opt": cmd_opt, "compile": cmd_compile, "train": cmd_train, "eval": cmd_eval}
+        return commands[args.command](args)
     except UserError as e:
         print(e.render(), file=sys.stderr)
         return 1
@@ -153,6 +175,29 @@ def cmd_compile(args: argparse.Namespace) -> int:
         step = iter(range(2, 100))
         opts.on_ir = lambda name, c: write_ir(c, dump_dir / f"{next(step):02d}-{name}.pcir")
     _emit_ir(run_pipeline(circuit, passes, opts), args.output)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``pcc train MODEL --data TRAIN -o CKPT``: EM training with per-epoch logs and checkpoints."""
+    from pcc.train import TrainConfig, train
+    cfg = TrainConfig(args.epochs, args.batch_size, args.em, args.step_size, args.pseudocount, args.seed,
+                      args.device, args.executor)
+    train(args.model, args.data, args.output, cfg, args.valid)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """``pcc eval CKPT --data TEST``: the mean log-likelihood (and bits per dimension for images)."""
+    from pcc import data as datasets
+    from pcc.backend.runtime import CircuitModel
+    from pcc.train import describe, evaluate, load_circuit, read_data
+    circuit, _ = load_circuit(args.checkpoint)
+    model = CircuitModel(circuit, args.device, executor=args.executor)
+    x = read_data(args.data, model)
+    ll = evaluate(model, x, args.batch_size)
+    print(f"{args.data}: mean log-likelihood {describe(ll, x.shape[1], datasets.is_image_data(args.data))} "
+          f"over {len(x)} samples")
     return 0
 
 

@@ -1,0 +1,157 @@
+"""The runtime model: a ``torch.nn.Module`` that evaluates, trains (EM) and saves a compiled circuit.
+
+``CircuitModel(layered_circuit)`` builds the plan, puts the parameters on a device and picks an executor:
+the Triton kernels on CUDA, the plain-torch executor elsewhere (or when asked). Training is EM:
+
+* ``em_step(x)``: mini-batch EM — flows of this batch, then ``theta <- (1-s) theta + s EM(flows)``;
+* ``accumulate(x)`` over a data set, then ``em_update()``: full-batch EM (one update from all flows).
+
+``to_circuit()`` writes the current parameters back into the IR; checkpoints are that IR plus its tensors
+in one safetensors file, written atomically.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pcc import __version__
+from pcc.ir import Circuit, Tensor, UserError, parse_text, print_circuit, verify
+from pcc.ir import tensorfile
+from pcc.ir.diagnostics import Diagnostic, Loc
+
+from .params import EMUpdate, Flows, Params
+from .plan import Plan, build_plan
+from .torch_exec import TorchExecutor
+
+CHECKPOINT_FORMAT = "pcc-checkpoint-1"
+
+
+def pick_device(device: str | torch.device | None) -> torch.device:
+    """``auto``/None → CUDA when available, else CPU; a CUDA request without CUDA is a user error."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(Diagnostic(Loc("<command line>"), "--device cuda was asked for, but CUDA is not available"))
+    return device
+
+
+def make_executor(plan: Plan, device: torch.device, dtype: torch.dtype, kind: str = "auto"):
+    """The Triton executor on CUDA (``auto``/``triton``), the plain-torch one otherwise."""
+    if kind == "triton" or (kind == "auto" and device.type == "cuda"):
+        from .triton_exec import TritonExecutor
+        return TritonExecutor(plan, device, dtype)
+    return TorchExecutor(plan, device, dtype)
+
+
+class CircuitModel(torch.nn.Module):
+    """A compiled circuit on a device; see the module docstring for its contract."""
+
+    def __init__(self, circuit: Circuit, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32,
+                 executor: str = "auto", plan: Plan | None = None):
+        super().__init__()
+        self.circuit = circuit
+        self.plan = plan or build_plan(circuit)
+        self.device_ = pick_device(device)
+        self.dtype = dtype
+        self.params = Params.from_plan(self.plan, self.device_, dtype)
+        self.executor = make_executor(self.plan, self.device_, dtype, executor)
+        self.em = EMUpdate(self.plan, self.device_)
+        self.flows = Flows.zeros_like(self.params)
+        self.accumulated = 0
+
+    @property
+    def num_vars(self) -> int:
+        return self.plan.num_vars
+
+    def _inputs(self, x, missing) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x, device=self.device_, dtype=self.dtype)
+        if x.ndim != 2 or x.shape[1] != self.num_vars:
+            raise UserError(Diagnostic(Loc("<input>"), f"expected data of shape [batch, {self.num_vars}], got {list(x.shape)}"))
+        if missing is None:
+            m = torch.zeros(x.shape, dtype=torch.bool, device=self.device_)
+        else:
+            m = torch.as_tensor(missing, device=self.device_).bool()
+            if m.shape != x.shape:
+                raise UserError(Diagnostic(Loc("<input>"), f"missing mask has shape {list(m.shape)}, data has {list(x.shape)}"))
+        return torch.where(m, torch.zeros_like(x), x), m
+
+    @torch.no_grad()
+    def log_prob(self, x, missing=None) -> torch.Tensor:
+        """``log p(x)`` per row ``[batch]``; entries where ``missing`` is true are marginalised."""
+        x, m = self._inputs(x, missing)
+        return self.executor.forward(self.params, x, m)[self.plan.root_row]
+
+    forward = log_prob
+
+    @torch.no_grad()
+    def node_flows(self, x, missing=None) -> torch.Tensor:
+        """Node flows ``[rows, batch]`` (d log p / d log v per node); parameter flows are not kept."""
+        x, m = self._inputs(x, missing)
+        vals = self.executor.forward(self.params, x, m)
+        return self.executor.backward(self.params, vals, x, m, Flows.zeros_like(self.params))
+
+    @torch.no_grad()
+    def accumulate(self, x, missing=None) -> torch.Tensor:
+        """Add this batch's parameter flows to the accumulator; returns the batch's log-likelihoods."""
+        x, m = self._inputs(x, missing)
+        vals = self.executor.forward(self.params, x, m)
+        self.executor.backward(self.params, vals, x, m, self.flows)
+        self.accumulated += x.shape[0]
+        return vals[self.plan.root_row]
+
+    @torch.no_grad()
+    def em_update(self, step_size: float = 1.0, pseudocount: float = 0.0) -> None:
+        """Apply the EM update from the accumulated flows, then clear them."""
+        self.em.apply(self.params, self.flows, step_size, pseudocount)
+        self.flows.zero_()
+        self.accumulated = 0
+
+    @torch.no_grad()
+    def em_step(self, x, missing=None, step_size: float = 1.0, pseudocount: float = 0.0) -> torch.Tensor:
+        """One mini-batch EM step on ``x``; returns the batch's log-likelihoods before the update."""
+        self.flows.zero_()
+        ll = self.accumulate(x, missing)
+        self.em_update(step_size, pseudocount)
+        return ll
+
+    def to_circuit(self) -> Circuit:
+        """The IR with the current parameters written into its tensors (concrete float64)."""
+        c = self.circuit.copy()
+        tables = {"sum": self.params.sum_w, "bernoulli": self.params.bern, "gaussian": self.params.gauss}
+        for name, (kind, start, size) in self.plan.tensor_slots.items():
+            t = c.tensors[name]
+            src = self.params.cat[t.shape[1]] if kind == "categorical" else tables[kind]
+            data = src[start : start + size].detach().double().cpu().numpy().reshape(t.shape)
+            c.tensors[name] = Tensor(t.dtype, t.shape, data=data)
+        return c
+
+    def save(self, path: str | Path, meta: dict | None = None) -> None:
+        """Write a checkpoint (IR text + tensors + ``meta``) atomically."""
+        save_checkpoint(self.to_circuit(), path, meta)
+
+
+def save_checkpoint(circuit: Circuit, path: str | Path, meta: dict | None = None) -> None:
+    """One safetensors file: every tensor, the .pcir text and metadata in its header; atomic."""
+    text, _ = print_circuit(circuit, sidecar="checkpoint")
+    tensors = {k: t.data for k, t in circuit.tensors.items() if t.data is not None}
+    header = {"format": CHECKPOINT_FORMAT, "pcc": __version__, "pcir": text, "meta": json.dumps(meta or {})}
+    tensorfile.save(path, tensors, header)
+
+
+def load_checkpoint(path: str | Path) -> tuple[Circuit, dict]:
+    """(circuit, meta) of a checkpoint; a damaged or foreign file is a UserError."""
+    path = str(path)
+    tensors, header = tensorfile.load_with_metadata(path)
+    if header.get("format") != CHECKPOINT_FORMAT or "pcir" not in header:
+        raise UserError(Diagnostic(Loc(path), f"not a pcc checkpoint (format {header.get('format')!r}, expected {CHECKPOINT_FORMAT!r})"))
+    circuit = parse_text(header["pcir"], path, sidecar=tensors)
+    try:
+        verify(circuit)
+        meta = json.loads(header.get("meta", "{}"))
+    except Exception as e:
+        raise UserError(Diagnostic(Loc(path), f"damaged checkpoint: {e}")) from None
+    return circuit, meta

@@ -1,0 +1,146 @@
+"""Training and evaluation drivers behind ``pcc train`` and ``pcc eval``.
+
+``load_model`` accepts a .pc file (compiled with the default pipeline), a .pcir file, a compiled module
+folder or a checkpoint (to continue training). ``train`` runs mini-batch EM (``em="mini"``: one update per
+batch with the step size) or full-batch EM (``em="full"``: flows of the whole set, one update per epoch),
+logs train/valid log-likelihood per epoch (bits per dimension for image data), and writes the checkpoint
+atomically after every epoch, so an interrupted run leaves the last complete epoch on disk.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+import torch
+
+from pcc import data as datasets
+from pcc.api import optimize, read_ir
+from pcc.frontend import load_file
+from pcc.ir import Circuit, UserError
+from pcc.ir.diagnostics import Diagnostic, Loc
+from pcc.ir.params import derive_seed
+from pcc.backend.runtime import CircuitModel, load_checkpoint
+
+
+def load_circuit(path: str) -> tuple[Circuit, dict]:
+    """A layered circuit (and checkpoint metadata, if any) from a .pc, .pcir, module folder or checkpoint."""
+    p = Path(path)
+    if p.is_dir():
+        from pcc.backend.module import load_module_circuit
+        return load_module_circuit(p), {}
+    if not p.is_file():
+        raise UserError(Diagnostic(Loc(path), "no such model file"))
+    if path.endswith(".pc"):
+        return optimize(load_file(path)), {}
+    if path.endswith(".pcir"):
+        c = read_ir(path)
+        return (c if c.attrs.get("layered") else optimize(c)), {}
+    return load_checkpoint(path)
+
+
+def reseed(circuit: Circuit, seed: int) -> None:
+    """Give every random tensor a seed derived from ``seed`` (``--seed`` re-initialises a model)."""
+    for name, t in circuit.tensors.items():
+        if t.data is None:
+            t.seed, t.cache = derive_seed(seed, name), None
+
+
+@dataclass
+class TrainConfig:
+    """Options of ``pcc train`` (see ``pcc train --help``)."""
+
+    epochs: int = 10
+    batch_size: int = 512
+    em: str = "mini"
+    step_size: float = 0.1
+    pseudocount: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    executor: str = "auto"
+
+
+def read_data(path: str, model: CircuitModel) -> np.ndarray:
+    """A data set checked against the model's variables (count and domains)."""
+    x = datasets.load(path)
+    datasets.check_domains(x, [v.domain for v in model.circuit.variables], path)
+    return x
+
+
+def evaluate(model: CircuitModel, x: np.ndarray, batch_size: int) -> float:
+    """Mean log-likelihood (nats per sample) of the rows of ``x``."""
+    total = 0.0
+    for idx in datasets.batches(x, batch_size, shuffle=False, seed=0):
+        total += model.log_prob(x[idx]).double().sum().item()
+    return total / len(x)
+
+
+def describe(ll: float, dims: int, image: bool) -> str:
+    """``-6.123`` or ``-6.123 (1.234 bpd)`` for image data."""
+    return f"{ll:.4f}" + (f" ({-ll / (dims * math.log(2)):.4f} bpd)" if image else "")
+
+
+def train(model_path: str, data_path: str, out: str, cfg: TrainConfig, valid_path: str | None = None,
+          log: TextIO = sys.stdout) -> CircuitModel:
+    """Train with EM and write the checkpoint ``out`` after every epoch; see the module docstring."""
+    if cfg.em not in ("mini", "full"):
+        raise UserError(Diagnostic(Loc("<command line>"), f"--em must be 'mini' or 'full', not {cfg.em!r}"))
+    if cfg.epochs < 1 or cfg.batch_size < 1 or not 0 < cfg.step_size <= 1 or cfg.pseudocount < 0:
+        raise UserError(Diagnostic(Loc("<command line>"), "need --epochs >= 1, --batch-size >= 1, 0 < --step-size <= 1, --pseudocount >= 0"))
+    circuit, meta = load_circuit(model_path)
+    if cfg.seed and not meta:
+        reseed(circuit, cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model = CircuitModel(circuit, cfg.device, executor=cfg.executor)
+    x = read_data(data_path, model)
+    xv = read_data(valid_path, model) if valid_path else None
+    image = datasets.is_image_data(data_path)
+    done = int(meta.get("epochs", 0))
+    for epoch in range(1, cfg.epochs + 1):
+        start = time.perf_counter()
+        train_ll = _epoch(model, x, cfg, seed=cfg.seed * 1_000_003 + done + epoch)
+        line = f"epoch {done + epoch}  train {describe(train_ll, x.shape[1], image)}"
+        if xv is not None:
+            line += f"  valid {describe(evaluate(model, xv, cfg.batch_size), x.shape[1], image)}"
+        model.save(out, {"epochs": done + epoch, "em": cfg.em, "train_ll": train_ll, "data": str(data_path)})
+        print(f"{line}  ({time.perf_counter() - start:.1f}s)", file=log, flush=True)
+    return model
+
+
+def _epoch(model: CircuitModel, x: np.ndarray, cfg: TrainConfig, seed: int) -> float:
+    """One epoch of EM; returns the mean log-likelihood seen during the epoch (before each update)."""
+    total = 0.0
+    batches = list(datasets.batches(x, cfg.batch_size, shuffle=cfg.em == "mini", seed=seed))
+    bar = _Progress(len(batches))
+    for i, idx in enumerate(batches):
+        if cfg.em == "mini":
+            ll = model.em_step(x[idx], step_size=cfg.step_size, pseudocount=cfg.pseudocount)
+        else:
+            ll = model.accumulate(x[idx])
+        total += ll.double().sum().item()
+        bar.update(i + 1)
+    if cfg.em == "full":
+        model.em_update(1.0, cfg.pseudocount)
+    bar.close()
+    return total / len(x)
+
+
+class _Progress:
+    """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
+
+    def __init__(self, total: int):
+        self.total, self.on = total, sys.stderr.isatty()
+
+    def update(self, done: int) -> None:
+        if self.on:
+            filled = 30 * done // max(self.total, 1)
+            sys.stderr.write(f"\r  [{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total} batches")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.on:
+            sys.stderr.write("\r" + " " * 60 + "\r")
