@@ -39,11 +39,11 @@ def pick_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
-def make_executor(plan: Plan, device: torch.device, dtype: torch.dtype, kind: str = "auto"):
+def make_executor(plan: Plan, device: torch.device, dtype: torch.dtype, kind: str = "auto", kernels: str | None = None):
     """The Triton executor on CUDA (``auto``/``triton``), the plain-torch one otherwise."""
     if kind == "triton" or (kind == "auto" and device.type == "cuda"):
         from .triton_exec import TritonExecutor
-        return TritonExecutor(plan, device, dtype)
+        return TritonExecutor(plan, device, dtype, source=kernels)
     return TorchExecutor(plan, device, dtype)
 
 
@@ -51,17 +51,19 @@ class CircuitModel(torch.nn.Module):
     """A compiled circuit on a device; see the module docstring for its contract."""
 
     def __init__(self, circuit: Circuit, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32,
-                 executor: str = "auto", plan: Plan | None = None):
+                 executor: str = "auto", plan: Plan | None = None, kernels: str | None = None):
         super().__init__()
         self.circuit = circuit
         self.plan = plan or build_plan(circuit)
         self.device_ = pick_device(device)
         self.dtype = dtype
         self.params = Params.from_plan(self.plan, self.device_, dtype)
-        self.executor = make_executor(self.plan, self.device_, dtype, executor)
+        self.executor = make_executor(self.plan, self.device_, dtype, executor, kernels)
         self.em = EMUpdate(self.plan, self.device_)
         self.flows = Flows.zeros_like(self.params)
         self.accumulated = 0
+        self.use_graphs = True
+        self._graphs: dict = {}
 
     @property
     def num_vars(self) -> int:
@@ -112,11 +114,49 @@ class CircuitModel(torch.nn.Module):
 
     @torch.no_grad()
     def em_step(self, x, missing=None, step_size: float = 1.0, pseudocount: float = 0.0) -> torch.Tensor:
-        """One mini-batch EM step on ``x``; returns the batch's log-likelihoods before the update."""
+        """One mini-batch EM step on ``x``; returns the batch's log-likelihoods before the update.
+
+        On CUDA (when ``use_graphs``) the whole step — forward, backward, EM update — is captured once
+        per (batch size, step size, pseudocount) into a CUDA graph and replayed.
+        """
+        x, m = self._inputs(x, missing)
+        if self.use_graphs and self.device_.type == "cuda":
+            return self._graph_step(x, m, step_size, pseudocount)
+        return self._step(x, m, step_size, pseudocount)
+
+    def _step(self, x: torch.Tensor, m: torch.Tensor, step_size: float, pseudocount: float) -> torch.Tensor:
         self.flows.zero_()
-        ll = self.accumulate(x, missing)
-        self.em_update(step_size, pseudocount)
-        return ll
+        vals = self.executor.forward(self.params, x, m)
+        self.executor.backward(self.params, vals, x, m, self.flows)
+        self.em.apply(self.params, self.flows, step_size, pseudocount)
+        return vals[self.plan.root_row]
+
+    def _graph_step(self, x: torch.Tensor, m: torch.Tensor, step_size: float, pseudocount: float) -> torch.Tensor:
+        key = (x.shape[0], step_size, pseudocount)
+        if key not in self._graphs:
+            self._graphs[key] = self._capture(x, m, step_size, pseudocount)
+        graph, sx, sm, ll = self._graphs[key]
+        sx.copy_(x)
+        sm.copy_(m)
+        graph.replay()
+        return ll.clone()
+
+    def _capture(self, x: torch.Tensor, m: torch.Tensor, step_size: float, pseudocount: float):
+        """Warm up (compiling kernels) on a side stream with the parameters restored after, then capture."""
+        sx, sm = x.clone(), m.clone()
+        saved = [t.clone() for t in self.params.tensors().values()]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._step(sx, sm, step_size, pseudocount)
+        torch.cuda.current_stream().wait_stream(side)
+        for t, old in zip(self.params.tensors().values(), saved):
+            t.copy_(old)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            ll = self._step(sx, sm, step_size, pseudocount)
+        return graph, sx, sm, ll
 
     def to_circuit(self) -> Circuit:
         """The IR with the current parameters written into its tensors (concrete float64)."""

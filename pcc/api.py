@@ -31,6 +31,22 @@ def optimize(circuit: Circuit, pipeline: str = DEFAULT_PIPELINE, options: Option
     return run_pipeline(circuit, parse_pipeline(pipeline), options)
 
 
+def compile(source: str | Path, device=None, executor: str = "auto", pipeline: str = DEFAULT_PIPELINE):
+    """The runtime model (``torch.nn.Module``) of a ``.pc``/``.pcir`` path or ``.pc`` source text."""
+    from pcc.backend.runtime import CircuitModel
+    return CircuitModel(optimize(parse(source), pipeline), device, executor=executor)
+
+
+def load(path: str | Path, device=None, executor: str = "auto"):
+    """The runtime model of a compiled module folder or a training checkpoint."""
+    from pcc.backend.module import load_module
+    from pcc.backend.runtime import CircuitModel, load_checkpoint
+    if Path(path).is_dir():
+        return load_module(path, device, executor)
+    circuit, _ = load_checkpoint(path)
+    return CircuitModel(circuit, device, executor=executor)
+
+
 def write_ir(circuit: Circuit, path: str | Path, sidecar: bool = True) -> None:
     """Write ``.pcir`` text atomically; large tensors go to ``PATH.safetensors`` unless ``sidecar`` is False."""
     path = Path(path)

@@ -46,10 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("-o", "--output", help="write the IR here (large tensors to OUTPUT.safetensors) instead of stdout")
     _pipeline_flags(o)
 
-    k = sub.add_parser("compile", help="compile a .pc file and emit a stage (ast, ir, layered)")
+    k = sub.add_parser("compile", help="compile a .pc file into a module folder, or emit one stage")
     k.add_argument("file")
-    k.add_argument("--emit", choices=["ast", "ir", "layered"], default="layered")
-    k.add_argument("-o", "--output", help="output file (default: stdout)")
+    k.add_argument("--emit", choices=["ast", "ir", "layered", "plan", "kernels", "module"],
+                   help="stage to emit (default: module when -o is given, else layered IR to stdout)")
+    k.add_argument("-o", "--output", help="module folder (--emit module) or output file (default: stdout)")
     k.add_argument("--dump-dir", help="also write every stage (AST, IR after each pass) into this folder")
     k.add_argument("-p", "--passes", default=DEFAULT_PIPELINE, help="pipeline for --emit layered")
     _pipeline_flags(k)
@@ -155,6 +156,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
     """``pcc compile FILE.pc --emit STAGE``: print or write one stage, optionally dumping all of them."""
     if not args.file.endswith(".pc"):
         raise UserError(Diagnostic(Loc(args.file), "pcc compile expects a .pc file"))
+    args.emit = args.emit or ("module" if args.output else "layered")
+    if args.emit == "module" and not args.output:
+        raise UserError(Diagnostic(Loc("<command line>"), "--emit module writes a folder: give -o DIR"))
     dump_dir = Path(args.dump_dir) if args.dump_dir else None
     if dump_dir:
         dump_dir.mkdir(parents=True, exist_ok=True)
@@ -174,7 +178,19 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if dump_dir:
         step = iter(range(2, 100))
         opts.on_ir = lambda name, c: write_ir(c, dump_dir / f"{next(step):02d}-{name}.pcir")
-    _emit_ir(run_pipeline(circuit, passes, opts), args.output)
+    layered = run_pipeline(circuit, passes, opts)
+    if args.emit == "layered":
+        _emit_ir(layered, args.output)
+    elif args.emit == "module":
+        from pcc.backend.module import write_module
+        plan = write_module(layered, args.output, source=str(Path(args.file).resolve()), pipeline=args.passes)
+        print(f"wrote {args.output}/: {plan.rows} rows, {len(plan.layers)} layers, "
+              f"{sum(len(ops) for ops in plan.layers)} kernel launches per pass")
+    else:
+        from pcc.backend.codegen import generate
+        from pcc.backend.plan import build_plan
+        plan = build_plan(layered)
+        _write(plan.describe() if args.emit == "plan" else generate(plan, source=args.file, pipeline=args.passes), args.output)
     return 0
 
 
