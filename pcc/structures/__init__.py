@@ -1,0 +1,10 @@
+"""Structure generators: circuits of well-known shapes, written as readable ``.pc`` text.
+
+* :mod:`.chow_liu` — pairwise mutual information of data columns and Chow–Liu trees (networkx).
+* :mod:`.hclt` — Hidden Chow–Liu Trees: :func:`hclt` (from data) and :func:`hclt_source` (from a tree).
+"""
+from .chow_liu import chow_liu_tree, infer_num_cats, maximum_spanning_tree, mutual_information
+from .hclt import hclt, hclt_source, tree_center
+
+__all__ = ["chow_liu_tree", "infer_num_cats", "maximum_spanning_tree", "mutual_information", "hclt",
+           "hclt_source", "tree_center"]
