@@ -14,8 +14,9 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-LOG_SQRT_2PI = 0.9189385332046727
-CLAMP = 80.0  # exp(80) ~ 5.5e34: keeps F * exp(m - v) finite; edges it cuts have weights below fp32's range
+LOG_SQRT_2PI = tl.constexpr(0.9189385332046727)
+# exp(80) ~ 5.5e34: clamping m - v at 80 keeps F * exp(m - v) finite; edges it cuts have weights below fp32's range
+CLAMP = tl.constexpr(80.0)
 
 
 @triton.jit
@@ -143,7 +144,7 @@ def sum_bwd(vals, flows, sum_w, wflow, out_rows, child_rows, wids, B,
     f = tl.load(flows + rows[:, None] * B + b[None, :], mask=inb, other=0.0)
     v = tl.load(vals + rows[:, None] * B + b[None, :], mask=inb, other=0.0)
     m = _child_max(vals, child_rows, t, b, B, KC, TC, BB)
-    g = tl.where(f != 0.0, f * tl.exp(tl.minimum(m[None, :] - v, 80.0)), 0.0)
+    g = tl.where(f != 0.0, f * tl.exp(tl.minimum(m[None, :] - v, CLAMP)), 0.0)
     for k in tl.static_range(0, KC, TC):
         c = tl.load(child_rows + t * KC + k + tl.arange(0, TC)).to(tl.int64)
         e = tl.exp(tl.load(vals + c[:, None] * B + b[None, :], mask=inb, other=float("-inf")) - m[None, :])

@@ -77,7 +77,7 @@ class EMUpdate:
     def apply(self, p: Params, f: Flows, step: float = 1.0, pseudocount: float = 0.0) -> None:
         """``p <- (1 - step) p + step * EM(f, pseudocount)``."""
         _blend(p.sum_w, self._sums(p.sum_w, f.sum_w, pseudocount), step)
-        p.sum_w[-1] = 0.0  # the pad slot stays zero
+        p.sum_w[-1:].zero_()  # the pad slot stays zero (an in-place kernel: capturable in CUDA graphs)
         for k, table in p.cat.items():
             _blend(table, _normalise(f.cat[k], pseudocount, table), step)
         if len(p.bern):

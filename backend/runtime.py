@@ -62,7 +62,7 @@ class CircuitModel(torch.nn.Module):
         self.em = EMUpdate(self.plan, self.device_)
         self.flows = Flows.zeros_like(self.params)
         self.accumulated = 0
-        self.use_graphs = True
+        self.use_graphs = type(self.executor).__name__ == "TritonExecutor"  # its launches are capturable
         self._graphs: dict = {}
 
     @property
@@ -116,7 +116,7 @@ class CircuitModel(torch.nn.Module):
     def em_step(self, x, missing=None, step_size: float = 1.0, pseudocount: float = 0.0) -> torch.Tensor:
         """One mini-batch EM step on ``x``; returns the batch's log-likelihoods before the update.
 
-        On CUDA (when ``use_graphs``) the whole step — forward, backward, EM update — is captured once
+        On CUDA with the Triton executor (``use_graphs``) the whole step — forward, backward, EM update — is captured once
         per (batch size, step size, pseudocount) into a CUDA graph and replayed.
         """
         x, m = self._inputs(x, missing)

@@ -1,0 +1,63 @@
+"""GPU tests (marked ``gpu``; skipped without CUDA): the Triton kernels on the device against references."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import EXAMPLES
+from randgen import random_circuits, random_inputs
+
+import pcc
+from pcc.backend.params import Flows
+from pcc.backend.runtime import CircuitModel
+from pcc.ir import log_likelihood
+from pcc.ir.params import randomize
+
+pytestmark = pytest.mark.gpu
+CASES = [(p.stem, lambda p=p: pcc.parse(p)) for p in EXAMPLES] + [
+    (f"random{i}", lambda i=i: random_circuits(700 + i, 1)[0]) for i in range(8)]
+
+
+def _models(make, seed):
+    c = make()
+    randomize(c, seed)
+    layered = pcc.optimize(c)
+    fast = CircuitModel(layered, "cuda", executor="triton")
+    exact = CircuitModel(layered, "cuda", dtype=torch.float64, executor="torch")
+    x, m = random_inputs(c, np.random.default_rng(seed), batch=48)
+    return c, fast, exact, x, m
+
+
+@pytest.mark.parametrize("name,make", CASES, ids=[c[0] for c in CASES])
+def test_log_likelihood_matches_reference(name, make):
+    c, fast, _, x, m = _models(make, 1)
+    ref = log_likelihood(c, x, m)
+    got = fast.log_prob(x, m).double().cpu().numpy()
+    finite = np.isfinite(ref)
+    assert np.array_equal(finite, np.isfinite(got))
+    assert np.abs(got[finite] - ref[finite]).max() <= 1e-5 * max(1.0, np.abs(ref[finite]).max())
+
+
+@pytest.mark.parametrize("name,make", CASES, ids=[c[0] for c in CASES])
+def test_flows_and_em_match_float64(name, make):
+    c, fast, exact, x, m = _models(make, 2)
+    nf, ne = fast.node_flows(x, m).double(), exact.node_flows(x, m)
+    assert (nf - ne).abs().max() <= 1e-4 * max(1.0, ne.abs().max().item())
+    fast.em_step(x, m, step_size=0.5, pseudocount=0.1)
+    exact.em_step(x, m, step_size=0.5, pseudocount=0.1)
+    for a, b in zip(fast.params.tensors().values(), exact.params.tensors().values()):
+        if a.numel():
+            assert (a.double() - b).abs().max().item() <= 1e-4
+
+
+def test_cuda_graph_step_equals_eager_step():
+    c, fast, _, x, m = _models(CASES[2][1], 3)
+    eager = CircuitModel(fast.circuit, "cuda", executor="triton")
+    eager.use_graphs = False
+    for _ in range(3):
+        a = fast.em_step(x, m, step_size=0.3, pseudocount=0.1)
+        b = eager.em_step(x, m, step_size=0.3, pseudocount=0.1)
+        assert torch.allclose(a, b, atol=1e-5)
+    assert len(fast._graphs) == 1
+    for p, q in zip(fast.params.tensors().values(), eager.params.tensors().values()):
+        assert torch.allclose(p, q, atol=1e-6)
