@@ -1,4 +1,4 @@
-"""The ``pcc`` command line: check, opt, compile, train, eval.
+"""The ``pcc`` command line: check, opt, compile, gen, train, eval.
 
 Exit codes: 0 ok; 1 user error (diagnostics on stderr, never a traceback); 2 internal error (a pcc bug:
 set PCC_DEBUG=1 for the traceback).
@@ -69,6 +69,33 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="shuffling, and re-initialisation of random parameters")
     t.add_argument("-o", "--output", required=True, help="checkpoint file (rewritten atomically every epoch)")
 
+    g = sub.add_parser("gen", help="write a standard structure as a readable .pc file (hclt, pd, rat-spn, hmm)")
+    gs = g.add_subparsers(dest="structure", required=True, parser_class=_Parser)
+    h = gs.add_parser("hclt", help="hidden Chow-Liu tree learned from data")
+    h.add_argument("--data", required=True, help="training data: the tree is the maximum spanning tree of pairwise MI")
+    h.add_argument("--latents", type=int, required=True, help="states of each hidden variable (nodes per block)")
+    h.add_argument("--root", default="center", help="tree root: center (default, shallowest), max_degree, or a variable index")
+    pd = gs.add_parser("pd", help="Poon-Domingos region decomposition of an image")
+    pd.add_argument("--shape", required=True, help="H,W or H,W,C")
+    pd.add_argument("--latents", type=int, required=True)
+    pd.add_argument("--split-interval", default="4", help="N or NY,NX: split positions are multiples of this")
+    r = gs.add_parser("rat-spn", help="random and tensorised SPN (random balanced binary partitions)")
+    r.add_argument("--vars", type=int, required=True)
+    r.add_argument("--depth", type=int, required=True)
+    r.add_argument("--repetitions", type=int, required=True)
+    r.add_argument("--latents", type=int, required=True)
+    m = gs.add_parser("hmm", help="hidden Markov model with tied transition and emission parameters")
+    m.add_argument("--length", type=int, required=True)
+    m.add_argument("--latents", type=int, required=True)
+    m.add_argument("--emits", type=int, default=2, help="observed symbols (categorical emissions)")
+    for sp in (h, pd, r, m):
+        sp.add_argument("--dist", choices=["categorical", "bernoulli", "gaussian"], default="categorical",
+                        help="input distribution (bernoulli needs binary data, gaussian real data)")
+        if sp is not m:
+            sp.add_argument("--num-cats", type=int, help="categories of each variable (default: from the data, or 256)")
+        sp.add_argument("--seed", type=int, default=0)
+        sp.add_argument("-o", "--output", help="write the .pc file here (default: stdout)")
+
     e = sub.add_parser("eval", help="mean test log-likelihood of a checkpoint (and bits per dimension)")
     e.add_argument("checkpoint")
     e.add_argument("--data", required=True)
@@ -89,7 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pcc`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
-        commands = {"check": cmd_check, "opt": cmd_opt, "compile": cmd_compile, "train": cmd_train, "eval": cmd_eval}
+        commands = {"check": cmd_check, "opt": cmd_opt, "compile": cmd_compile, "train": cmd_train, "eval": cmd_eval,
+                    "gen": cmd_gen}
         return commands[args.command](args)
     except UserError as e:
         print(e.render(), file=sys.stderr)
@@ -201,6 +229,16 @@ def cmd_train(args: argparse.Namespace) -> int:
                       args.device, args.executor)
     train(args.model, args.data, args.output, cfg, args.valid)
     return 0
+
+
+def cmd_gen(args: argparse.Namespace) -> int:
+    """``pcc gen STRUCTURE ... [-o OUT.pc]``: a readable .pc file of a standard structure."""
+    from pcc.structures.generate import generate
+    try:
+        text = generate(args)
+    except ValueError as e:
+        raise UserError(Diagnostic(Loc("<command line>"), str(e))) from None
+    return _write(text, args.output)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
