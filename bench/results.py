@@ -16,7 +16,6 @@ import argparse
 import json
 import math
 import multiprocessing as mp
-import sys
 import time
 from pathlib import Path
 
@@ -149,5 +148,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     main()
