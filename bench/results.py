@@ -7,8 +7,9 @@ setting with the best validation log-likelihood is chosen; only then is the test
 as CLI commands are listed in docs/results.md. Jobs run in parallel worker processes (the models are small
 and launch-bound, so one GPU serves several).
 
-Run: ``python bench/results.py --data DIR [--sets nltcs,msnbc,...] [--mnist] [--workers 6]``
-(DIR holds ``twenty/`` and ``mnist/`` as in ../shared/data).
+Run: ``python bench/results.py --data DIR [--sets nltcs,msnbc,...] [--grid L:a:step,...] [--mnist] [--workers 6]``
+(DIR holds ``twenty/`` and ``mnist/`` as in ../shared/data); ``--report A.jsonl B.jsonl`` merges runs and
+chooses each set's setting by validation log-likelihood over all of them.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ PUBLISHED = {  # LearnSPN, RAT-SPN, Strudel (../shared/data/README.md)
     "pumsb_star": (-24.78, -32.53, -24.39), "msweb": (-10.25, -10.12, -9.74), "tmovie": (-52.49, -53.63, -53.72),
     "cwebkb": (-158.20, -157.53, -154.83), "cr52": (-85.07, -87.37, -86.35), "c20ng": (-155.93, -152.06, -153.87),
     "bbc": (-250.69, -252.14, -256.53)}
-GRID = [(32, 0.1), (32, 1.0), (64, 0.1), (16, 1.0)]
+GRID = "32:0.1:0.1,32:1.0:0.1,64:0.1:0.1,16:1.0:0.1"  # latents:pseudocount:step size
 
 
 def job(spec: dict) -> dict:
@@ -79,14 +80,17 @@ def job(spec: dict) -> dict:
             "seconds": time.perf_counter() - start, "edges": model.circuit.num_sum_edges(), "dims": x.shape[1]}
 
 
-def twenty_specs(root: Path, sets: list[str]) -> list[dict]:
+def twenty_specs(root: Path, sets: list[str], grid: str, budget: float, full_epochs: int) -> list[dict]:
+    """One job per (set, setting); mini-batch epochs scale so that every set sees about ``budget`` samples."""
     specs = []
     for name in sets:
         paths = [str(root / "twenty" / name / f"{name}.{s}.data.gz") for s in ("train", "valid", "test")]
         rows = sum(1 for _ in __import__("gzip").open(paths[0]))
-        epochs = int(min(60, max(6, 4e5 / rows)))
-        specs += [{"set": name, "L": L, "a": a, "K": 2, "step": 0.1, "mini_epochs": epochs, "full_epochs": 5,
-                   "patience": 6, "paths": paths} for L, a in GRID]
+        epochs = int(min(150, max(6, budget / rows)))
+        for item in grid.split(","):
+            L, a, step = item.split(":")
+            specs.append({"set": name, "L": int(L), "a": float(a), "K": 2, "step": float(step), "mini_epochs": epochs,
+                          "full_epochs": full_epochs, "patience": 8, "paths": paths})
     return specs
 
 
@@ -120,7 +124,7 @@ def report(results: list[dict]) -> None:
               f"{pub[2]:.2f} | {'yes' if w[0] else 'no'} | {'yes' if w[1] else 'no'} | {r['seconds']:.0f} |")
     n = sum(1 for s in SETS if s in best)
     print(f"\nat least LearnSPN on {wins[0]}/{n}, at least RAT-SPN on {wins[1]}/{n}")
-    if "mnist" in best:
+    if "mnist" in best:  # noqa: SIM102
         r = best["mnist"]
         print(f"\nMNIST HCLT L={r['L']} step {r['step']}: valid {r['valid']:.2f}, test {r['test']:.2f} nats = "
               f"{-r['test'] / (784 * math.log(2)):.4f} bpd ({r['seconds']:.0f}s)")
@@ -128,14 +132,22 @@ def report(results: list[dict]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--data", required=True)
+    ap.add_argument("--data", help="folder with twenty/ and mnist/ (like ../shared/data)")
     ap.add_argument("--sets", default=",".join(SETS))
     ap.add_argument("--mnist", action="store_true")
     ap.add_argument("--workers", type=int, default=6)
+    ap.add_argument("--grid", default=GRID, help="settings L:pseudocount:step, comma-separated")
+    ap.add_argument("--budget", type=float, default=4e5, help="mini-batch EM samples per job (sets epochs)")
+    ap.add_argument("--full-epochs", type=int, default=5, help="most full-batch EM epochs (stops when valid drops)")
     ap.add_argument("--out", default="results.jsonl")
+    ap.add_argument("--report", nargs="*", help="only print the table of these result files (merged)")
     args = ap.parse_args()
+    if args.report:
+        report([json.loads(line) for f in args.report for line in open(f)])
+        return
     root = Path(args.data)
-    specs = (mnist_specs(root) if args.mnist else []) + twenty_specs(root, [s for s in args.sets.split(",") if s])
+    sets = [s for s in args.sets.split(",") if s]
+    specs = (mnist_specs(root) if args.mnist else []) + twenty_specs(root, sets, args.grid, args.budget, args.full_epochs)
     results = []
     with mp.get_context("spawn").Pool(args.workers) as pool, open(args.out, "w") as log:
         for r in pool.imap_unordered(job, specs):
