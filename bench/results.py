@@ -112,15 +112,15 @@ def report(results: list[dict]) -> None:
     for r in results:
         if r["set"] not in best or r["valid"] > best[r["set"]]["valid"]:
             best[r["set"]] = r
-    print("\n| data set | L | pseudocount | valid LL | test LL | LearnSPN | RAT-SPN | Strudel | >= LearnSPN | >= RAT-SPN | time s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|:-:|:-:|---:|")
+    print("\n| data set | L | pseudocount | step | valid LL | test LL | LearnSPN | RAT-SPN | Strudel | >= LearnSPN | >= RAT-SPN | time s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|:-:|:-:|---:|")
     wins = [0, 0]
     for name in [s for s in SETS if s in best]:
         r = best[name]
         pub = PUBLISHED[name]
         w = [r["test"] >= pub[0], r["test"] >= pub[1]]
         wins = [wins[0] + w[0], wins[1] + w[1]]
-        print(f"| {name} | {r['L']} | {r['a']} | {r['valid']:.2f} | {r['test']:.2f} | {pub[0]:.2f} | {pub[1]:.2f} | "
+        print(f"| {name} | {r['L']} | {r['a']} | {r['step']} | {r['valid']:.3f} | {r['test']:.3f} | {pub[0]:.2f} | {pub[1]:.2f} | "
               f"{pub[2]:.2f} | {'yes' if w[0] else 'no'} | {'yes' if w[1] else 'no'} | {r['seconds']:.0f} |")
     n = sum(1 for s in SETS if s in best)
     print(f"\nat least LearnSPN on {wins[0]}/{n}, at least RAT-SPN on {wins[1]}/{n}")
