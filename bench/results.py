@@ -52,10 +52,17 @@ def job(spec: dict) -> dict:
     a, bs = spec["a"], 512
     best, best_params, stale = -math.inf, None, 0
     rng = np.random.default_rng(0)
+    steps = spec["mini_epochs"] * (len(x) // bs)
+    done = 0
     for epoch in range(spec["mini_epochs"]):
         order = rng.permutation(len(x))
-        for i in range(0, len(order) - bs + 1, bs):  # full batches only: one CUDA graph
-            model.em_step(x[order[i : i + bs]], step_size=spec["step"], pseudocount=a)
+        for i in range(0, len(order) - bs + 1, bs):  # full batches only: one CUDA graph per step size
+            step = spec["step"]
+            if spec.get("anneal"):  # cosine decay to a tenth, in 8 levels (each level is one captured graph)
+                level = min(7, 8 * done // max(steps, 1))
+                step = spec["step"] * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * level / 7)))
+            model.em_step(x[order[i : i + bs]], step_size=step, pseudocount=a)
+            done += 1
         v = evaluate(model, xv, 2048)
         if v > best:
             best, best_params, stale = v, [t.clone() for t in model.params.tensors().values()], 0
@@ -65,17 +72,20 @@ def job(spec: dict) -> dict:
                 break
     for t, b in zip(model.params.tensors().values(), best_params):
         t.copy_(b)
+    best_params, stale = [t.clone() for t in model.params.tensors().values()], 0
     for _ in range(spec["full_epochs"]):
         for i in range(0, len(x), 4096):
             model.accumulate(x[i : i + 4096])
-        saved = [t.clone() for t in model.params.tensors().values()]
         model.em_update(1.0, a)
         v = evaluate(model, xv, 2048)
-        if v <= best:
-            for t, b in zip(model.params.tensors().values(), saved):
-                t.copy_(b)
-            break
-        best = v
+        if v > best:
+            best, best_params, stale = v, [t.clone() for t in model.params.tensors().values()], 0
+        else:
+            stale += 1
+            if stale >= spec.get("full_patience", 1):
+                break
+    for t, b in zip(model.params.tensors().values(), best_params):  # the best validation point
+        t.copy_(b)
     return {**{k: v for k, v in spec.items() if k != "paths"}, "valid": best, "test": evaluate(model, xt, 2048),
             "seconds": time.perf_counter() - start, "edges": model.circuit.num_sum_edges(), "dims": x.shape[1]}
 
@@ -89,8 +99,10 @@ def twenty_specs(root: Path, sets: list[str], grid: str, budget: float, full_epo
         epochs = int(min(150, max(6, budget / rows)))
         for item in grid.split(","):
             L, a, step = item.split(":")
-            specs.append({"set": name, "L": int(L), "a": float(a), "K": 2, "step": float(step), "mini_epochs": epochs,
-                          "full_epochs": full_epochs, "patience": 8, "paths": paths})
+            anneal = step.endswith("c")  # e.g. 0.3c: cosine-annealed step size
+            specs.append({"set": name, "L": int(L), "a": float(a), "K": 2, "step": float(step.rstrip("c")),
+                          "anneal": anneal, "mini_epochs": epochs, "full_epochs": full_epochs, "patience": 8,
+                          "full_patience": 3 if anneal else 1, "paths": paths})
     return specs
 
 
@@ -120,7 +132,7 @@ def report(results: list[dict]) -> None:
         pub = PUBLISHED[name]
         w = [r["test"] >= pub[0], r["test"] >= pub[1]]
         wins = [wins[0] + w[0], wins[1] + w[1]]
-        print(f"| {name} | {r['L']} | {r['a']} | {r['step']} | {r['valid']:.3f} | {r['test']:.3f} | {pub[0]:.2f} | {pub[1]:.2f} | "
+        print(f"| {name} | {r['L']} | {r['a']} | {r['step']}{'c' if r.get('anneal') else ''} | {r['valid']:.3f} | {r['test']:.3f} | {pub[0]:.2f} | {pub[1]:.2f} | "
               f"{pub[2]:.2f} | {'yes' if w[0] else 'no'} | {'yes' if w[1] else 'no'} | {r['seconds']:.0f} |")
     n = sum(1 for s in SETS if s in best)
     print(f"\nat least LearnSPN on {wins[0]}/{n}, at least RAT-SPN on {wins[1]}/{n}")
@@ -136,7 +148,7 @@ def main() -> None:
     ap.add_argument("--sets", default=",".join(SETS))
     ap.add_argument("--mnist", action="store_true")
     ap.add_argument("--workers", type=int, default=6)
-    ap.add_argument("--grid", default=GRID, help="settings L:pseudocount:step, comma-separated")
+    ap.add_argument("--grid", default=GRID, help="settings L:pseudocount:step, comma-separated (step 0.3c: cosine-annealed to 0.03, and full-batch EM with patience 3)")
     ap.add_argument("--budget", type=float, default=4e5, help="mini-batch EM samples per job (sets epochs)")
     ap.add_argument("--full-epochs", type=int, default=5, help="most full-batch EM epochs (stops when valid drops)")
     ap.add_argument("--out", default="results.jsonl")

@@ -20,18 +20,27 @@ def _positive(**values: int) -> None:
 def _hclt(args: argparse.Namespace) -> str:
     from pcc import data as datasets
 
+    from pcc.ir.diagnostics import Diagnostic, Loc, UserError
+
     from .hclt import hclt
     _positive(latents=args.latents)
     x = datasets.load(args.data)
+
+    def bad(message: str) -> UserError:
+        return UserError(Diagnostic(Loc(str(args.data)), message))
+
+    num_cats = args.num_cats
     if args.dist != "gaussian":
         if not np.all(x == np.round(x)) or x.min() < 0:
-            raise ValueError(f"{args.data}: a {args.dist} HCLT needs non-negative integer data (use --dist gaussian for real values)")
-        if args.num_cats is not None and x.max() >= args.num_cats:
-            raise ValueError(f"{args.data}: value {int(x.max())} is outside --num-cats {args.num_cats} (values must be 0..{args.num_cats - 1})")
+            raise bad(f"a {args.dist} HCLT needs non-negative integer data (use --dist gaussian for real values)")
+        if num_cats is not None and x.max() >= num_cats:
+            raise bad(f"value {int(x.max())} is outside --num-cats {num_cats} (values must be 0..{num_cats - 1})")
         if args.dist == "bernoulli" and x.max() > 1:
-            raise ValueError(f"{args.data}: bernoulli inputs need binary data, found the value {int(x.max())}")
+            raise bad(f"bernoulli inputs need binary data, found the value {int(x.max())}")
+        if num_cats is None and args.dist == "categorical":
+            num_cats = max(2, int(x.max()) + 1)  # a constant or one-row data set still declares two values
     root = int(args.root) if str(args.root).isdigit() else args.root
-    return hclt(x, args.latents, args.dist, num_cats=args.num_cats, seed=args.seed, root=root)
+    return hclt(x, args.latents, args.dist, num_cats=num_cats, seed=args.seed, root=root)
 
 
 def _pd(args: argparse.Namespace) -> str:
