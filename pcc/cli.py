@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--executor", choices=["auto", "torch", "triton"], default="auto",
                    help="auto: Triton kernels on CUDA, plain torch otherwise")
     t.add_argument("--seed", type=int, default=0, help="shuffling, and re-initialisation of random parameters")
+    t.add_argument("--keep-best", action="store_true", help="write the checkpoint only when --valid improves")
+    t.add_argument("--patience", type=int, default=0, help="stop after N epochs without --valid improvement")
     t.add_argument("-o", "--output", required=True, help="checkpoint file (rewritten atomically every epoch)")
 
     g = sub.add_parser("gen", help="write a standard structure as a readable .pc file (hclt, pd, rat-spn, hmm)")
@@ -226,7 +228,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """``pcc train MODEL --data TRAIN -o CKPT``: EM training with per-epoch logs and checkpoints."""
     from pcc.train import TrainConfig, train
     cfg = TrainConfig(args.epochs, args.batch_size, args.em, args.step_size, args.pseudocount, args.seed,
-                      args.device, args.executor)
+                      args.device, args.executor, args.keep_best, args.patience)
     train(args.model, args.data, args.output, cfg, args.valid)
     return 0
 

@@ -62,6 +62,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     executor: str = "auto"
+    keep_best: bool = False  # with validation data: the checkpoint holds the best-validation epoch
+    patience: int = 0        # with validation data: stop after this many epochs without improvement (0: never)
 
 
 def read_data(path: str, model: CircuitModel) -> np.ndarray:
@@ -98,16 +100,32 @@ def train(model_path: str, data_path: str, out: str, cfg: TrainConfig, valid_pat
     model = CircuitModel(circuit, cfg.device, executor=cfg.executor)
     x = read_data(data_path, model)
     xv = read_data(valid_path, model) if valid_path else None
+    if (cfg.keep_best or cfg.patience) and xv is None:
+        raise UserError(Diagnostic(Loc("<command line>"), "--keep-best and --patience need --valid data"))
     image = datasets.is_image_data(data_path)
     done = int(meta.get("epochs", 0))
+    best, stale = float(meta.get("valid_ll", -math.inf)) if cfg.keep_best else -math.inf, 0
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()
         train_ll = _epoch(model, x, cfg, seed=cfg.seed * 1_000_003 + done + epoch)
         line = f"epoch {done + epoch}  train {describe(train_ll, x.shape[1], image)}"
-        if xv is not None:
-            line += f"  valid {describe(evaluate(model, xv, cfg.batch_size), x.shape[1], image)}"
-        model.save(out, {"epochs": done + epoch, "em": cfg.em, "train_ll": train_ll, "data": str(data_path)})
-        print(f"{line}  ({time.perf_counter() - start:.1f}s)", file=log, flush=True)
+        info = {"epochs": done + epoch, "em": cfg.em, "train_ll": train_ll, "data": str(data_path)}
+        valid = evaluate(model, xv, cfg.batch_size) if xv is not None else None
+        if valid is not None:
+            line += f"  valid {describe(valid, x.shape[1], image)}"
+            info["valid_ll"] = valid
+        improved = valid is None or valid > best
+        if improved or not cfg.keep_best:
+            model.save(out, info)
+        if valid is not None and valid > best:
+            best, stale = valid, 0
+        elif valid is not None:
+            stale += 1
+        print(f"{line}{'  (kept)' if cfg.keep_best and improved else ''}  ({time.perf_counter() - start:.1f}s)",
+              file=log, flush=True)
+        if cfg.patience and stale >= cfg.patience:
+            print(f"stopping: no validation improvement for {stale} epochs", file=log, flush=True)
+            break
     return model
 
 

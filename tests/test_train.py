@@ -116,3 +116,17 @@ def test_bad_inputs(tmp_path, nltcs):
     (tmp_path / "foreign.ckpt").write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")
     _bad(pcc("eval", tmp_path / "foreign.ckpt", "--data", nltcs["test"]), "not a pcc checkpoint")
     _bad(pcc("train", model, "--data", nltcs["valid"], "--step-size", "0", "-o", out), "--step-size")
+
+
+def test_keep_best_and_patience(nltcs, tmp_path):
+    model = tmp_path / "mix.pc"
+    model.write_text(MIXTURE)
+    ckpt = tmp_path / "best.ckpt"
+    r = pcc("train", model, "--data", nltcs["valid"], "--valid", nltcs["valid"], "--epochs", "6", "--step-size", "1.0",
+            "--pseudocount", "0", "--keep-best", "--patience", "2", "--device", "cpu", "-o", ckpt)
+    assert r.returncode == 0, r.stderr
+    valids = [float(line.split("valid ")[1].split()[0]) for line in r.stdout.splitlines() if "valid " in line]
+    _, meta = load_checkpoint(ckpt)
+    assert abs(meta["valid_ll"] - max(valids)) < 1e-3  # the checkpoint holds the best epoch
+    r = pcc("train", model, "--data", nltcs["valid"], "--keep-best", "-o", ckpt, "--device", "cpu")
+    assert r.returncode == 1 and "need --valid" in r.stderr
