@@ -43,7 +43,7 @@ def generate(plan: Plan, precision: str = "ieee", source: str = "", pipeline: st
             "import triton",
             "",
             "from pcc.backend import kernels as K",
-            "from pcc.backend.triton_exec import expected_missing_stats",
+            "from pcc.backend.params import expected_missing_stats",
             "",
             f"ROWS = {plan.rows}",
             f"ROOT_ROW = {plan.root_row}",

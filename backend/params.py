@@ -113,3 +113,19 @@ def _blend(target: torch.Tensor, new: torch.Tensor, step: float) -> None:
         target.copy_(new)
     else:
         target.mul_(1 - step).add_(new, alpha=step)
+
+
+def expected_missing_stats(dist: str, k: int, prow: torch.Tensor, mass: torch.Tensor, p: Params, fl: Flows) -> None:
+    """A missing entry's flow counts the input node's own distribution (the E-step with missing data).
+
+    ``mass[i]`` is node ``i``'s flow summed over the samples where its variable is missing.
+    """
+    prow = prow.long()
+    if dist == "categorical":
+        fl.cat[k].index_add_(0, prow, mass[:, None] * p.cat[k][prow])
+    elif dist == "bernoulli":
+        q = p.bern[prow]
+        fl.bern.index_add_(0, prow, torch.stack([mass * (1 - q), mass * q], 1))
+    else:
+        mu, sd = p.gauss[prow, 0], p.gauss[prow, 1]
+        fl.gauss.index_add_(0, prow, torch.stack([mass, mass * mu, mass * (mu * mu + sd * sd)], 1))

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from .params import Flows, Params
+from .params import Flows, Params, expected_missing_stats
 from .plan import NEG, PAD, ZERO, InputOp, Plan, ProdOp, SumOp
 
 _SCRATCH = 1 << 24  # elements per chunk of [tiles, parents, children, batch] scratch
@@ -125,19 +125,12 @@ def _input_backward(meta: InputOp, var, prow, p: Params, x, missing, fn, flows: 
     """Expected sufficient statistics: observed entries count their value, missing ones the node's own distribution."""
     xv, miss = _observed(x, missing, var)
     obs_f = torch.where(miss, torch.zeros_like(fn), fn)
-    miss_mass = torch.where(miss, fn, torch.zeros_like(fn)).sum(1)      # [n]
     if meta.dist == "categorical":
         table = flows.cat[meta.k]
-        k = table.shape[1]
-        table.view(-1).index_add_(0, (prow[:, None] * k + xv.long()).reshape(-1), obs_f.reshape(-1))
-        table.index_add_(0, prow, miss_mass[:, None] * p.cat[k][prow])
+        table.view(-1).index_add_(0, (prow[:, None] * meta.k + xv.long()).reshape(-1), obs_f.reshape(-1))
     elif meta.dist == "bernoulli":
         one = (xv > 0.5).to(fn.dtype)
-        q = p.bern[prow]
-        stats = torch.stack([(obs_f * (1 - one)).sum(1) + miss_mass * (1 - q), (obs_f * one).sum(1) + miss_mass * q], 1)
-        flows.bern.index_add_(0, prow, stats)
+        flows.bern.index_add_(0, prow, torch.stack([(obs_f * (1 - one)).sum(1), (obs_f * one).sum(1)], 1))
     else:
-        mu, sd = p.gauss[prow, 0], p.gauss[prow, 1]
-        stats = torch.stack([obs_f.sum(1) + miss_mass, (obs_f * xv).sum(1) + miss_mass * mu,
-                             (obs_f * xv * xv).sum(1) + miss_mass * (mu * mu + sd * sd)], 1)
-        flows.gauss.index_add_(0, prow, stats)
+        flows.gauss.index_add_(0, prow, torch.stack([obs_f.sum(1), (obs_f * xv).sum(1), (obs_f * xv * xv).sum(1)], 1))
+    expected_missing_stats(meta.dist, meta.k, prow, torch.where(miss, fn, torch.zeros_like(fn)).sum(1), p, flows)

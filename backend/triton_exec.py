@@ -61,16 +61,3 @@ class TritonExecutor:
         self.schedule["backward"](vals, f, xf, mi, self.t, p, flows, x.shape[0], *self._blocks(x.shape[0]))
         f[ZERO], f[NEG], f[PAD] = 0.0, 0.0, 0.0
         return f
-
-
-def expected_missing_stats(dist: str, k: int, prow: torch.Tensor, mass: torch.Tensor, p: Params, fl: Flows) -> None:
-    """A missing entry's flow counts the input node's own distribution (the E-step with missing data)."""
-    prow = prow.long()
-    if dist == "categorical":
-        fl.cat[k].index_add_(0, prow, mass[:, None] * p.cat[k][prow])
-    elif dist == "bernoulli":
-        q = p.bern[prow]
-        fl.bern.index_add_(0, prow, torch.stack([mass * (1 - q), mass * q], 1))
-    else:
-        mu, sd = p.gauss[prow, 0], p.gauss[prow, 1]
-        fl.gauss.index_add_(0, prow, torch.stack([mass, mass * mu, mass * (mu * mu + sd * sd)], 1))

@@ -101,8 +101,8 @@ def _check_block(c: Circuit, b: Block, sc: list[int], roles: dict, check_values:
     return _check_sum(c, b, sc, roles, check_values)
 
 
-def _role(roles: dict, name: str, role: str, users: int) -> list[str]:
-    seen = roles.setdefault(name, (role, users))
+def _role(roles: dict, name: str, role: str) -> list[str]:
+    seen = roles.setdefault(name, (role,))
     if seen[0] != role:
         return [f"tensor @{name} is tied between blocks of different roles ({seen[0]} and {role})"]
     return []
@@ -124,7 +124,7 @@ def _check_input(c: Circuit, b: InputBlock, roles: dict, check_values: bool) -> 
     if not dom.accepts(b.dist):
         return [f"a {b.dist} input cannot model variable {c.variables[b.var].name} of domain {dom}"]
     shape = {"categorical": (b.n, dom.categories), "bernoulli": (b.n,), "gaussian": (b.n, 2)}[b.dist]
-    errs = _role(roles, b.params, f"{b.dist}{list(shape)}", 0) or _check_tensor(c, b.params, "f64", shape, "parameters")
+    errs = _role(roles, b.params, f"{b.dist}{list(shape)}") or _check_tensor(c, b.params, "f64", shape, "parameters")
     t = c.tensors[b.params]
     if errs or not check_values or t.is_random:
         return errs
@@ -180,7 +180,7 @@ def _check_sum(c: Circuit, b: SumBlock, sc: list[int], roles: dict, check_values
         if tile_errs:
             return errs + tile_errs
         shape = (len(c.tensors[b.tiles].data), b.block, b.block)
-    errs += _role(roles, b.params, f"sum{list(shape)}", 0) or _check_tensor(c, b.params, "f64", shape, "weights")
+    errs += _role(roles, b.params, f"sum{list(shape)}") or _check_tensor(c, b.params, "f64", shape, "weights")
     t = c.tensors[b.params]
     if errs or not check_values or t.is_random:
         return errs

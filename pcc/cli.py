@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("compile", help="compile a .pc file into a module folder, or emit one stage")
     k.add_argument("file")
     k.add_argument("--emit", choices=["ast", "ir", "layered", "plan", "kernels", "module"],
-                   help="stage to emit (default: module when -o is given, else layered IR to stdout)")
+                   help="stage to emit (default: module for -o DIR, layered IR for -o FILE.pcir or stdout)")
     k.add_argument("-o", "--output", help="module folder (--emit module) or output file (default: stdout)")
     k.add_argument("--dump-dir", help="also write every stage (AST, IR after each pass) into this folder")
     k.add_argument("-p", "--passes", default=DEFAULT_PIPELINE, help="pipeline for --emit layered")
@@ -186,7 +186,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     """``pcc compile FILE.pc --emit STAGE``: print or write one stage, optionally dumping all of them."""
     if not args.file.endswith(".pc"):
         raise UserError(Diagnostic(Loc(args.file), "pcc compile expects a .pc file"))
-    args.emit = args.emit or ("module" if args.output else "layered")
+    if args.emit is None:  # -o DIR means a module folder; -o FILE.pcir or stdout, the layered IR
+        args.emit = "module" if args.output and not args.output.endswith(".pcir") else "layered"
     if args.emit == "module" and not args.output:
         raise UserError(Diagnostic(Loc("<command line>"), "--emit module writes a folder: give -o DIR"))
     dump_dir = Path(args.dump_dir) if args.dump_dir else None

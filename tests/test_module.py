@@ -72,3 +72,8 @@ def test_damaged_module_is_a_user_error(tmp_path):
 def test_emit_module_needs_output():
     r = run("compile", EX / "mixture.pc", "--emit", "module")
     assert r.returncode == 1 and "give -o DIR" in r.stderr
+
+
+def test_output_suffix_picks_the_stage(tmp_path):
+    assert run("compile", EX / "mixture.pc", "-o", tmp_path / "m.pcir").returncode == 0
+    assert (tmp_path / "m.pcir").is_file() and "layered=1" in (tmp_path / "m.pcir").read_text()
