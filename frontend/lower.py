@@ -26,7 +26,7 @@ _KWARGS = {"input": {"n", "params", "tie", "block"}, "prod": {"n", "table", "blo
            "sum": {"n", "params", "tie", "block", "tiles"}}
 Key = tuple[str, tuple[int, ...]]
 _MAX_VARIABLES = 1 << 24
-_MAX_STATEMENTS = 50_000_000
+_MAX_STATEMENTS = 5_000_000
 
 
 class _Bad(Exception):
@@ -224,11 +224,19 @@ class _Lowering:
         except _Bad:
             self.poisoned.update(_targets(s.body))  # the body never ran: its names stay quiet
             raise
+        if (hi - lo) * max(1, len(s.body)) > self.budget:
+            self.err(s.loc, f"this loop runs {hi - lo:,} times: the program would unroll to more than {_MAX_STATEMENTS:,} statements")
+            self.poisoned.update(_targets(s.body))
+            raise _Bad
         self.loop_locals.append(set())
         try:
             for i in range(lo, hi):
                 self.consts[s.var] = i
+                errors = len(self.diags)
                 self.stmts(s.body)
+                if len(self.diags) > errors:  # reported once; later iterations would only repeat it
+                    self.poisoned.update(_targets(s.body))
+                    break
                 for name in self.loop_locals[-1]:  # `let` inside a loop body is per iteration
                     self.consts.pop(name, None)
                 self.loop_locals[-1].clear()

@@ -37,16 +37,17 @@ class CollapseChains(Pass):
     shared: bool = False
 
     def run(self, circuit: Circuit) -> Circuit:
+        users = circuit.users()  # refreshed only after a fold: recomputing per block is quadratic
         for i, b in enumerate(circuit.blocks):
             if isinstance(b, ProdBlock):
                 _flatten_product(circuit, b)
             elif isinstance(b, SumBlock):
-                while (t := self._foldable_child(circuit, i, b)) is not None:
+                while (t := self._foldable_child(circuit, i, b, users)) is not None:
                     _fold_sum(circuit, b, t, i)
+                    users = circuit.users()
         return remove_unreachable(circuit)
 
-    def _foldable_child(self, circuit: Circuit, i: int, s: SumBlock) -> int | None:
-        users = circuit.users()
+    def _foldable_child(self, circuit: Circuit, i: int, s: SumBlock, users: list[list[int]]) -> int | None:
         for t in dict.fromkeys(s.children):
             child = circuit.blocks[t]
             if not isinstance(child, SumBlock) or (not self.shared and set(users[t]) != {i}):
