@@ -72,7 +72,7 @@ class TorchExecutor:
     def backward(self, p: Params, vals: torch.Tensor, x: torch.Tensor, missing: torch.Tensor, flows: Flows) -> torch.Tensor:
         """Node flows ``[rows, batch]`` (d log p / d log v); parameter flows are added into ``flows``."""
         f = torch.zeros_like(vals)
-        f[self.plan.root_row] = 1.0
+        f[self.plan.root_row] = torch.isfinite(vals[self.plan.root_row]).to(f.dtype)  # p(x) = 0: no flow
         for ops in reversed(self.layers):
             for op in ops:
                 if op[0] == "sum":

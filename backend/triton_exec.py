@@ -57,7 +57,7 @@ class TritonExecutor:
         """Node flows ``[rows, batch]``; parameter flows are added into ``flows``."""
         xf, mi = self._inputs(x, missing)
         f = torch.zeros_like(vals)
-        f[self.plan.root_row] = 1.0
+        f[self.plan.root_row] = torch.isfinite(vals[self.plan.root_row]).to(f.dtype)  # p(x) = 0: no flow
         self.schedule["backward"](vals, f, xf, mi, self.t, p, flows, x.shape[0], *self._blocks(x.shape[0]))
         f[ZERO], f[NEG], f[PAD] = 0.0, 0.0, 0.0
         return f

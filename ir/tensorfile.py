@@ -12,6 +12,7 @@ import math
 import os
 import struct
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -98,10 +99,14 @@ def save(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[str, s
 
 def _atomic_write(path: Path, chunks: list[bytes]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+    pause = float(os.environ.get("PCC_FAULT_SLOW_WRITE", "0"))  # fault injection: tests kill a writer mid-file
     try:
         with os.fdopen(fd, "wb") as f:
-            for c in chunks:
+            for i, c in enumerate(chunks):
                 f.write(c)
+                if pause and i == 0:
+                    f.flush()
+                    time.sleep(pause)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -149,3 +149,20 @@ def test_em_step_equals_closed_form(name, make, step, alpha, executor):
                 em = np.where(total > 0, (f + alpha / k) / total, t.detach().numpy())
             want = (1 - step) * t.detach().numpy() + step * em
             np.testing.assert_allclose(p.cat[k][start : start + size].numpy(), want, rtol=tol, atol=tol * 1e-3)
+
+
+@pytest.mark.parametrize("executor", ["torch", "triton"])
+def test_impossible_samples_carry_no_flow(executor):
+    """p(x) = 0 for a sample: LL -inf, zero flows, and EM learns from the other samples only (no NaN)."""
+    src = ("var X[2] : binary\na = input(X[0], bernoulli, n=2, params=[1.0, 0.5])\nb = input(X[1], bernoulli, n=2)\n"
+           "p = prod(a, b)\ns = sum(p, n=1, params=[[1.0, 0.0]])\nroot s\n")
+    from pcc.backend.runtime import CircuitModel
+    models = [CircuitModel(optimize(parse(src)), "cpu", executor=executor) for _ in range(2)]
+    both = np.array([[0, 1], [1, 1]])
+    ll = models[0].log_prob(both)
+    assert ll[0] == -np.inf and np.isfinite(ll[1].item())
+    assert torch.isfinite(models[0].node_flows(both)).all()
+    models[0].em_step(both, step_size=1.0, pseudocount=0.0)
+    models[1].em_step(both[1:], step_size=1.0, pseudocount=0.0)
+    for a, b in zip(models[0].params.tensors().values(), models[1].params.tensors().values()):
+        assert torch.isfinite(a).all() and torch.allclose(a, b)
