@@ -9,6 +9,7 @@ atomically after every epoch, so an interrupted run leaves the last complete epo
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from pcc.ir import Circuit, UserError
 from pcc.ir.diagnostics import Diagnostic, Loc
 from pcc.ir.params import derive_seed
 from pcc.backend.runtime import CircuitModel, load_checkpoint
+from pcc.distributed import Group, from_environment, spawn
 
 
 def load_circuit(path: str) -> tuple[Circuit, dict]:
@@ -64,6 +66,8 @@ class TrainConfig:
     executor: str = "auto"
     keep_best: bool = False  # with validation data: the checkpoint holds the best-validation epoch
     patience: int = 0        # with validation data: stop after this many epochs without improvement (0: never)
+    dtype: str = "float32"   # float64 runs on the plain-torch executor
+    nproc: int = 1           # data-parallel processes (pcc.distributed)
 
 
 def read_data(path: str, model: CircuitModel) -> np.ndarray:
@@ -73,12 +77,14 @@ def read_data(path: str, model: CircuitModel) -> np.ndarray:
     return x
 
 
-def evaluate(model: CircuitModel, x: np.ndarray, batch_size: int) -> float:
-    """Mean log-likelihood (nats per sample) of the rows of ``x``."""
+def evaluate(model: CircuitModel, x: np.ndarray, batch_size: int, group: Group | None = None) -> float:
+    """Mean log-likelihood (nats per sample) of the rows of ``x`` (shared out over a process group)."""
+    group = group or Group()
     total = 0.0
     for idx in datasets.batches(x, batch_size, shuffle=False, seed=0):
-        total += model.log_prob(x[idx]).double().sum().item()
-    return total / len(x)
+        if len(mine := group.shard(idx)):
+            total += model.log_prob(x[mine]).double().sum().item()
+    return group.total(total, model.device_) / len(x)
 
 
 def describe(ll: float, dims: int, image: bool) -> str:
@@ -87,17 +93,39 @@ def describe(ll: float, dims: int, image: bool) -> str:
 
 
 def train(model_path: str, data_path: str, out: str, cfg: TrainConfig, valid_path: str | None = None,
-          log: TextIO = sys.stdout) -> CircuitModel:
-    """Train with EM and write the checkpoint ``out`` after every epoch; see the module docstring."""
+          log: TextIO = sys.stdout) -> CircuitModel | None:
+    """Train with EM and write the checkpoint ``out`` after every epoch; see the module docstring.
+
+    With ``cfg.nproc > 1`` the work is spread over that many processes (returns None in the caller).
+    """
+    if cfg.nproc > 1:
+        if cfg.nproc > 64:
+            raise UserError(Diagnostic(Loc("<command line>"), "--nproc must be between 1 and 64"))
+        spawn(cfg.nproc, _train_one, model_path, data_path, out, cfg, valid_path)
+        return None
+    return _train_one(model_path, data_path, out, cfg, valid_path, log)
+
+
+def _train_one(model_path: str, data_path: str, out: str, cfg: TrainConfig, valid_path: str | None = None,
+               log: TextIO = sys.stdout) -> CircuitModel:
     if cfg.em not in ("mini", "full"):
         raise UserError(Diagnostic(Loc("<command line>"), f"--em must be 'mini' or 'full', not {cfg.em!r}"))
     if cfg.epochs < 1 or cfg.batch_size < 1 or not 0 < cfg.step_size <= 1 or cfg.pseudocount < 0:
         raise UserError(Diagnostic(Loc("<command line>"), "need --epochs >= 1, --batch-size >= 1, 0 < --step-size <= 1, --pseudocount >= 0"))
+    group = from_environment()
     circuit, meta = load_circuit(model_path)
     if cfg.seed and not meta:
         reseed(circuit, cfg.seed)
     torch.manual_seed(cfg.seed)
-    model = CircuitModel(circuit, cfg.device, executor=cfg.executor)
+    if cfg.dtype not in ("float32", "float64"):
+        raise UserError(Diagnostic(Loc("<command line>"), f"--dtype must be float32 or float64, not {cfg.dtype!r}"))
+    dtype = getattr(torch, cfg.dtype)
+    device = f"cuda:{group.rank}" if group.world > 1 and cfg.device in ("auto", "cuda") and torch.cuda.is_available() else cfg.device
+    model = CircuitModel(circuit, device, dtype=dtype, executor="torch" if dtype == torch.float64 else cfg.executor)
+    if group.world > 1:
+        model.use_graphs = False  # flows are summed over processes between the backward pass and the update
+    if group.rank:
+        log = open(os.devnull, "w")  # noqa: SIM115 - only rank 0 reports
     x = read_data(data_path, model)
     xv = read_data(valid_path, model) if valid_path else None
     if (cfg.keep_best or cfg.patience) and xv is None:
@@ -107,15 +135,15 @@ def train(model_path: str, data_path: str, out: str, cfg: TrainConfig, valid_pat
     best, stale = float(meta.get("valid_ll", -math.inf)) if cfg.keep_best else -math.inf, 0
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()
-        train_ll = _epoch(model, x, cfg, seed=cfg.seed * 1_000_003 + done + epoch)
+        train_ll = _epoch(model, x, cfg, seed=cfg.seed * 1_000_003 + done + epoch, group=group)
         line = f"epoch {done + epoch}  train {describe(train_ll, x.shape[1], image)}"
         info = {"epochs": done + epoch, "em": cfg.em, "train_ll": train_ll, "data": str(data_path)}
-        valid = evaluate(model, xv, cfg.batch_size) if xv is not None else None
+        valid = evaluate(model, xv, cfg.batch_size, group) if xv is not None else None
         if valid is not None:
             line += f"  valid {describe(valid, x.shape[1], image)}"
             info["valid_ll"] = valid
         improved = valid is None or valid > best
-        if improved or not cfg.keep_best:
+        if (improved or not cfg.keep_best) and group.rank == 0:
             model.save(out, info)
         if valid is not None and valid > best:
             best, stale = valid, 0
@@ -129,29 +157,34 @@ def train(model_path: str, data_path: str, out: str, cfg: TrainConfig, valid_pat
     return model
 
 
-def _epoch(model: CircuitModel, x: np.ndarray, cfg: TrainConfig, seed: int) -> float:
+def _epoch(model: CircuitModel, x: np.ndarray, cfg: TrainConfig, seed: int, group: Group) -> float:
     """One epoch of EM; returns the mean log-likelihood seen during the epoch (before each update)."""
     total = 0.0
     batches = list(datasets.batches(x, cfg.batch_size, shuffle=cfg.em == "mini", seed=seed))
-    bar = _Progress(len(batches))
+    bar = _Progress(len(batches) if group.rank == 0 else 0)
     for i, idx in enumerate(batches):
-        if cfg.em == "mini":
-            ll = model.em_step(x[idx], step_size=cfg.step_size, pseudocount=cfg.pseudocount)
+        mine = group.shard(idx)
+        if cfg.em == "mini" and group.world == 1:
+            ll = model.em_step(x[mine], step_size=cfg.step_size, pseudocount=cfg.pseudocount)
         else:
-            ll = model.accumulate(x[idx])
+            ll = model.accumulate(x[mine]) if len(mine) else torch.zeros(0)
+            if cfg.em == "mini":  # the whole batch's flows on every process, then the same update
+                group.sum_(model.flows.all())
+                model.em_update(cfg.step_size, cfg.pseudocount)
         total += ll.double().sum().item()
         bar.update(i + 1)
     if cfg.em == "full":
+        group.sum_(model.flows.all())
         model.em_update(1.0, cfg.pseudocount)
     bar.close()
-    return total / len(x)
+    return group.total(total, model.device_) / len(x)
 
 
 class _Progress:
     """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
 
     def __init__(self, total: int):
-        self.total, self.on = total, sys.stderr.isatty()
+        self.total, self.on = total, total > 0 and sys.stderr.isatty()
 
     def update(self, done: int) -> None:
         if self.on:
