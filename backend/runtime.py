@@ -173,6 +173,23 @@ class CircuitModel(torch.nn.Module):
         """Write a checkpoint (IR text + tensors + ``meta``) atomically."""
         save_checkpoint(self.to_circuit(), path, meta)
 
+    # --- queries (see pcc.backend.queries; masks: 1 = observed) ---------------------------------------
+
+    def conditional(self, x, evidence_mask, query_mask=None) -> torch.Tensor:
+        """``log p(x_Q | x_E)`` per row (``Q`` defaults to the non-evidence variables)."""
+        from .queries import conditional
+        return conditional(self, x, evidence_mask, query_mask)
+
+    def map(self, x=None, evidence_mask=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(MAP/MPE state ``[B, V]``, its log-probability ``[B]``) by max-product, given optional evidence."""
+        from .queries import map_state
+        return map_state(self, x, evidence_mask)
+
+    def sample(self, n: int, x=None, evidence_mask=None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` ancestral samples ``[n, V]``, optionally conditioned on evidence."""
+        from .queries import sample
+        return sample(self, n, x, evidence_mask, generator)
+
 
 def save_checkpoint(circuit: Circuit, path: str | Path, meta: dict | None = None) -> None:
     """One safetensors file: every tensor, the .pcir text and metadata in its header; atomic."""

@@ -1,4 +1,4 @@
-"""The ``pcc`` command line: check, opt, compile, gen, train, eval.
+"""The ``pcc`` command line: check, opt, compile, gen, train, eval, sample, query.
 
 Exit codes: 0 ok; 1 user error (diagnostics on stderr, never a traceback); 2 internal error (a pcc bug:
 set PCC_DEBUG=1 for the traceback).
@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--executor", choices=["auto", "torch", "triton"], default="auto",
                    help="auto: Triton kernels on CUDA, plain torch otherwise")
     t.add_argument("--seed", type=int, default=0, help="shuffling, and re-initialisation of random parameters")
+    t.add_argument("--nproc", type=int, default=1,
+                   help="data-parallel processes: flows summed before each EM update (gloo on CPU, NCCL on GPUs); "
+                        "under torchrun the group comes from the environment")
+    t.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                   help="float64 uses the plain-torch executor")
     t.add_argument("--keep-best", action="store_true", help="write the checkpoint only when --valid improves")
     t.add_argument("--patience", type=int, default=0, help="stop after N epochs without --valid improvement")
     t.add_argument("-o", "--output", required=True, help="checkpoint file (rewritten atomically every epoch)")
@@ -104,6 +109,34 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=512)
     e.add_argument("--device", default="auto")
     e.add_argument("--executor", choices=["auto", "torch", "triton"], default="auto")
+
+    sm = sub.add_parser("sample", help="draw samples from a model, optionally given evidence")
+    sm.add_argument("checkpoint", help="a checkpoint (or .pc/.pcir file, or compiled module folder)")
+    sm.add_argument("-n", "--num-samples", type=int, required=True,
+                    help="samples to draw (per evidence row when --evidence has several rows)")
+    sm.add_argument("-o", "--output", required=True, help="samples [rows, vars] as .npy or .csv")
+    sm.add_argument("--evidence", help="evidence values [1 or R, vars] (.npy/.csv/...); needs --mask")
+    sm.add_argument("--mask", help="0/1 array shaped like --evidence: 1 = observed (kept in every sample), 0 = sampled")
+    sm.add_argument("--png", help="also write the samples as an image grid (needs a square number of variables)")
+    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--batch-size", type=int, default=4096, help="samples drawn per pass")
+    sm.add_argument("--device", default="auto")
+    sm.add_argument("--executor", choices=["auto", "torch", "triton"], default="auto")
+
+    qy = sub.add_parser("query", help="marginal, conditional or MAP queries for every row of a data set")
+    qy.add_argument("checkpoint", help="a checkpoint (or .pc/.pcir file, or compiled module folder)")
+    qy.add_argument("kind", choices=["marginal", "conditional", "map"],
+                    help="marginal: log p(x_mask); conditional: log p(x_query | x_mask); "
+                         "map: the most likely completion of x_mask (max-product)")
+    qy.add_argument("--data", required=True, help="values [rows, vars]; unobserved entries are ignored")
+    qy.add_argument("--mask", help="0/1 array shaped like --data: 1 = observed (the evidence); "
+                                   "default: all observed (marginal), required for conditional, none observed (map)")
+    qy.add_argument("--query-mask", help="conditional only: 0/1 array, 1 = in the query (default: every unobserved entry)")
+    qy.add_argument("-o", "--output", required=True,
+                    help="log-probabilities [rows] (marginal, conditional) or states [rows, vars] (map), .npy or .csv")
+    qy.add_argument("--batch-size", type=int, default=4096)
+    qy.add_argument("--device", default="auto")
+    qy.add_argument("--executor", choices=["auto", "torch", "triton"], default="auto")
     return p
 
 
@@ -119,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         commands = {"check": cmd_check, "opt": cmd_opt, "compile": cmd_compile, "train": cmd_train, "eval": cmd_eval,
-                    "gen": cmd_gen}
+                    "gen": cmd_gen, "sample": cmd_sample, "query": cmd_query}
         return commands[args.command](args)
     except UserError as e:
         print(e.render(), file=sys.stderr)
@@ -229,7 +262,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """``pcc train MODEL --data TRAIN -o CKPT``: EM training with per-epoch logs and checkpoints."""
     from pcc.train import TrainConfig, train
     cfg = TrainConfig(args.epochs, args.batch_size, args.em, args.step_size, args.pseudocount, args.seed,
-                      args.device, args.executor, args.keep_best, args.patience)
+                      args.device, args.executor, args.keep_best, args.patience, args.dtype, args.nproc)
     train(args.model, args.data, args.output, cfg, args.valid)
     return 0
 
@@ -255,6 +288,162 @@ def cmd_eval(args: argparse.Namespace) -> int:
     ll = evaluate(model, x, args.batch_size)
     print(f"{args.data}: mean log-likelihood {describe(ll, x.shape[1], datasets.is_image_data(args.data))} "
           f"over {len(x)} samples")
+    return 0
+
+
+def _query_model(args: argparse.Namespace):
+    from pcc.backend.runtime import CircuitModel
+    from pcc.train import load_circuit
+    circuit, _ = load_circuit(args.checkpoint)
+    return CircuitModel(circuit, args.device, executor=args.executor)
+
+
+def _load_array(path: str, what: str):
+    from pcc import data as datasets
+    return datasets.load(path)
+
+
+def _load_mask(path: str, shape: tuple, what: str):
+    """A 0/1 mask file of exactly ``shape`` as a bool array."""
+    import numpy as np
+    from pcc import data as datasets
+    m = datasets.load(path)
+    if m.shape != tuple(shape):
+        raise UserError(Diagnostic(Loc(path), f"{what} has shape {list(m.shape)}, expected {list(shape)}"))
+    if not np.isin(m, (0, 1)).all():
+        raise UserError(Diagnostic(Loc(path), f"{what} must hold only 0 and 1 (1 = observed)"))
+    return m.astype(bool)
+
+
+def _save_array(path: str, a) -> None:
+    """``.npy`` or ``.csv``/``.txt``, written to a temporary file and renamed into place."""
+    import numpy as np
+    if not path.endswith((".npy", ".csv", ".txt")):
+        raise UserError(Diagnostic(Loc(path), "output must end in .npy, .csv or .txt"))
+    tmp = Path(path).with_name(Path(path).name + ".tmp" + Path(path).suffix)
+    try:
+        if path.endswith(".npy"):
+            np.save(tmp, a)
+        else:
+            np.savetxt(tmp, a, fmt="%.17g", delimiter=",")
+        os.replace(tmp, path)
+    except OSError as e:
+        raise UserError(Diagnostic(Loc(path), f"cannot write: {e.strerror or e}")) from None
+
+
+def write_png(path: str, images, categories: int) -> None:
+    """A grey-scale PNG grid of square images ``[n, s*s]`` (values 0..categories-1, or real: min-max scaled)."""
+    import struct
+    import zlib
+    import numpy as np
+    x = np.asarray(images, dtype=np.float64)
+    n, v = x.shape
+    s = int(round(v ** 0.5))
+    if s * s != v:
+        raise UserError(Diagnostic(Loc("<command line>"), f"--png needs a square number of variables, the model has {v}"))
+    if categories > 1:
+        g = x / (categories - 1)
+    else:
+        lo, hi = x.min(), x.max()
+        g = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+    g = (np.clip(g, 0, 1) * 255).round().astype(np.uint8).reshape(n, s, s)
+    cols = max(1, int(np.ceil(np.sqrt(n))))
+    rows = max(1, -(-n // cols))
+    grid = np.full((rows * (s + 1) + 1, cols * (s + 1) + 1), 128, dtype=np.uint8)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        grid[1 + r * (s + 1) : 1 + r * (s + 1) + s, 1 + c * (s + 1) : 1 + c * (s + 1) + s] = g[i]
+    h, w = grid.shape
+    raw = b"".join(b"\x00" + grid[r].tobytes() for r in range(h))
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+    try:
+        Path(path).write_bytes(png)
+    except OSError as e:
+        raise UserError(Diagnostic(Loc(path), f"cannot write: {e.strerror or e}")) from None
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    """``pcc sample CKPT -n N -o OUT [--evidence E --mask M] [--png GRID.png]``.
+
+    With R evidence rows the output holds N samples per row, row r's at ``[r*N, (r+1)*N)``.
+    """
+    import numpy as np
+    import torch
+    if args.num_samples < 1:
+        raise UserError(Diagnostic(Loc("<command line>"), "-n must be at least 1"))
+    if args.batch_size < 1:
+        raise UserError(Diagnostic(Loc("<command line>"), "--batch-size must be at least 1"))
+    if (args.evidence is None) != (args.mask is None):
+        raise UserError(Diagnostic(Loc("<command line>"), "--evidence and --mask go together (mask: 1 = observed)"))
+    model = _query_model(args)
+    gen = torch.Generator(device=model.device_).manual_seed(args.seed)
+    if args.evidence:
+        ev = _load_array(args.evidence, "evidence")
+        if ev.shape[1] != model.num_vars:
+            raise UserError(Diagnostic(Loc(args.evidence), f"evidence has {ev.shape[1]} columns, the model has {model.num_vars} variables"))
+        mask = _load_mask(args.mask, ev.shape, "mask")
+        ev, mask = np.repeat(ev, args.num_samples, axis=0), np.repeat(mask, args.num_samples, axis=0)
+    else:
+        ev = mask = None
+    total = args.num_samples if ev is None else len(ev)
+    parts = []
+    for i in range(0, total, args.batch_size):
+        k = min(args.batch_size, total - i)
+        if ev is None:
+            parts.append(model.sample(k, generator=gen).cpu().double().numpy())
+        else:
+            parts.append(model.sample(k, ev[i : i + k], mask[i : i + k], generator=gen).cpu().double().numpy())
+    out = np.concatenate(parts)
+    _save_array(args.output, out)
+    msg = f"wrote {args.output}: {out.shape[0]} samples of {out.shape[1]} variables"
+    if args.png:
+        ks = {v.domain.categories for v in model.circuit.variables}
+        write_png(args.png, out, max(ks) if 0 not in ks else 0)
+        msg += f"; image grid {args.png}"
+    print(msg)
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    """``pcc query CKPT {marginal,conditional,map} --data X [--mask M] [--query-mask Q] -o OUT``."""
+    import numpy as np
+    from pcc.backend import queries
+    if args.batch_size < 1:
+        raise UserError(Diagnostic(Loc("<command line>"), "--batch-size must be at least 1"))
+    if args.kind == "conditional" and args.mask is None:
+        raise UserError(Diagnostic(Loc("<command line>"), "conditional queries need --mask (1 = evidence)"))
+    if args.query_mask and args.kind != "conditional":
+        raise UserError(Diagnostic(Loc("<command line>"), "--query-mask is for conditional queries only"))
+    model = _query_model(args)
+    x = _load_array(args.data, "data")
+    if x.shape[1] != model.num_vars:
+        raise UserError(Diagnostic(Loc(args.data), f"data has {x.shape[1]} columns, the model has {model.num_vars} variables"))
+    mask = _load_mask(args.mask, x.shape, "mask") if args.mask else np.full(x.shape, args.kind != "map")
+    qmask = _load_mask(args.query_mask, x.shape, "query mask") if args.query_mask else None
+    parts, lps = [], []
+    for i in range(0, len(x), args.batch_size):
+        sl = slice(i, i + args.batch_size)
+        if args.kind == "marginal":
+            parts.append(queries.marginal(model, x[sl], mask[sl]).cpu().double().numpy())
+        elif args.kind == "conditional":
+            parts.append(queries.conditional(model, x[sl], mask[sl], None if qmask is None else qmask[sl]).cpu().double().numpy())
+        else:
+            state, lp = queries.map_state(model, x[sl], mask[sl])
+            parts.append(state.cpu().double().numpy())
+            lps.append(lp.cpu().double().numpy())
+    out = np.concatenate(parts)
+    _save_array(args.output, out)
+    if args.kind == "map":
+        print(f"wrote {args.output}: {len(out)} MAP states; mean log p(state) {np.concatenate(lps).mean():.6g}")
+    else:
+        finite = out[np.isfinite(out)]
+        mean = f"{finite.mean():.6g}" if len(finite) else "-inf"
+        print(f"wrote {args.output}: {len(out)} {args.kind} log-probabilities; mean {mean}")
     return 0
 
 
