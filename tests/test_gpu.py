@@ -85,3 +85,18 @@ def test_hclt_784_pixels_256_values_128_latents():
     for _ in range(3):
         fast.em_step(x[:512], step_size=0.5, pseudocount=0.1)
     assert fast.log_prob(x[:512]).mean() > before  # training moves the likelihood up
+
+
+@pytest.mark.parametrize("name,make", CASES[:6], ids=[c[0] for c in CASES[:6]])
+def test_queries_agree_with_the_cpu(name, make):
+    c, fast, exact, x, m = _models(make, 5)
+    cpu = CircuitModel(fast.circuit, "cpu", dtype=torch.float64, executor="torch")
+    mask = ~m
+    a = fast.conditional(x, mask).double().cpu()
+    b = cpu.conditional(x, mask)
+    ok = torch.isfinite(b)
+    assert torch.equal(ok, torch.isfinite(a)) and (a[ok] - b[ok]).abs().max() <= 1e-4 * max(1.0, b[ok].abs().max().item())
+    s = fast.sample(48, x, mask).cpu().numpy()
+    assert np.all(s[mask] == x[mask])
+    state, logp = fast.map(x, mask)
+    assert torch.isfinite(logp).all()
