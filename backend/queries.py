@@ -220,10 +220,10 @@ def _gumbel(shape, like: torch.Tensor, generator) -> torch.Tensor:
 def _draw(meta, prow, p, batch: int, generator) -> torch.Tensor:
     """One sample of every input node's distribution per batch column: ``[n, batch]``."""
     dt = p.sum_w.dtype
-    if meta.dist == "categorical":
-        logt = torch.log(p.cat[meta.k][prow])                               # [n, K]
-        g = _gumbel((len(prow), batch, meta.k), logt, generator)
-        return (logt[:, None, :] + g).argmax(2).to(dt)
+    if meta.dist == "categorical":  # inverse CDF: one uniform per (node, sample), not one per category
+        cdf = torch.cumsum(p.cat[meta.k][prow], 1)                          # [n, K]
+        u = torch.rand((len(prow), batch), generator=generator, device=prow.device, dtype=dt) * cdf[:, -1:]
+        return torch.searchsorted(cdf, u, right=True).clamp_max(meta.k - 1).to(dt)
     if meta.dist == "bernoulli":
         u = torch.rand((len(prow), batch), generator=generator, device=prow.device, dtype=dt)
         return (u < p.bern[prow][:, None]).to(dt)

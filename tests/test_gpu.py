@@ -97,6 +97,6 @@ def test_queries_agree_with_the_cpu(name, make):
     ok = torch.isfinite(b)
     assert torch.equal(ok, torch.isfinite(a)) and (a[ok] - b[ok]).abs().max() <= 1e-4 * max(1.0, b[ok].abs().max().item())
     s = fast.sample(48, x, mask).cpu().numpy()
-    assert np.all(s[mask] == x[mask])
+    assert np.all(s[mask] == x.astype(np.float32)[mask])  # the GPU model keeps evidence in float32
     state, logp = fast.map(x, mask)
     assert torch.isfinite(logp).all()
