@@ -44,7 +44,7 @@ def load(device=None, executor="auto"):
 
 def write_module(circuit: Circuit, out: str | Path, source: str = "", pipeline: str = "") -> Plan:
     """Write the module folder for a layered circuit (atomically replacing ``out``)."""
-    from pcc.api import write_ir, write_text_atomic
+    from pcc.api import write_ir
     out = Path(out)
     if out.exists() and not (out / "header.json").exists():
         raise UserError(Diagnostic(Loc(str(out)), "exists and is not a pcc module; refusing to overwrite it"))

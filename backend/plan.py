@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pcc.ir.circuit import Circuit, InputBlock, ProdBlock, SumBlock
+from pcc.ir.circuit import Circuit, InputBlock, SumBlock
 from pcc.ir.params import array, prod_table, tile_table
 
 ZERO, NEG, PAD = 0, 1, 2
@@ -121,7 +121,6 @@ def _describe_op(op) -> str:
         return f"input {op.dist}(k={op.k}) rows [{op.start}, {op.start + op.n}) grid=(ceil({op.n}/BLOCK_N), ceil(B/BLOCK_B))"
     if isinstance(op, ProdOp):
         return f"prod rows [{op.start}, {op.start + op.n}) fan-in {op.children.shape[1]} grid=(ceil({op.n}/BLOCK_N), ceil(B/BLOCK_B))"
-    edges = int((op.weight_ids != -1).sum())
     return (f"sum {op.out_rows.shape[0]} parent tiles of {op.tile_p} x {op.kmax} child tiles of {op.tile_c} "
             f"(padded edges {op.weight_ids.size}) grid=({op.out_rows.shape[0]}, ceil(B/BLOCK_B))")
 
@@ -235,7 +234,6 @@ class _ParamTables:
         self.cat: dict[int, list[np.ndarray]] = {}
         self.bern: list[np.ndarray] = []
         self.gauss: list[np.ndarray] = []
-        self._edge_cache: dict[str, np.ndarray] = {}
         for b in circuit.blocks:
             if isinstance(b, SumBlock):
                 self._place_sum(b)
@@ -271,15 +269,10 @@ class _ParamTables:
         """First parameter row of input block ``b`` in its distribution's table."""
         if b.params not in self.slots:
             p = array(self.circuit, b.params)
-            if b.dist == "categorical":
-                table = self.cat.setdefault(p.shape[1], [])
-                start = sum(len(t) for t in table)
-                table.append(p)
-            else:
-                table = self.bern if b.dist == "bernoulli" else self.gauss
-                start = sum(len(t) for t in table)
-                table.append(p)
-            self.slots[b.params] = (b.dist, start, len(p))
+            table = {"categorical": lambda: self.cat.setdefault(p.shape[1], []), "bernoulli": lambda: self.bern,
+                     "gaussian": lambda: self.gauss}[b.dist]()
+            self.slots[b.params] = (b.dist, sum(len(t) for t in table), len(p))
+            table.append(p)
         return self.slots[b.params][1]
 
     def sum_w(self) -> np.ndarray:

@@ -62,7 +62,7 @@ class CircuitModel(torch.nn.Module):
         self.em = EMUpdate(self.plan, self.device_)
         self.flows = Flows.zeros_like(self.params)
         self.accumulated = 0
-        self.use_graphs = type(self.executor).__name__ == "TritonExecutor"  # its launches are capturable
+        self.use_graphs = self.executor.capturable
         self._graphs: dict = {}
 
     @property

@@ -21,6 +21,8 @@ _SCRATCH = 1 << 24  # elements per chunk of [tiles, parents, children, batch] sc
 class TorchExecutor:
     """Evaluates a :class:`Plan` with torch tensor ops on ``device``."""
 
+    capturable = False  # boolean-mask writes have data-dependent shapes: not capturable in CUDA graphs
+
     def __init__(self, plan: Plan, device, dtype=torch.float32):
         self.plan, self.device, self.dtype = plan, device, dtype
         dev = lambda a: torch.as_tensor(a, device=device)  # noqa: E731

@@ -26,6 +26,8 @@ def interpreting() -> bool:
 class TritonExecutor:
     """Evaluates a :class:`Plan` with Triton kernels; ``precision`` is the ``tl.dot`` input precision."""
 
+    capturable = True  # fixed shapes, no host synchronisation: a whole step can be a CUDA graph
+
     def __init__(self, plan: Plan, device, dtype=torch.float32, precision: str = "ieee", source: str | None = None):
         if dtype != torch.float32:
             raise ValueError("the Triton executor computes in float32")

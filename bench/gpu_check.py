@@ -103,8 +103,8 @@ def main() -> None:
         print(f"hclt source + parse: {time.perf_counter() - start:.1f}s", flush=True)
         rows.append(check(f"hclt784x256 L={args.latents}", c, x, args.batch, 32))
         print(rows[-1], flush=True)
-    print(f"\n| circuit | sum edges | compile s | LL rel err | flow rel err | EM abs err | fwd ms | step ms (eager) "
-          f"| step ms (CUDA graph) | peak MiB |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n| circuit | sum edges | compile s | LL rel err | flow rel err | EM abs err | fwd ms | step ms (eager) "
+          "| step ms (CUDA graph) | peak MiB |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['name']} | {r['edges']:,} | {r['compile_s']:.2f} | {r['ll_rel']:.1e} | {r['flow_rel']:.1e} | "
               f"{r['em_abs']:.1e} | {r['fwd_ms']:.2f} | {r['step_ms']:.2f} | {r['graph_ms']:.2f} | {r['peak_mib']:.0f} |")

@@ -107,7 +107,7 @@ def main() -> None:
     model, xt = train_mnist(Path(args.mnist), args.epochs)
     g = torch.Generator(device="cuda").manual_seed(1)
     for n in (1000, 10000):
-        print(f"sample {n} MNIST images: {timed(lambda: model.sample(n, generator=g)):.3f} s (median of 3)", flush=True)
+        print(f"sample {n} MNIST images: {timed(lambda n=n: model.sample(n, generator=g)):.3f} s (median of 3)", flush=True)
     imgs = xt[:512]
     mask = np.zeros_like(imgs, dtype=bool)
     mask[:, :392] = True

@@ -54,7 +54,7 @@ def job(spec: dict) -> dict:
     rng = np.random.default_rng(0)
     steps = spec["mini_epochs"] * (len(x) // bs)
     done = 0
-    for epoch in range(spec["mini_epochs"]):
+    for _ in range(spec["mini_epochs"]):
         order = rng.permutation(len(x))
         for i in range(0, len(order) - bs + 1, bs):  # full batches only: one CUDA graph per step size
             step = spec["step"]

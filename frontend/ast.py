@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any, Union
 
-from lark import Token, Transformer, v_args
+from lark import Transformer, v_args
 
 from pcc.ir.diagnostics import Loc
 
@@ -311,7 +311,3 @@ def dump(node: Any, indent: int = 0) -> str:
             parts.append(f"{pad}  {f.name}: {v!r}")
     return "\n".join(p for p in parts if p)
 
-
-def is_token(x: Any) -> bool:
-    """True for a Lark token (used when translating parse errors)."""
-    return isinstance(x, Token)

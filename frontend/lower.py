@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from pcc.ir import tensorfile
-from pcc.ir.circuit import DISTRIBUTIONS, Circuit, Domain, InputBlock, ProdBlock, SumBlock, Tensor, Variable, scope_names
+from pcc.ir.circuit import (DISTRIBUTIONS, Circuit, Domain, InputBlock, ProdBlock, SumBlock, Tensor, Variable,
+                             scope_names, tensor_stem)
 from pcc.ir.diagnostics import Diagnostic, Loc, UserError
 from pcc.ir.params import derive_seed
 from pcc.ir.verify import check_tiles, input_value_problems, verify, weight_value_problems
@@ -74,11 +75,6 @@ def _key_text(key: Key) -> str:
     return name + (f"[{', '.join(map(str, idx))}]" if idx else "")
 
 
-def _tensor_stem(key: Key) -> str:
-    name, idx = key
-    return ".".join([name, *map(str, idx)])
-
-
 class _Lowering:
     def __init__(self) -> None:
         self.diags: dict[tuple, Diagnostic] = {}
@@ -97,6 +93,7 @@ class _Lowering:
         self.blocks: list = []
         self.scopes: list[int] = []
         self.tensors: dict[str, Tensor] = {}
+        self.roles: dict[str, str] = {}  # tensor -> what it parameterises (ties must match)
         self.seed = 0
         self.tensor_file: dict[str, np.ndarray] | None = None
         self.root: tuple[int | None, A.Root] | None = None
@@ -320,7 +317,7 @@ class _Lowering:
             if bad:
                 self.err(kw["table"].loc, f"table column {bad[0]} indexes outside child '{kids[bad[0]][2]}' (size {sizes[bad[0]]})")
                 raise _Bad
-            table = self.add_tensor(_tensor_stem(key) + ".table", Tensor("i64", arr.shape, data=arr))
+            table = self.add_tensor(tensor_stem(_key_text(key)) + ".table", Tensor("i64", arr.shape, data=arr))
             n = len(arr)
         elif len(set(sizes)) > 1:
             self.err(call.loc, f"aligned product needs children of equal size, got {', '.join(f'{nm}: {s}' for (_, _, nm), s in zip(kids, sizes))} (give table=[...] to pair them explicitly)")
@@ -347,7 +344,7 @@ class _Lowering:
         if "tiles" in kw:
             block.block = self.int_expr(kw["block"].value, "block", minimum=1) if "block" in kw else 1
             tiles = self.int_table(kw["tiles"], 2, "tiles", "(parent tile, child tile) pairs")
-            block.tiles = self.add_tensor(_tensor_stem(key) + ".tiles", Tensor("i64", tiles.shape, data=tiles))
+            block.tiles = self.add_tensor(tensor_stem(_key_text(key)) + ".tiles", Tensor("i64", tiles.shape, data=tiles))
             probe = Circuit(self.variables, self.blocks, self.tensors, 0)
             problems = check_tiles(probe, block, total)
             if problems:
@@ -411,7 +408,7 @@ class _Lowering:
             raise _Bad
         if "tie" in kw:
             return self.tie(kw["tie"], shape, role)
-        name = _tensor_stem(key) + suffix
+        name = tensor_stem(_key_text(key)) + suffix
         if "params" not in kw:
             return self.add_tensor(name, Tensor("f64", shape), role)
         arr = self.float_array(kw["params"])
@@ -435,10 +432,6 @@ class _Lowering:
             self.err(kwarg.value.loc, f"cannot tie to '{other.name}': it is {what}, this node needs {role} {list(shape)}")
             raise _Bad
         return name
-
-    @property
-    def roles(self) -> dict[str, str]:
-        return self.__dict__.setdefault("_roles", {})
 
     def add_tensor(self, name: str, t: Tensor, role: str = "") -> str:
         self.tensors[name] = t

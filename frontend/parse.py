@@ -23,7 +23,7 @@ _WORDS = {
     "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "LBRACE": "'{'", "RBRACE": "'}'",
     "COMMA": "','", "COLON": "':'", "PLUS": "'+'", "MINUS": "'-'", "STAR": "'*'", "SLASH": "'/'",
     "PERCENT": "'%'", "DOMAIN_KIND": "a domain (binary, real, categorical)", "$END": "end of file",
-    "__ANON_0": "'..'", "DOTDOT": "'..'",
+    "__ANON_0": "'..'",
 }
 
 

@@ -16,6 +16,7 @@ are simply two blocks naming one tensor.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Union
 
@@ -172,6 +173,11 @@ def _copy_block(b: Block) -> Block:
     fields = {f: getattr(b, f) for f in b.__slots__}  # type: ignore[union-attr]
     fields["attrs"] = dict(b.attrs)
     return type(b)(**fields)
+
+
+def tensor_stem(block_name: str) -> str:
+    """A tensor-name prefix for a block: ``z[3, 1]`` → ``z.3.1`` (tensor names have no brackets)."""
+    return re.sub(r"[\[\],\s]+", ".", block_name).strip(".") or "b"
 
 
 def scopes(circuit: Circuit) -> list[int]:

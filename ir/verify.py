@@ -82,7 +82,7 @@ def _circuit_problems(c: Circuit) -> list[Problem]:
 
 def _block_problems(c: Circuit, check_values: bool) -> list[Problem]:
     sc = scopes(c)
-    roles: dict[str, tuple[str, int]] = {}
+    roles: dict[str, str] = {}
     out: list[Problem] = []
     for i, b in enumerate(c.blocks):
         try:
@@ -101,10 +101,10 @@ def _check_block(c: Circuit, b: Block, sc: list[int], roles: dict, check_values:
     return _check_sum(c, b, sc, roles, check_values)
 
 
-def _role(roles: dict, name: str, role: str) -> list[str]:
-    seen = roles.setdefault(name, (role,))
-    if seen[0] != role:
-        return [f"tensor @{name} is tied between blocks of different roles ({seen[0]} and {role})"]
+def _role(roles: dict[str, str], name: str, role: str) -> list[str]:
+    seen = roles.setdefault(name, role)
+    if seen != role:
+        return [f"tensor @{name} is tied between blocks of different roles ({seen} and {role})"]
     return []
 
 

@@ -18,7 +18,7 @@ from math import gcd
 
 import numpy as np
 
-from pcc.ir.circuit import Circuit, ProdBlock, SumBlock, Tensor
+from pcc.ir.circuit import Circuit, ProdBlock, SumBlock, Tensor, tensor_stem
 from pcc.ir.params import dense_mask, dense_weights, gather_tiles, prod_table, scatter_tiles
 
 from .dce import remove_unreachable
@@ -77,7 +77,7 @@ def _flatten_product(circuit: Circuit, p: ProdBlock) -> None:
     p.children = tuple(kids)
     new = np.stack(cols, axis=1).astype(np.int64)
     aligned = all(circuit.blocks[k].n == p.n for k in kids) and np.all(new == np.arange(p.n)[:, None])
-    p.table = None if aligned else _put(circuit, (p.table or _stem(circuit, p)) + ".flat", new)
+    p.table = None if aligned else _put(circuit, (p.table or tensor_stem(p.name)) + ".flat", new)
 
 
 def _folded_edges(circuit: Circuit, s: SumBlock, t: int) -> int:
@@ -127,7 +127,7 @@ def _fold_sum(circuit: Circuit, s: SumBlock, t: int, i: int) -> None:
     """Rewrite ``s`` with child ``t`` folded in (in place); new tensors get fresh names."""
     mask, (kids, w) = _fold_matrices(circuit, s, t)
     s.children = tuple(kids)
-    stem = _stem(circuit, s)
+    stem = tensor_stem(s.name)
     if mask.all():
         s.tiles, s.block = None, 1
         s.params = _put(circuit, stem + ".w", w)
@@ -150,10 +150,6 @@ def _tile_size(circuit: Circuit, s: SumBlock, t: int) -> int:
         if blk.tiles is not None:
             g = gcd(g, blk.block)
     return g
-
-
-def _stem(circuit: Circuit, block) -> str:
-    return (block.name or "b").replace("[", ".").replace("]", "").replace(", ", ".").replace(",", ".")
 
 
 def _put(circuit: Circuit, base: str, data: np.ndarray) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from pcc.frontend import load_file, load_text
 from pcc.ir import Circuit, parse_file, print_circuit, verify
@@ -55,6 +56,12 @@ def write_ir(circuit: Circuit, path: str | Path, sidecar: bool = True) -> None:
     if large:
         tensorfile.save(path.parent / side, large)
     write_text_atomic(path, text)
+
+
+def stage_writer(folder: str | Path, first: int = 2) -> Callable[[str, Circuit], None]:
+    """A pass-manager ``on_ir`` hook writing the IR after each pass as ``NN-pass.pcir`` into ``folder``."""
+    numbers = iter(range(first, 100))
+    return lambda name, circuit: write_ir(circuit, Path(folder) / f"{next(numbers):02d}-{name}.pcir")
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from pcc import __version__
-from pcc.api import optimize, read_ir, write_ir, write_text_atomic
+from pcc.api import read_ir, stage_writer, write_ir, write_text_atomic
 from pcc.frontend import dump, load_file
 from pcc.frontend.lower import parse_ast
 from pcc.ir import Circuit, UserError, VerifyError, to_text
@@ -240,8 +240,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         return _emit_ir(circuit, args.output) or 0
     opts = _options(args)
     if dump_dir:
-        step = iter(range(2, 100))
-        opts.on_ir = lambda name, c: write_ir(c, dump_dir / f"{next(step):02d}-{name}.pcir")
+        opts.on_ir = stage_writer(dump_dir)
     layered = run_pipeline(circuit, passes, opts)
     if args.emit == "layered":
         _emit_ir(layered, args.output)

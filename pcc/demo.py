@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pcc.api import write_ir
+from pcc.api import stage_writer, write_ir
 from pcc.frontend import load_file
 from pcc.passes import DEFAULT_PIPELINE, Options, parse_pipeline, run_pipeline
 
@@ -37,9 +37,7 @@ def compile_stages(model: Path, out: Path) -> None:
     start = time.perf_counter()
     circuit = load_file(model)
     write_ir(circuit, out / "01-ir.pcir")
-    stages = iter(range(2, 100))
-    layered = run_pipeline(circuit, parse_pipeline(DEFAULT_PIPELINE),
-                           Options(on_ir=lambda name, c: write_ir(c, out / f"{next(stages):02d}-{name}.pcir")))
+    layered = run_pipeline(circuit, parse_pipeline(DEFAULT_PIPELINE), Options(on_ir=stage_writer(out)))
     print(f"compiled {model.name}: {len(layered.variables)} variables, {layered.num_nodes()} nodes, "
           f"{layered.num_sum_edges()} sum edges, {layered.attrs['layers']} layers "
           f"({time.perf_counter() - start:.2f}s; stages in {out}/)")
@@ -48,8 +46,7 @@ def compile_stages(model: Path, out: Path) -> None:
 def main(argv: list[str]) -> int:
     """Run the demo; returns an exit code."""
     from pcc import data as datasets
-    from pcc.backend.runtime import CircuitModel
-    from pcc.train import TrainConfig, describe, evaluate, load_circuit, train
+    from pcc.train import TrainConfig, describe, evaluate, train
 
     ap = argparse.ArgumentParser(prog="./run.sh demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(ROOT / "examples" / "pd8x8.pc"))

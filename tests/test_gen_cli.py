@@ -7,7 +7,6 @@ import sys
 import numpy as np
 import pytest
 
-from pcc.api import read_ir
 from pcc.frontend import load_file
 from pcc.ir import parse_text, to_text
 

@@ -8,7 +8,6 @@ from conftest import EXAMPLES
 from randgen import random_circuits, random_inputs
 
 import pcc
-from pcc.backend.params import Flows
 from pcc.backend.runtime import CircuitModel
 from pcc.ir import log_likelihood
 from pcc.ir.params import randomize
