@@ -459,7 +459,7 @@ class _Lowering:
         if arr.ndim != 2 or arr.shape[1] != width or len(arr) == 0:
             self.err(kwarg.loc, f"{what} must be a non-empty list of rows of {width} integers ({meaning}), got shape {list(arr.shape)}")
             raise _Bad
-        if not np.all(arr == np.round(arr)):
+        if not np.all(np.isfinite(arr) & (arr == np.round(arr)) & (np.abs(arr) < 2.0**62)):
             self.err(kwarg.loc, f"{what} must hold integers")
             raise _Bad
         return arr.astype(np.int64)
