@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pcc import __version__
 
-from .plan import PAD, InputOp, Plan, ProdOp, SumOp
+from .plan import NEG, PAD, ZERO, InputOp, Plan, ProdOp, SumOp
 
 DISTS = {"categorical": 0, "bernoulli": 1, "gaussian": 2}
 _THETA = {"categorical": "p.cat[{k}]", "bernoulli": "p.bern", "gaussian": "p.gauss"}
@@ -94,7 +94,11 @@ def _backward_lines(key: str, op) -> list[str]:
                 f'expected_missing_stats("{op.dist}", {op.k}, t["{key}.prow"], mass, p, fl)']
     if isinstance(op, ProdOp):
         return [f'K.prod_bwd[(triton.cdiv({op.n}, BN), nb)](flows, t["{key}.children"], {op.start}, {op.n}, B, '
-                f"KMAX={op.children.shape[1]}, BN=BN, BB=BB)"]
-    return [f'K.sum_bwd[({len(op.out_rows)}, nb)](vals, flows, p.sum_w, fl.sum_w, t["{key}.out"], t["{key}.child"], '
-            f't["{key}.wids"], B, TP={op.tile_p}, TC={op.tile_c}, KC={op.child_rows.shape[1]}, BB=BB, '
-            f"PRECISION=PRECISION)"]
+                f"KMAX={op.children.shape[1]}, BN=BN, BB=BB, ZERO={ZERO}, ATOMIC={op.shared_children})"]
+    tiles = f't["{key}.out"], t["{key}.child"], t["{key}.wids"], B'
+    shape = f"TP={op.tile_p}, TC={op.tile_c}, KC={op.child_rows.shape[1]}, BB=BB"
+    # parameter flows first: they read the parents' flows before anything else changes the buffer
+    return [f"K.sum_bwd_params[({len(op.out_rows)}, {op.kmax})](vals, flows, p.sum_w, fl.sum_w, {tiles}, {shape}, "
+            f"PRECISION=PRECISION)",
+            f"K.sum_bwd[({len(op.out_rows)}, nb)](vals, flows, p.sum_w, {tiles}, {shape}, NEG={NEG}, "
+            f"ATOMIC={op.shared_children}, PRECISION=PRECISION)"]

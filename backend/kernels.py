@@ -5,9 +5,10 @@ float32 and ``miss`` ``[B, V]`` int8. Row offsets are computed in int64 (rows x 
 
 Sum layers (forward): per parent tile and batch block, the per-sample maximum ``m`` of the child values,
 then ``acc = W @ exp(C - m)`` over the child tiles with ``tl.dot`` and ``log(acc) + m``: one exp per child
-value per tile, not per edge. Backward: with ``G = F_parent * exp(m - v_parent)`` (zero where the parent has
-no flow) every edge flow is ``W * exp(C - m) * G``, so child flows are ``exp(C - m) * (W^T @ G)`` and
-parameter flows ``W * (G @ exp(C - m)^T)``: two more ``tl.dot`` per tile, accumulated with atomics.
+value per tile, not per edge. Backward: with ``G = F_parent * exp(s - v_parent)`` (zero where the parent has
+no flow, ``s`` a per-sample shift) every edge flow is ``W * exp(C - s) * G``, so child flows are
+``exp(C - s) * (W^T @ G)`` (one program per parent tile and batch block) and parameter flows
+``W * (G @ exp(C - s)^T)`` summed over the batch inside one program per parent tile and child tile.
 """
 from __future__ import annotations
 
@@ -89,68 +90,123 @@ def prod_fwd(vals, children, start, n, B, KMAX: tl.constexpr, BN: tl.constexpr, 
 
 
 @triton.jit
-def prod_bwd(flows, children, start, n, B, KMAX: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr):
-    """Every child row receives its product parents' flows (atomics: children are shared)."""
+def prod_bwd(flows, children, start, n, B, KMAX: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr,
+             ZERO: tl.constexpr, ATOMIC: tl.constexpr):
+    """Every child row receives its product parents' flows.
+
+    Atomics when children are shared within the launch; otherwise (``ATOMIC=False``: each child row has one
+    parent here) a plain read-add-write, which is several times cheaper.
+    """
     i = tl.program_id(0) * BN + tl.arange(0, BN)
     b = tl.program_id(1) * BB + tl.arange(0, BB)
     ok = (i[:, None] < n) & (b[None, :] < B)
     f = tl.load(flows + (start + i[:, None]).to(tl.int64) * B + b[None, :], mask=ok, other=0.0)
     for k in tl.static_range(KMAX):
         c = tl.load(children + i.to(tl.int64) * KMAX + k, mask=i < n, other=0).to(tl.int64)
-        tl.atomic_add(flows + c[:, None] * B + b[None, :], f, mask=ok & (f != 0.0))
-
-
-@triton.jit
-def _child_max(vals, child_rows, t, b, B, KC: tl.constexpr, TC: tl.constexpr, BB: tl.constexpr):
-    """Per-sample maximum over a parent tile's child rows (0 where every child is -inf)."""
-    m = tl.full((BB,), float("-inf"), dtype=tl.float32)
-    for k in tl.static_range(0, KC, TC):
-        c = tl.load(child_rows + t * KC + k + tl.arange(0, TC)).to(tl.int64)
-        cv = tl.load(vals + c[:, None] * B + b[None, :], mask=b[None, :] < B, other=float("-inf"))
-        m = tl.maximum(m, tl.max(cv, axis=0))
-    return tl.where(m == float("-inf"), 0.0, m)
+        at = flows + c[:, None] * B + b[None, :]
+        if ATOMIC:
+            tl.atomic_add(at, f, mask=ok & (f != 0.0))
+        else:
+            real = ok & (c[:, None] != ZERO)
+            tl.store(at, tl.load(at, mask=real, other=0.0) + f, mask=real)
 
 
 @triton.jit
 def sum_fwd(vals, sum_w, out_rows, child_rows, wids, B,
             TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, BB: tl.constexpr, PAD: tl.constexpr,
             PRECISION: tl.constexpr):
-    """One parent tile x one batch block: ``log(W @ exp(C - m)) + m``."""
+    """One parent tile x one batch block: ``log(W @ exp(C - m)) + m`` in one pass over the child tiles.
+
+    ``m`` is the running per-sample maximum of the child values read so far; when it grows, the partial
+    sum is rescaled by ``exp(m_old - m_new) <= 1`` (so every child value is read and exponentiated once).
+    """
     t = tl.program_id(0).to(tl.int64)
     b = tl.program_id(1) * BB + tl.arange(0, BB)
     p = tl.arange(0, TP)
-    m = _child_max(vals, child_rows, t, b, B, KC, TC, BB)
+    m = tl.full((BB,), float("-inf"), dtype=tl.float32)
     acc = tl.zeros((TP, BB), dtype=tl.float32)
     for k in tl.static_range(0, KC, TC):
         c = tl.load(child_rows + t * KC + k + tl.arange(0, TC)).to(tl.int64)
-        e = tl.exp(tl.load(vals + c[:, None] * B + b[None, :], mask=b[None, :] < B, other=float("-inf")) - m[None, :])
+        cv = tl.load(vals + c[:, None] * B + b[None, :], mask=b[None, :] < B, other=float("-inf"))
+        m_new = tl.maximum(m, tl.max(cv, axis=0))
+        shift = tl.where(m_new == float("-inf"), 0.0, m_new)
+        acc = acc * tl.where(m == float("-inf"), 0.0, tl.exp(m - shift))[None, :]
         wi = tl.load(wids + (t * TP + p[:, None]) * KC + k + tl.arange(0, TC)[None, :])
-        w = tl.load(sum_w + wi)
-        acc += tl.dot(w, e, input_precision=PRECISION)
+        acc += tl.dot(tl.load(sum_w + wi), tl.exp(cv - shift[None, :]), input_precision=PRECISION)
+        m = m_new
     rows = tl.load(out_rows + t * TP + p).to(tl.int64)
-    out = tl.log(acc) + m[None, :]
+    out = tl.log(acc) + tl.where(m == float("-inf"), 0.0, m)[None, :]
     tl.store(vals + rows[:, None] * B + b[None, :], out, mask=(rows[:, None] != PAD) & (b[None, :] < B))
 
 
 @triton.jit
-def sum_bwd(vals, flows, sum_w, wflow, out_rows, child_rows, wids, B,
-            TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, BB: tl.constexpr, PRECISION: tl.constexpr):
-    """Child flows ``exp(C - m) * (W^T @ G)`` and parameter flows ``W * (G @ exp(C - m)^T)``."""
-    t = tl.program_id(0).to(tl.int64)
-    b = tl.program_id(1) * BB + tl.arange(0, BB)
+def _parent_scale(vals, flows, out_rows, t, b, B, TP: tl.constexpr):
+    """``G = F * exp(s - v)`` of a parent tile with the per-sample shift ``s``: the smallest live parent value.
+
+    A sum's children share its scope, so ``c - s`` stays near ``-log w`` and ``exp(c - s)`` is finite (the
+    clamp guards weights below fp32's range); ``s <= v`` keeps ``G <= F``. Parents without flow give 0.
+    """
     p = tl.arange(0, TP)
     inb = b[None, :] < B
     rows = tl.load(out_rows + t * TP + p).to(tl.int64)
     f = tl.load(flows + rows[:, None] * B + b[None, :], mask=inb, other=0.0)
     v = tl.load(vals + rows[:, None] * B + b[None, :], mask=inb, other=0.0)
-    m = _child_max(vals, child_rows, t, b, B, KC, TC, BB)
-    g = tl.where(f != 0.0, f * tl.exp(tl.minimum(m[None, :] - v, CLAMP)), 0.0)
+    live = f != 0.0
+    s = tl.min(tl.where(live, v, float("inf")), axis=0)
+    s = tl.where(s == float("inf"), 0.0, s)
+    return tl.where(live, f * tl.exp(s[None, :] - v), 0.0), s
+
+
+@triton.jit
+def sum_bwd(vals, flows, sum_w, out_rows, child_rows, wids, B,
+            TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, BB: tl.constexpr, NEG: tl.constexpr,
+            ATOMIC: tl.constexpr, PRECISION: tl.constexpr):
+    """Child flows ``exp(C - s) * (W^T @ G)`` of one parent tile x one batch block.
+
+    ``ATOMIC=False`` when no other program of the launch touches these child rows: then a plain
+    read-add-write, since flows from earlier layers are already in the buffer.
+    """
+    t = tl.program_id(0).to(tl.int64)
+    b = tl.program_id(1) * BB + tl.arange(0, BB)
+    p = tl.arange(0, TP)
+    inb = b[None, :] < B
+    g, s = _parent_scale(vals, flows, out_rows, t, b, B, TP)
     for k in tl.static_range(0, KC, TC):
         c = tl.load(child_rows + t * KC + k + tl.arange(0, TC)).to(tl.int64)
-        e = tl.exp(tl.load(vals + c[:, None] * B + b[None, :], mask=inb, other=float("-inf")) - m[None, :])
+        cv = tl.load(vals + c[:, None] * B + b[None, :], mask=inb, other=float("-inf"))
+        e = tl.exp(tl.minimum(cv - s[None, :], CLAMP))
         wi = tl.load(wids + (t * TP + p[:, None]) * KC + k + tl.arange(0, TC)[None, :])
         w = tl.load(sum_w + wi)
         child_f = e * tl.dot(tl.trans(w), g, input_precision=PRECISION)
-        tl.atomic_add(flows + c[:, None] * B + b[None, :], child_f, mask=inb & (child_f != 0.0))
-        edge_f = w * tl.dot(g, tl.trans(e), input_precision=PRECISION)
-        tl.atomic_add(wflow + wi, edge_f, mask=edge_f != 0.0)
+        at = flows + c[:, None] * B + b[None, :]
+        if ATOMIC:
+            tl.atomic_add(at, child_f, mask=inb & (child_f != 0.0))
+        else:
+            real = inb & (c[:, None] != NEG)
+            tl.store(at, tl.load(at, mask=real, other=0.0) + child_f, mask=real)
+
+
+@triton.jit
+def sum_bwd_params(vals, flows, sum_w, wflow, out_rows, child_rows, wids, B,
+                   TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, BB: tl.constexpr, PRECISION: tl.constexpr):
+    """Parameter flows ``W * sum_b G exp(C - s)^T`` of one parent tile x one child tile, over the whole batch.
+
+    The batch loop stays in registers, so each edge gets one atomic per step (atomics only because tied
+    parameters share slots), instead of one per batch block.
+    """
+    t = tl.program_id(0).to(tl.int64)
+    k = tl.program_id(1) * TC
+    p = tl.arange(0, TP)
+    c = tl.load(child_rows + t * KC + k + tl.arange(0, TC)).to(tl.int64)
+    acc = tl.zeros((TP, TC), dtype=tl.float32)
+    b0 = 0
+    while b0 < B:  # a while loop: Triton's interpreter cannot index a range by a runtime scalar under numpy 2.4
+        b = b0 + tl.arange(0, BB)
+        g, s = _parent_scale(vals, flows, out_rows, t, b, B, TP)
+        cv = tl.load(vals + c[:, None] * B + b[None, :], mask=b[None, :] < B, other=float("-inf"))
+        e = tl.exp(tl.minimum(cv - s[None, :], CLAMP))
+        acc += tl.dot(g, tl.trans(e), input_precision=PRECISION)
+        b0 += BB
+    wi = tl.load(wids + (t * TP + p[:, None]) * KC + k + tl.arange(0, TC)[None, :])
+    edge_f = tl.load(sum_w + wi) * acc
+    tl.atomic_add(wflow + wi, edge_f, mask=edge_f != 0.0)

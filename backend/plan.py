@@ -54,6 +54,11 @@ class ProdOp:
     def n(self) -> int:
         return len(self.children)
 
+    @property
+    def shared_children(self) -> bool:
+        """True when a child row has several parents in this op (its flows then need atomics)."""
+        return _repeats(self.children, ZERO)
+
 
 @dataclass
 class SumOp:
@@ -68,6 +73,17 @@ class SumOp:
     @property
     def kmax(self) -> int:
         return self.child_rows.shape[1] // self.tile_c
+
+    @property
+    def shared_children(self) -> bool:
+        """True when a child row is read by several parent tiles of this op (child flows need atomics)."""
+        return _repeats(self.child_rows, NEG)
+
+
+def _repeats(rows: np.ndarray, pad: int) -> bool:
+    """Whether any row other than ``pad`` occurs more than once in ``rows``."""
+    real = rows[rows != pad]
+    return len(np.unique(real)) < len(real)
 
 
 @dataclass

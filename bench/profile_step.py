@@ -1,0 +1,59 @@
+"""Where a training step's GPU time goes: per-kernel totals of one pcc training step (torch.profiler).
+
+Run: ``python bench/profile_step.py --mnist PATH/t10k-images-idx3-ubyte.gz --latents 128 --batch 512``.
+Prints, per kernel name, the summed CUDA time of ``--steps`` eager steps divided by the number of steps.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+import pcc
+from pcc import data as datasets
+from pcc.backend.runtime import CircuitModel
+from pcc.frontend import load_text
+from pcc.structures import hclt
+
+
+def profile(model: CircuitModel, xb: torch.Tensor, steps: int) -> list[tuple[str, float, int]]:
+    """(kernel name, ms per step, launches per step), largest first."""
+    model.use_graphs = False
+    for _ in range(3):
+        model.em_step(xb, step_size=0.1, pseudocount=0.1)
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            model.em_step(xb, step_size=0.1, pseudocount=0.1)
+        torch.cuda.synchronize()
+    rows = []
+    for e in prof.key_averages():
+        t = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
+        if t > 0:
+            rows.append((e.key[:70], t / 1000 / steps, e.count // steps))
+    return sorted(rows, key=lambda r: -r[1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--mnist", required=True)
+    ap.add_argument("--latents", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=512)
+    ap.add_argument("--steps", type=int, default=5)
+    args = ap.parse_args()
+    x = datasets.load(args.mnist)
+    start = time.perf_counter()
+    model = CircuitModel(pcc.optimize(load_text(hclt(x, args.latents, "categorical", num_cats=256), "hclt.pc")),
+                         "cuda", executor="triton")
+    print(f"HCLT 784x256 L={args.latents}: compiled in {time.perf_counter() - start:.1f}s", flush=True)
+    xb = torch.as_tensor(x[:args.batch], device="cuda", dtype=torch.float32)
+    rows = profile(model, xb, args.steps)
+    print(f"{'kernel':70s} {'ms/step':>9s} {'launches':>9s}")
+    for name, ms, n in rows:
+        print(f"{name:70s} {ms:9.3f} {n:9d}")
+    print(f"{'total':70s} {sum(r[1] for r in rows):9.3f}")
+
+
+if __name__ == "__main__":
+    main()
