@@ -13,6 +13,7 @@ from .plan import NEG, PAD, ZERO, InputOp, Plan, ProdOp, SumOp
 
 DISTS = {"categorical": 0, "bernoulli": 1, "gaussian": 2}
 _THETA = {"categorical": "p.cat[{k}]", "bernoulli": "p.bern", "gaussian": "p.gauss"}
+FILL = 528  # programs that keep an H100's 132 SMs busy (4 each); fewer only under-fill smaller GPUs
 _STATS = {"categorical": "fl.cat[{k}]", "bernoulli": "fl.bern", "gaussian": "fl.gauss"}
 
 
@@ -23,7 +24,8 @@ def tables(plan: Plan) -> dict[str, object]:
         for oi, op in enumerate(ops):
             key = f"L{li}.{oi}"
             if isinstance(op, SumOp):
-                out.update({f"{key}.out": op.out_rows, f"{key}.child": op.child_rows, f"{key}.wids": op.weight_ids})
+                out.update({f"{key}.out": op.out_rows, f"{key}.child": op.child_rows, f"{key}.wids": op.weight_ids,
+                            f"{key}.tiles": op.child_tiles[0], f"{key}.uses": op.child_tiles[1]})
             elif isinstance(op, ProdOp):
                 out[f"{key}.children"] = op.children
             else:
@@ -98,7 +100,13 @@ def _backward_lines(key: str, op) -> list[str]:
     tiles = f't["{key}.out"], t["{key}.child"], t["{key}.wids"], B'
     shape = f"TP={op.tile_p}, TC={op.tile_c}, KC={op.child_rows.shape[1]}, BB=BB"
     # parameter flows first: they read the parents' flows before anything else changes the buffer
-    return [f"K.sum_bwd_params[({len(op.out_rows)}, {op.kmax})](vals, flows, p.sum_w, fl.sum_w, {tiles}, {shape}, "
-            f"PRECISION=PRECISION)",
-            f"K.sum_bwd[({len(op.out_rows)}, nb)](vals, flows, p.sum_w, {tiles}, {shape}, NEG={NEG}, "
-            f"ATOMIC={op.shared_children}, PRECISION=PRECISION)"]
+    programs = len(op.out_rows) * op.kmax
+    split = f"min(nb, {max(1, FILL // programs)})"  # batch splits: enough programs to fill the GPU
+    lines = [f"K.sum_bwd_params[({len(op.out_rows)}, {op.kmax}, {split})](vals, flows, p.sum_w, fl.sum_w, {tiles}, "
+             f"{split}, {shape}, PRECISION=PRECISION)"]
+    if not len(op.child_tiles[0]):  # every child is padding: no child flows to write
+        return lines
+    return lines + [
+            f'K.sum_bwd[({len(op.child_tiles[0])}, nb)](vals, flows, p.sum_w, t["{key}.out"], t["{key}.wids"], '
+            f't["{key}.tiles"], t["{key}.uses"], B, {shape}, KMAX={op.kmax}, R={op.child_tiles[1].shape[1]}, '
+            f"NEG={NEG}, ATOMIC={op.shared_children}, PRECISION=PRECISION)"]

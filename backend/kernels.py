@@ -158,55 +158,60 @@ def _parent_scale(vals, flows, out_rows, t, b, B, TP: tl.constexpr):
 
 
 @triton.jit
-def sum_bwd(vals, flows, sum_w, out_rows, child_rows, wids, B,
-            TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, BB: tl.constexpr, NEG: tl.constexpr,
-            ATOMIC: tl.constexpr, PRECISION: tl.constexpr):
-    """Child flows ``exp(C - s) * (W^T @ G)`` of one parent tile x one batch block.
+def sum_bwd(vals, flows, sum_w, out_rows, wids, tile_rows, uses, B,
+            TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, KMAX: tl.constexpr, R: tl.constexpr,
+            BB: tl.constexpr, NEG: tl.constexpr, ATOMIC: tl.constexpr, PRECISION: tl.constexpr):
+    """Child flows of one child tile x one batch block: ``sum_t exp(C - s_t) * (W_t^T @ G_t)``.
 
-    ``ATOMIC=False`` when no other program of the launch touches these child rows: then a plain
-    read-add-write, since flows from earlier layers are already in the buffer.
+    The program visits the ``R`` parent tiles that read its child tile (``uses``: flat ``t * KMAX + k``,
+    -1 for padding) and writes each child row once, so no atomics are needed unless a child row also lies
+    in another child tile of this launch (``ATOMIC``).
     """
-    t = tl.program_id(0).to(tl.int64)
+    u = tl.program_id(0).to(tl.int64)
     b = tl.program_id(1) * BB + tl.arange(0, BB)
     p = tl.arange(0, TP)
     inb = b[None, :] < B
-    g, s = _parent_scale(vals, flows, out_rows, t, b, B, TP)
-    for k in tl.static_range(0, KC, TC):
-        c = tl.load(child_rows + t * KC + k + tl.arange(0, TC)).to(tl.int64)
-        cv = tl.load(vals + c[:, None] * B + b[None, :], mask=inb, other=float("-inf"))
-        e = tl.exp(tl.minimum(cv - s[None, :], CLAMP))
+    c = tl.load(tile_rows + u * TC + tl.arange(0, TC)).to(tl.int64)
+    cv = tl.load(vals + c[:, None] * B + b[None, :], mask=inb, other=float("-inf"))
+    acc = tl.zeros((TC, BB), dtype=tl.float32)
+    for r in tl.static_range(R):
+        use = tl.load(uses + u * R + r)
+        flat = tl.maximum(use, 0).to(tl.int64)
+        t, k = flat // KMAX, (flat % KMAX) * TC
+        g, s = _parent_scale(vals, flows, out_rows, t, b, B, TP)
         wi = tl.load(wids + (t * TP + p[:, None]) * KC + k + tl.arange(0, TC)[None, :])
-        w = tl.load(sum_w + wi)
-        child_f = e * tl.dot(tl.trans(w), g, input_precision=PRECISION)
-        at = flows + c[:, None] * B + b[None, :]
-        if ATOMIC:
-            tl.atomic_add(at, child_f, mask=inb & (child_f != 0.0))
-        else:
-            real = inb & (c[:, None] != NEG)
-            tl.store(at, tl.load(at, mask=real, other=0.0) + child_f, mask=real)
+        w = tl.load(sum_w + wi) * (use >= 0).to(tl.float32)
+        acc += tl.exp(tl.minimum(cv - s[None, :], CLAMP)) * tl.dot(tl.trans(w), g, input_precision=PRECISION)
+    at = flows + c[:, None] * B + b[None, :]
+    real = inb & (c[:, None] != NEG)
+    if ATOMIC:
+        tl.atomic_add(at, acc, mask=real & (acc != 0.0))
+    else:
+        tl.store(at, tl.load(at, mask=real, other=0.0) + acc, mask=real)
 
 
 @triton.jit
-def sum_bwd_params(vals, flows, sum_w, wflow, out_rows, child_rows, wids, B,
+def sum_bwd_params(vals, flows, sum_w, wflow, out_rows, child_rows, wids, B, split,
                    TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, BB: tl.constexpr, PRECISION: tl.constexpr):
-    """Parameter flows ``W * sum_b G exp(C - s)^T`` of one parent tile x one child tile, over the whole batch.
+    """Parameter flows ``W * sum_b G exp(C - s)^T`` of one parent tile x one child tile.
 
-    The batch loop stays in registers, so each edge gets one atomic per step (atomics only because tied
-    parameters share slots), instead of one per batch block.
+    Program ``(t, k, j)`` sums batch blocks ``j, j + split, ...`` in registers, so each edge gets ``split``
+    atomics per step (atomics because tied parameters share slots and splits share edges); ``split`` is
+    chosen just large enough to fill the GPU.
     """
     t = tl.program_id(0).to(tl.int64)
     k = tl.program_id(1) * TC
     p = tl.arange(0, TP)
     c = tl.load(child_rows + t * KC + k + tl.arange(0, TC)).to(tl.int64)
     acc = tl.zeros((TP, TC), dtype=tl.float32)
-    b0 = 0
+    b0 = tl.program_id(2) * BB
     while b0 < B:  # a while loop: Triton's interpreter cannot index a range by a runtime scalar under numpy 2.4
         b = b0 + tl.arange(0, BB)
         g, s = _parent_scale(vals, flows, out_rows, t, b, B, TP)
         cv = tl.load(vals + c[:, None] * B + b[None, :], mask=b[None, :] < B, other=float("-inf"))
         e = tl.exp(tl.minimum(cv - s[None, :], CLAMP))
         acc += tl.dot(g, tl.trans(e), input_precision=PRECISION)
-        b0 += BB
+        b0 += split * BB
     wi = tl.load(wids + (t * TP + p[:, None]) * KC + k + tl.arange(0, TC)[None, :])
     edge_f = tl.load(sum_w + wi) * acc
     tl.atomic_add(wflow + wi, edge_f, mask=edge_f != 0.0)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -74,10 +75,29 @@ class SumOp:
     def kmax(self) -> int:
         return self.child_rows.shape[1] // self.tile_c
 
+    @cached_property
+    def child_tiles(self) -> tuple[np.ndarray, np.ndarray]:
+        """The op seen from its children, for the backward pass without atomics.
+
+        ``(rows [U, tile_c], uses [U, R])``: the ``U`` distinct child tiles (all-padding ones left out) and,
+        for each, the flat indices ``t * kmax + k`` of the (parent tile, child slot) pairs that read it,
+        padded with -1.
+        """
+        tiles = self.child_rows.reshape(-1, self.tile_c)
+        rows, inverse = np.unique(tiles, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        keep = ~(rows == NEG).all(axis=1)
+        order = np.argsort(inverse, kind="stable")
+        counts = np.bincount(inverse, minlength=len(rows))
+        uses = np.full((len(rows), max(int(counts.max()), 1)), -1, dtype=np.int64)
+        rank = np.arange(len(order)) - np.repeat(np.cumsum(counts) - counts, counts)
+        uses[inverse[order], rank] = order
+        return rows[keep], uses[keep]
+
     @property
     def shared_children(self) -> bool:
-        """True when a child row is read by several parent tiles of this op (child flows need atomics)."""
-        return _repeats(self.child_rows, NEG)
+        """True when a child row lies in several distinct child tiles (child flows then need atomics)."""
+        return _repeats(self.child_tiles[0], NEG)
 
 
 def _repeats(rows: np.ndarray, pad: int) -> bool:
