@@ -29,6 +29,9 @@ from .torch_exec import TorchExecutor
 CHECKPOINT_FORMAT = "pcc-checkpoint-1"
 
 
+MAX_FORWARD_GRAPHS = 4  # forward graphs kept (one per batch size) before the oldest is dropped
+
+
 def pick_device(device: str | torch.device | None) -> torch.device:
     """``auto``/None → CUDA when available, else CPU; a CUDA request without CUDA is a user error."""
     if device in (None, "auto"):
@@ -85,9 +88,14 @@ class CircuitModel(torch.nn.Module):
     def log_prob(self, x, missing=None) -> torch.Tensor:
         """``log p(x)`` per row ``[batch]``; entries where ``missing`` is true are marginalised."""
         x, m = self._inputs(x, missing)
-        return self.executor.forward(self.params, x, m)[self.plan.root_row]
+        if self.use_graphs and self.device_.type == "cuda":
+            return self._replay(("forward", x.shape[0]), x, m, self._root_values)
+        return self._root_values(x, m)
 
     forward = log_prob
+
+    def _root_values(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        return self.executor.forward(self.params, x, m)[self.plan.root_row]
 
     @torch.no_grad()
     def node_flows(self, x, missing=None) -> torch.Tensor:
@@ -132,16 +140,23 @@ class CircuitModel(torch.nn.Module):
         return vals[self.plan.root_row]
 
     def _graph_step(self, x: torch.Tensor, m: torch.Tensor, step_size: float, pseudocount: float) -> torch.Tensor:
-        key = (x.shape[0], step_size, pseudocount)
+        return self._replay(("step", x.shape[0], step_size, pseudocount), x, m,
+                            lambda sx, sm: self._step(sx, sm, step_size, pseudocount))
+
+    def _replay(self, key: tuple, x: torch.Tensor, m: torch.Tensor, body) -> torch.Tensor:
+        """Run ``body(x, m)`` as a CUDA graph captured once per ``key`` (a few forward graphs are kept)."""
         if key not in self._graphs:
-            self._graphs[key] = self._capture(x, m, step_size, pseudocount)
-        graph, sx, sm, ll = self._graphs[key]
+            forward_keys = [k for k in self._graphs if k[0] == "forward"]
+            if key[0] == "forward" and len(forward_keys) >= MAX_FORWARD_GRAPHS:
+                del self._graphs[forward_keys[0]]  # each graph holds a value buffer for its batch size
+            self._graphs[key] = self._capture(x, m, body)
+        graph, sx, sm, out = self._graphs[key]
         sx.copy_(x)
         sm.copy_(m)
         graph.replay()
-        return ll.clone()
+        return out.clone()
 
-    def _capture(self, x: torch.Tensor, m: torch.Tensor, step_size: float, pseudocount: float):
+    def _capture(self, x: torch.Tensor, m: torch.Tensor, body):
         """Warm up (compiling kernels) on a side stream with the parameters restored after, then capture."""
         sx, sm = x.clone(), m.clone()
         saved = [t.clone() for t in self.params.tensors().values()]
@@ -149,14 +164,15 @@ class CircuitModel(torch.nn.Module):
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(2):
-                self._step(sx, sm, step_size, pseudocount)
+                body(sx, sm)
         torch.cuda.current_stream().wait_stream(side)
         for t, old in zip(self.params.tensors().values(), saved):
             t.copy_(old)
+        del saved
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            ll = self._step(sx, sm, step_size, pseudocount)
-        return graph, sx, sm, ll
+            out = body(sx, sm)
+        return graph, sx, sm, out
 
     def to_circuit(self) -> Circuit:
         """The IR with the current parameters written into its tensors (concrete float64)."""

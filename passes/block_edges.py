@@ -59,9 +59,17 @@ def exec_tiles(circuit: Circuit, b: SumBlock, tile_p: int, tile_c: int) -> np.nd
         rows, cols = -(-b.n // tile_p), -(-total // tile_c)
         return np.stack(np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij"), -1).reshape(-1, 2)
     fine = tile_table(circuit, b)
-    k = np.arange(b.block)
-    # every (parent-row-of-tile, child-col-of-tile) corner range of a fine tile maps into coarse tiles
-    prow = (fine[:, :1] * b.block + k[None, :]) // tile_p  # [m, b]
-    pcol = (fine[:, 1:] * b.block + k[None, :]) // tile_c
-    pairs = np.stack(np.broadcast_arrays(prow[:, :, None], pcol[:, None, :]), -1).reshape(-1, 2)
-    return np.unique(pairs, axis=0)
+    prow = _spans(fine[:, 0], b.block, tile_p)  # [m, sp]: coarse parent tiles each fine tile touches, -1 padded
+    pcol = _spans(fine[:, 1], b.block, tile_c)
+    ncols = -(-total // tile_c)
+    keys = (prow[:, :, None] * ncols + pcol[:, None, :])[(prow[:, :, None] >= 0) & (pcol[:, None, :] >= 0)]
+    keys = np.unique(keys)  # one integer per coarse tile: sorting 1-D keys is far cheaper than unique rows
+    return np.stack([keys // ncols, keys % ncols], 1)
+
+
+def _spans(index: np.ndarray, block: int, tile: int) -> np.ndarray:
+    """For fine tiles at ``index`` (of ``block`` nodes each), the coarse ``tile``-sized tiles they overlap."""
+    lo, hi = index * block // tile, (index * block + block - 1) // tile
+    width = int((hi - lo).max(initial=0)) + 1
+    out = lo[:, None] + np.arange(width)[None, :]
+    return np.where(out <= hi[:, None], out, -1)

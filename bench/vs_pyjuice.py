@@ -1,0 +1,251 @@
+"""pcc against PyJuice 2.6.3 on one GPU, in one process: the same circuits, parameters and data.
+
+For each configuration PyJuice builds the structure with its own ``pyjuice.structures`` builder and
+compiles it; ``pcc.interop.pyjuice.convert`` brings that very node DAG (and PyJuice's initial parameters)
+over to a ``.pc`` file, which pcc compiles. Both then train on the same MNIST batches:
+
+* compile: PyJuice ``juice.compile(ns)`` + ``.to(cuda)``; pcc ``pcc.compile(pc_file, "cuda")`` (parse,
+  passes, plan, parameters on the GPU). The conversion itself is reported apart.
+* step: forward + backward (flows) + mini-batch EM (step 0.1, pseudocount 0.1), PyJuice with its CUDA
+  graphs recorded (``record_cudagraph=True``) and its CUTLASS kernels when the wheel is installed, pcc with
+  its whole-step CUDA graph; median over ``--steps`` timed steps after warm-up (CUDA events).
+* forward: log-likelihoods only, both with CUDA graphs.
+* peak: ``torch.cuda.max_memory_allocated`` over compile + warm-up + timed steps, each system alone on
+  the GPU (the other's memory is freed first).
+* check: log-likelihoods of a batch agree before and after one identical EM step.
+* floor: DESIGN.md §5, ``max(6 E B / 368 TFLOP/s, 16 N B / 3.0 TB/s)``; "floor %" is floor / pcc's step.
+
+Run (on the GPU machine): ``python bench/vs_pyjuice.py --mnist t10k-images-idx3-ubyte.gz [--configs ...]``.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import pcc
+from pcc import data as datasets
+from pcc.interop.pyjuice import convert
+
+TF32_FLOPS, COPY_BYTES = 368e12, 3.0e12  # DESIGN.md §5, measured on the H100 used here
+STEP, PSEUDOCOUNT = 0.1, 0.1
+
+
+@dataclass
+class Row:
+    """One configuration's measurements (times in ms, memory in MiB)."""
+
+    name: str
+    batch: int
+    nodes: int = 0
+    edges: int = 0
+    convert_s: float = 0.0
+    compile_s: dict = field(default_factory=dict)
+    step_ms: dict = field(default_factory=dict)
+    fwd_ms: dict = field(default_factory=dict)
+    peak_mib: dict = field(default_factory=dict)
+    ll_err: float = float("nan")
+    em_err: float = float("nan")
+    error: str = ""
+
+    @property
+    def floor_ms(self) -> float:
+        return 1e3 * max(6 * self.edges * self.batch / TF32_FLOPS, 16 * self.nodes * self.batch / COPY_BYTES)
+
+
+def structure(name: str, x: torch.Tensor):
+    """A PyJuice node DAG for configuration ``name`` (``hclt64``, ``pd32``, ``rat64``, ``hmm256``)."""
+    import pyjuice as juice
+    import pyjuice.nodes.distributions as dists
+
+    kind, size = name.rstrip("0123456789"), int("".join(ch for ch in name if ch.isdigit()))
+    if kind == "hclt":
+        return juice.structures.HCLT(x[:5000].cuda(), num_latents=size, num_bins=32, sigma=0.5 / 32, chunk_size=32)
+    if kind == "pd":
+        return juice.structures.PD(data_shape=(28, 28), num_latents=size, split_intervals=(4, 4),
+                                   input_dist=dists.Categorical(num_cats=256))
+    if kind == "rat":
+        return juice.structures.RAT_SPN(num_vars=784, num_latents=size, depth=5, num_repetitions=8, num_pieces=2,
+                                        input_dist=dists.Categorical(num_cats=256))
+    if kind == "hmm":
+        return juice.structures.HMM(seq_length=128, num_latents=size, num_emits=256)
+    raise ValueError(f"unknown configuration {name!r}")
+
+
+def data_for(name: str, images: np.ndarray) -> torch.Tensor:
+    """MNIST test images as ``[N, 784]`` pixels, or for HMMs the first 128 pixels of each image as a sequence."""
+    x = torch.as_tensor(images, dtype=torch.long)
+    return x[:, :128].contiguous() if name.startswith("hmm") else x
+
+
+def median_ms(fn, reps: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        torch.cuda.synchronize()
+        times.append(a.elapsed_time(b))
+    return statistics.median(times)
+
+
+def fresh_memory() -> None:
+    gc.collect()
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+
+
+class PyJuiceRunner:
+    """PyJuice's compiled TensorCircuit, driven the way its documentation trains with mini-batch EM."""
+
+    def __init__(self, ns):
+        import pyjuice as juice
+        start = time.perf_counter()
+        self.pc = juice.compile(ns)
+        self.pc.to(torch.device("cuda"))
+        torch.cuda.synchronize()
+        self.compile_s = time.perf_counter() - start
+        self.pc.update_parameters()  # the compiled parameters back onto the nodes, for the converter
+
+        self.graphs = True
+
+    def step(self, x: torch.Tensor) -> None:
+        g = self.graphs
+        self.pc.init_param_flows(flows_memory=0.0)
+        self.pc(x, record_cudagraph=g, apply_cudagraph=g)
+        self.pc.backward(x, flows_memory=1.0, record_cudagraph=g, apply_cudagraph=g)
+        self.pc.mini_batch_em(step_size=STEP, pseudocount=PSEUDOCOUNT)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.pc(x, record_cudagraph=self.graphs, apply_cudagraph=self.graphs).reshape(-1)
+
+
+class PccRunner:
+    """pcc's compiled model of the converted ``.pc`` file."""
+
+    def __init__(self, path: Path):
+        start = time.perf_counter()
+        self.model = pcc.compile(path, device="cuda", executor="triton")
+        torch.cuda.synchronize()
+        self.compile_s = time.perf_counter() - start
+        self.nodes = self.model.plan.rows - 3
+        self.edges = self.model.circuit.num_sum_edges()
+
+        self.graphs = True
+
+    def step(self, x: torch.Tensor) -> None:
+        self.model.use_graphs = self.graphs
+        self.model.em_step(x, step_size=STEP, pseudocount=PSEUDOCOUNT)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        self.model.use_graphs = self.graphs
+        return self.model.log_prob(x)
+
+
+def one_step(runner, xb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-likelihoods before and after one EM step, without CUDA graphs (whose warm-up would run extra steps)."""
+    runner.graphs = False
+    before = runner.log_prob(xb).double()
+    runner.step(xb)
+    after = runner.log_prob(xb).double()
+    runner.graphs = True
+    return before, after
+
+
+def measure(runner, xb: torch.Tensor, steps: int) -> tuple[float, float]:
+    return median_ms(lambda: runner.step(xb), steps), median_ms(lambda: runner.log_prob(xb), steps)
+
+
+def compare(name: str, images: np.ndarray, batch: int, steps: int, workdir: Path) -> Row:
+    """Both systems on configuration ``name`` at ``batch``; see the module docstring."""
+    row = Row(name, batch)
+    x = data_for(name, images)
+    xb = x[:batch].cuda()
+    fresh_memory()
+    ns = structure(name, x)
+    pj = PyJuiceRunner(ns)
+    row.compile_s["pyjuice"] = pj.compile_s
+    start = time.perf_counter()
+    path = convert(ns, workdir / f"{name}.pc")
+    row.convert_s = time.perf_counter() - start
+    ll_pj, after_pj = one_step(pj, xb)
+    row.step_ms["pyjuice"], row.fwd_ms["pyjuice"] = measure(pj, xb, steps)
+    row.peak_mib["pyjuice"] = torch.cuda.max_memory_allocated() / 2**20
+    del pj
+    fresh_memory()
+    ours = PccRunner(path)
+    row.compile_s["pcc"], row.nodes = ours.compile_s, ours.nodes
+    row.edges = ours.edges
+    ll_pcc, after_pcc = one_step(ours, xb)
+    row.ll_err = float((ll_pcc - ll_pj).abs().max() / ll_pj.abs().max())
+    row.em_err = float((after_pcc - after_pj).abs().max() / after_pj.abs().max())
+    row.step_ms["pcc"], row.fwd_ms["pcc"] = measure(ours, xb, steps)
+    row.peak_mib["pcc"] = torch.cuda.max_memory_allocated() / 2**20
+    del ours
+    fresh_memory()
+    return row
+
+
+def table(rows: list[Row]) -> str:
+    head = ("| config | batch | nodes | sum edges | compile s pcc / PyJuice | step ms pcc / PyJuice (ratio) "
+            "| fwd ms pcc / PyJuice (ratio) | peak MiB pcc / PyJuice (ratio) | LL err | LL err after EM | floor % |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    out = [head]
+    for r in rows:
+        if r.error:
+            out.append(f"| {r.name} | {r.batch} | | | | {r.error} | | | | | |")
+            continue
+        c, s, f, m = r.compile_s, r.step_ms, r.fwd_ms, r.peak_mib
+        out.append(f"| {r.name} | {r.batch} | {r.nodes:,} | {r.edges:,} | {c['pcc']:.2f} / {c['pyjuice']:.2f} "
+                   f"| {s['pcc']:.2f} / {s['pyjuice']:.2f} ({s['pcc'] / s['pyjuice']:.2f}) "
+                   f"| {f['pcc']:.2f} / {f['pyjuice']:.2f} ({f['pcc'] / f['pyjuice']:.2f}) "
+                   f"| {m['pcc']:.0f} / {m['pyjuice']:.0f} ({m['pcc'] / m['pyjuice']:.2f}) "
+                   f"| {r.ll_err:.1e} | {r.em_err:.1e} | {100 * r.floor_ms / s['pcc']:.1f} |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mnist", required=True, help="t10k-images-idx3-ubyte.gz (MNIST's test images)")
+    ap.add_argument("--configs", default="hclt32,hclt64,hclt128,hclt256,hclt512,pd32,pd64,pd128,rat64,hmm256,hmm1024,hmm4096")
+    ap.add_argument("--batch", default="512", help="comma-separated batch sizes")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--jsonl", help="append each row as JSON to this file")
+    args = ap.parse_args()
+    from importlib.metadata import version
+    print(f"torch {torch.__version__}, triton {version('triton')}, pyjuice {version('pyjuice')}, "
+          f"{torch.cuda.get_device_name()}", flush=True)
+    images = datasets.load(args.mnist).astype(np.int64)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.configs.split(","):
+            for batch in [int(b) for b in args.batch.split(",")]:
+                try:
+                    row = compare(name, images, batch, args.steps, Path(tmp))
+                except Exception as e:  # a configuration that fails is reported, the rest still run
+                    row = Row(name, batch, error=f"{type(e).__name__}: {str(e)[:120]}")
+                    fresh_memory()
+                rows.append(row)
+                print(json.dumps(row.__dict__), flush=True)
+                if args.jsonl:
+                    with open(args.jsonl, "a") as fh:
+                        fh.write(json.dumps(row.__dict__) + "\n")
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
