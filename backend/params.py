@@ -69,14 +69,15 @@ class EMUpdate:
     """The closed-form EM update of a plan's parameters from accumulated flows (in place)."""
 
     def __init__(self, plan: Plan, device):
-        self.parent = torch.as_tensor(plan.sum_parent, device=device)
+        # int32 group ids: 4 bytes per edge instead of 8 (plans stay below 2^31 groups)
+        self.parent = torch.as_tensor(plan.sum_parent.astype(np.int32), device=device)
         self.groups = plan.sum_groups + 1  # the pad slot is its own group
         fanin = np.bincount(plan.sum_parent, minlength=self.groups)
         self.fanin = torch.as_tensor(fanin, device=device)
 
     def apply(self, p: Params, f: Flows, step: float = 1.0, pseudocount: float = 0.0) -> None:
-        """``p <- (1 - step) p + step * EM(f, pseudocount)``."""
-        _blend(p.sum_w, self._sums(p.sum_w, f.sum_w, pseudocount), step)
+        """``p <- (1 - step) p + step * EM(f, pseudocount)``; ``f.sum_w`` is used as scratch (clear it after)."""
+        self._sums(p.sum_w, f.sum_w, pseudocount, step)
         p.sum_w[-1:].zero_()  # the pad slot stays zero (an in-place kernel: capturable in CUDA graphs)
         for k, table in p.cat.items():
             _blend(table, _normalise(f.cat[k], pseudocount, table), step)
@@ -87,12 +88,19 @@ class EMUpdate:
         if len(p.gauss):
             _blend(p.gauss, _gauss(p.gauss, f.gauss, pseudocount), step)
 
-    def _sums(self, w: torch.Tensor, flow: torch.Tensor, a: float) -> torch.Tensor:
-        totals = torch.zeros(self.groups, dtype=w.dtype, device=w.device).index_add_(0, self.parent, flow)
-        num = flow + a / self.fanin[self.parent].to(w.dtype)
-        den = totals[self.parent] + a
-        return torch.where(den > 0, num / den.clamp_min(1e-300), w)
+    def _sums(self, w: torch.Tensor, flow: torch.Tensor, a: float, step: float) -> None:
+        """Sum weights in place, reusing ``flow`` as scratch (it is cleared before the next accumulation).
 
+        Per edge: ``new = (f + a / fanin) / (total + a)`` where the group's ``total + a > 0``, else the old
+        weight; then ``w <- (1 - step) w + step new``. Two edge-sized passes and no edge-sized temporaries.
+        """
+        totals = torch.zeros(self.groups, dtype=w.dtype, device=w.device).index_add_(0, self.parent, flow)
+        per_group = torch.where(totals + a > 0, 1.0 / (totals + a).clamp_min(1e-300), 0.0)  # group-sized
+        keep = (per_group == 0).to(w.dtype)  # 1 where the group gets no update
+        bias = a / self.fanin.to(w.dtype)
+        flow.add_(bias[self.parent]).mul_(per_group[self.parent])  # flow now holds the new weights (0 if kept)
+        flow.add_(keep[self.parent] * w)  # kept groups: the old weight
+        _blend(w, flow, step)
 
 def _normalise(counts: torch.Tensor, a: float, old: torch.Tensor) -> torch.Tensor:
     total = counts.sum(1, keepdim=True) + a

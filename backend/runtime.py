@@ -140,35 +140,36 @@ class CircuitModel(torch.nn.Module):
         return vals[self.plan.root_row]
 
     def _graph_step(self, x: torch.Tensor, m: torch.Tensor, step_size: float, pseudocount: float) -> torch.Tensor:
+        # the warm-up runs the same kernels with step 0, which leaves the parameters exactly as they are
         return self._replay(("step", x.shape[0], step_size, pseudocount), x, m,
-                            lambda sx, sm: self._step(sx, sm, step_size, pseudocount))
+                            lambda sx, sm: self._step(sx, sm, step_size, pseudocount),
+                            warm=lambda sx, sm: self._step(sx, sm, 0.0, pseudocount))
 
-    def _replay(self, key: tuple, x: torch.Tensor, m: torch.Tensor, body) -> torch.Tensor:
-        """Run ``body(x, m)`` as a CUDA graph captured once per ``key`` (a few forward graphs are kept)."""
+    def _replay(self, key: tuple, x: torch.Tensor, m: torch.Tensor, body, warm=None) -> torch.Tensor:
+        """Run ``body(x, m)`` as a CUDA graph captured once per ``key`` (a few forward graphs are kept).
+
+        ``warm`` (default ``body``) runs before the capture to compile the kernels; it must not change state.
+        """
         if key not in self._graphs:
             forward_keys = [k for k in self._graphs if k[0] == "forward"]
             if key[0] == "forward" and len(forward_keys) >= MAX_FORWARD_GRAPHS:
                 del self._graphs[forward_keys[0]]  # each graph holds a value buffer for its batch size
-            self._graphs[key] = self._capture(x, m, body)
+            self._graphs[key] = self._capture(x, m, body, warm or body)
         graph, sx, sm, out = self._graphs[key]
         sx.copy_(x)
         sm.copy_(m)
         graph.replay()
         return out.clone()
 
-    def _capture(self, x: torch.Tensor, m: torch.Tensor, body):
-        """Warm up (compiling kernels) on a side stream with the parameters restored after, then capture."""
+    def _capture(self, x: torch.Tensor, m: torch.Tensor, body, warm):
+        """Warm up (compiling kernels) on a side stream, then capture ``body``."""
         sx, sm = x.clone(), m.clone()
-        saved = [t.clone() for t in self.params.tensors().values()]
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(2):
-                body(sx, sm)
+                warm(sx, sm)
         torch.cuda.current_stream().wait_stream(side)
-        for t, old in zip(self.params.tensors().values(), saved):
-            t.copy_(old)
-        del saved
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             out = body(sx, sm)
