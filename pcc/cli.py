@@ -1,4 +1,4 @@
-"""The ``pcc`` command line: check, opt, compile, gen, train, eval, sample, query.
+"""The ``pcc`` command line: check, opt, compile, gen, train, eval, sample, query, import-pyjuice.
 
 Exit codes: 0 ok; 1 user error (diagnostics on stderr, never a traceback); 2 internal error (a pcc bug:
 set PCC_DEBUG=1 for the traceback).
@@ -137,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     qy.add_argument("--batch-size", type=int, default=4096)
     qy.add_argument("--device", default="auto")
     qy.add_argument("--executor", choices=["auto", "torch", "triton"], default="auto")
+
+    ij = sub.add_parser("import-pyjuice", help="convert a PyJuice circuit saved by pyjuice.save (.jpc) into a .pc file")
+    ij.add_argument("file", help="a .jpc file (a pickle: import only files you trust)")
+    ij.add_argument("-o", "--output", required=True, help="the .pc file to write (tensors beside it: .safetensors)")
     return p
 
 
@@ -152,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         commands = {"check": cmd_check, "opt": cmd_opt, "compile": cmd_compile, "train": cmd_train, "eval": cmd_eval,
-                    "gen": cmd_gen, "sample": cmd_sample, "query": cmd_query}
+                    "gen": cmd_gen, "sample": cmd_sample, "query": cmd_query, "import-pyjuice": cmd_import_pyjuice}
         return commands[args.command](args)
     except UserError as e:
         print(e.render(), file=sys.stderr)
@@ -443,6 +447,17 @@ def cmd_query(args: argparse.Namespace) -> int:
         finite = out[np.isfinite(out)]
         mean = f"{finite.mean():.6g}" if len(finite) else "-inf"
         print(f"wrote {args.output}: {len(out)} {args.kind} log-probabilities; mean {mean}")
+    return 0
+
+
+def cmd_import_pyjuice(args: argparse.Namespace) -> int:
+    """``pcc import-pyjuice MODEL.jpc -o OUT.pc``: a PyJuice circuit as a .pc file plus its tensor file."""
+    from pcc.interop.pyjuice import import_file
+    try:
+        out = import_file(args.file, args.output)
+    except ValueError as e:
+        raise UserError(Diagnostic(Loc(args.file), str(e))) from None
+    print(f"{args.file}: wrote {out} and {out.with_suffix('.safetensors')}")
     return 0
 
 
