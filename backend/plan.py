@@ -43,6 +43,18 @@ class InputOp:
     def n(self) -> int:
         return len(self.var)
 
+    def var_tiles(self, size: int) -> np.ndarray:
+        """``[T]`` first rows of tiles of at most ``size`` consecutive rows that share one variable.
+
+        A tile ends at ``size`` rows or where the variable changes, whichever comes first; the kernel
+        masks rows past that end, so one variable's column of the data serves the whole tile.
+        """
+        change = np.flatnonzero(np.diff(self.var)) + 1
+        runs = np.concatenate([[0], change])
+        lengths = np.diff(np.concatenate([runs, [self.n]]))
+        per_run = -(-lengths // size)
+        return np.repeat(runs, per_run) + size * (np.arange(per_run.sum()) - np.repeat(np.cumsum(per_run) - per_run, per_run))
+
 
 @dataclass
 class ProdOp:

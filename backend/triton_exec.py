@@ -13,7 +13,7 @@ import os
 import torch
 import triton
 
-from .codegen import generate, tables
+from .codegen import DOT_PRECISION, generate, tables
 from .params import Flows, Params
 from .plan import NEG, PAD, ZERO, Plan
 
@@ -28,7 +28,7 @@ class TritonExecutor:
 
     capturable = True  # fixed shapes, no host synchronisation: a whole step can be a CUDA graph
 
-    def __init__(self, plan: Plan, device, dtype=torch.float32, precision: str = "ieee", source: str | None = None):
+    def __init__(self, plan: Plan, device, dtype=torch.float32, precision: str = DOT_PRECISION, source: str | None = None):
         if dtype != torch.float32:
             raise ValueError("the Triton executor computes in float32")
         if torch.device(device).type != "cuda" and not interpreting():

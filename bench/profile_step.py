@@ -13,8 +13,22 @@ import torch
 import pcc
 from pcc import data as datasets
 from pcc.backend.runtime import CircuitModel
+from pcc.backend.triton_exec import TritonExecutor
 from pcc.frontend import load_text
 from pcc.structures import hclt
+
+
+def median_ms(fn, reps: int) -> float:
+    fn()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        torch.cuda.synchronize()
+        times.append(a.elapsed_time(b))
+    return sorted(times)[len(times) // 2]
 
 
 def profile(model: CircuitModel, xb: torch.Tensor, steps: int) -> list[tuple[str, float, int]]:
@@ -41,6 +55,7 @@ def main() -> None:
     ap.add_argument("--latents", type=int, default=128)
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--precision", default="ieee", help="comma-separated tl.dot input precisions to compare")
     args = ap.parse_args()
     x = datasets.load(args.mnist)
     start = time.perf_counter()
@@ -48,11 +63,19 @@ def main() -> None:
                          "cuda", executor="triton")
     print(f"HCLT 784x256 L={args.latents}: compiled in {time.perf_counter() - start:.1f}s", flush=True)
     xb = torch.as_tensor(x[:args.batch], device="cuda", dtype=torch.float32)
-    rows = profile(model, xb, args.steps)
-    print(f"{'kernel':70s} {'ms/step':>9s} {'launches':>9s}")
-    for name, ms, n in rows:
-        print(f"{name:70s} {ms:9.3f} {n:9d}")
-    print(f"{'total':70s} {sum(r[1] for r in rows):9.3f}")
+    reference = model.log_prob(xb).double()
+    for precision in args.precision.split(","):
+        model.executor = TritonExecutor(model.plan, model.device_, precision=precision)
+        model._graphs.clear()
+        err = float((model.log_prob(xb).double() - reference).abs().max() / reference.abs().max())
+        rows = profile(model, xb, args.steps)
+        model.use_graphs = True
+        graph_ms = median_ms(lambda: model.em_step(xb, step_size=0.1, pseudocount=0.1), 20)
+        print(f"precision {precision}: LL rel err vs ieee {err:.1e}; step with CUDA graph {graph_ms:.3f} ms (median of 20)")
+        print(f"{'kernel':70s} {'ms/step':>9s} {'launches':>9s}")
+        for name, ms, n in rows[:12]:
+            print(f"{name:70s} {ms:9.3f} {n:9d}")
+        print(f"{'total':70s} {sum(r[1] for r in rows):9.3f}")
 
 
 if __name__ == "__main__":

@@ -173,6 +173,7 @@ def measure(runner, xb: torch.Tensor, steps: int) -> tuple[float, float]:
 def compare(name: str, images: np.ndarray, batch: int, steps: int, workdir: Path) -> Row:
     """Both systems on configuration ``name`` at ``batch``; see the module docstring."""
     row = Row(name, batch)
+    clock = time.perf_counter()
     x = data_for(name, images)
     xb = x[:batch].cuda()
     fresh_memory()
@@ -183,6 +184,7 @@ def compare(name: str, images: np.ndarray, batch: int, steps: int, workdir: Path
     path = convert(ns, workdir / f"{name}.pc")
     row.convert_s = time.perf_counter() - start
     ll_pj, after_pj = one_step(pj, xb)
+    print(f"  {name}: PyJuice built, compiled and checked in {time.perf_counter() - clock:.0f}s", flush=True)
     row.step_ms["pyjuice"], row.fwd_ms["pyjuice"] = measure(pj, xb, steps)
     row.peak_mib["pyjuice"] = torch.cuda.max_memory_allocated() / 2**20
     del pj
@@ -193,6 +195,7 @@ def compare(name: str, images: np.ndarray, batch: int, steps: int, workdir: Path
     ll_pcc, after_pcc = one_step(ours, xb)
     row.ll_err = float((ll_pcc - ll_pj).abs().max() / ll_pj.abs().max())
     row.em_err = float((after_pcc - after_pj).abs().max() / after_pj.abs().max())
+    print(f"  {name}: pcc compiled and checked at {time.perf_counter() - clock:.0f}s", flush=True)
     row.step_ms["pcc"], row.fwd_ms["pcc"] = measure(ours, xb, steps)
     row.peak_mib["pcc"] = torch.cuda.max_memory_allocated() / 2**20
     del ours
