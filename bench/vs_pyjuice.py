@@ -203,6 +203,16 @@ def compare(name: str, images: np.ndarray, batch: int, steps: int, workdir: Path
     return row
 
 
+def read_rows(paths: list[str]) -> list[Row]:
+    """Rows from ``--jsonl`` files; a later row of the same configuration and batch replaces an earlier one."""
+    rows: dict[tuple, Row] = {}
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            row = Row(**json.loads(line))
+            rows[(row.name, row.batch)] = row
+    return list(rows.values())
+
+
 def table(rows: list[Row]) -> str:
     head = ("| config | batch | nodes | sum edges | compile s pcc / PyJuice | step ms pcc / PyJuice (ratio) "
             "| fwd ms pcc / PyJuice (ratio) | peak MiB pcc / PyJuice (ratio) | LL err | LL err after EM | floor % |\n"
@@ -223,12 +233,18 @@ def table(rows: list[Row]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mnist", required=True, help="t10k-images-idx3-ubyte.gz (MNIST's test images)")
+    ap.add_argument("--mnist", help="t10k-images-idx3-ubyte.gz (MNIST's test images)")
+    ap.add_argument("--report", nargs="+", metavar="JSONL", help="print the table of earlier runs' rows instead")
     ap.add_argument("--configs", default="hclt32,hclt64,hclt128,hclt256,hclt512,pd32,pd64,pd128,rat64,hmm256,hmm1024,hmm4096")
     ap.add_argument("--batch", default="512", help="comma-separated batch sizes")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--jsonl", help="append each row as JSON to this file")
     args = ap.parse_args()
+    if args.report:
+        print(table(read_rows(args.report)))
+        return
+    if not args.mnist:
+        ap.error("--mnist is required to run")
     from importlib.metadata import version
     print(f"torch {torch.__version__}, triton {version('triton')}, pyjuice {version('pyjuice')}, "
           f"{torch.cuda.get_device_name()}", flush=True)
