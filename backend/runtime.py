@@ -22,6 +22,7 @@ from pcc.ir import Circuit, Tensor, UserError, parse_text, print_circuit, verify
 from pcc.ir import tensorfile
 from pcc.ir.diagnostics import Diagnostic, Loc
 
+from .codegen import DOT_PRECISION
 from .params import EMUpdate, Flows, Params
 from .plan import Plan, build_plan
 from .torch_exec import TorchExecutor
@@ -42,11 +43,13 @@ def pick_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
-def make_executor(plan: Plan, device: torch.device, dtype: torch.dtype, kind: str = "auto", kernels: str | None = None):
-    """The Triton executor on CUDA (``auto``/``triton``), the plain-torch one otherwise."""
+def make_executor(plan: Plan, device: torch.device, dtype: torch.dtype, kind: str = "auto", kernels: str | None = None,
+                  precision: str = DOT_PRECISION):
+    """The Triton executor on CUDA (``auto``/``triton``), the plain-torch one otherwise (``precision``: Triton's
+    matrix products, see :data:`pcc.backend.codegen.PRECISIONS`)."""
     if kind == "triton" or (kind == "auto" and device.type == "cuda"):
         from .triton_exec import TritonExecutor
-        return TritonExecutor(plan, device, dtype, source=kernels)
+        return TritonExecutor(plan, device, dtype, precision=precision, source=kernels)
     return TorchExecutor(plan, device, dtype)
 
 
@@ -54,14 +57,15 @@ class CircuitModel(torch.nn.Module):
     """A compiled circuit on a device; see the module docstring for its contract."""
 
     def __init__(self, circuit: Circuit, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32,
-                 executor: str = "auto", plan: Plan | None = None, kernels: str | None = None):
+                 executor: str = "auto", plan: Plan | None = None, kernels: str | None = None,
+                 precision: str = DOT_PRECISION):
         super().__init__()
         self.circuit = circuit
         self.plan = plan or build_plan(circuit)
         self.device_ = pick_device(device)
         self.dtype = dtype
         self.params = Params.from_plan(self.plan, self.device_, dtype)
-        self.executor = make_executor(self.plan, self.device_, dtype, executor, kernels)
+        self.executor = make_executor(self.plan, self.device_, dtype, executor, kernels, precision)
         self.em = EMUpdate(self.plan, self.device_)
         self.flows = Flows.zeros_like(self.params)
         self.accumulated = 0

@@ -13,6 +13,9 @@ over to a ``.pc`` file, which pcc compiles. Both then train on the same MNIST ba
 * peak: ``torch.cuda.max_memory_allocated`` over compile + warm-up + timed steps, each system alone on
   the GPU (the other's memory is freed first).
 * check: log-likelihoods of a batch agree before and after one identical EM step.
+* precisions: pcc runs once per ``--precisions`` entry; the first (``tf32x3``: fp32 accuracy) is the main
+  row, the others (``bf16``: the reduced mode; PyJuice's CUTLASS sum kernels multiply in bf16 too) are
+  reported beside it with their own timings and checks.
 * floor: DESIGN.md §5, ``max(6 E B / 368 TFLOP/s, 16 N B / 3.0 TB/s)``; "floor %" is floor / pcc's step.
 
 Run (on the GPU machine): ``python bench/vs_pyjuice.py --mnist t10k-images-idx3-ubyte.gz [--configs ...]``.
@@ -54,6 +57,7 @@ class Row:
     peak_mib: dict = field(default_factory=dict)
     ll_err: float = float("nan")
     em_err: float = float("nan")
+    extra_err: dict = field(default_factory=dict)  # precision -> [LL err, LL err after EM]
     error: str = ""
 
     @property
@@ -137,9 +141,9 @@ class PyJuiceRunner:
 class PccRunner:
     """pcc's compiled model of the converted ``.pc`` file."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, precision: str = "tf32x3"):
         start = time.perf_counter()
-        self.model = pcc.compile(path, device="cuda", executor="triton")
+        self.model = pcc.compile(path, device="cuda", executor="triton", precision=precision)
         torch.cuda.synchronize()
         self.compile_s = time.perf_counter() - start
         self.nodes = self.model.plan.rows - 3
@@ -170,7 +174,8 @@ def measure(runner, xb: torch.Tensor, steps: int) -> tuple[float, float]:
     return median_ms(lambda: runner.step(xb), steps), median_ms(lambda: runner.log_prob(xb), steps)
 
 
-def compare(name: str, images: np.ndarray, batch: int, steps: int, workdir: Path) -> Row:
+def compare(name: str, images: np.ndarray, batch: int, steps: int, workdir: Path,
+            precisions: tuple[str, ...] = ("tf32x3",)) -> Row:
     """Both systems on configuration ``name`` at ``batch``; see the module docstring."""
     row = Row(name, batch)
     clock = time.perf_counter()
@@ -189,17 +194,23 @@ def compare(name: str, images: np.ndarray, batch: int, steps: int, workdir: Path
     row.peak_mib["pyjuice"] = torch.cuda.max_memory_allocated() / 2**20
     del pj
     fresh_memory()
-    ours = PccRunner(path)
-    row.compile_s["pcc"], row.nodes = ours.compile_s, ours.nodes
-    row.edges = ours.edges
-    ll_pcc, after_pcc = one_step(ours, xb)
-    row.ll_err = float((ll_pcc - ll_pj).abs().max() / ll_pj.abs().max())
-    row.em_err = float((after_pcc - after_pj).abs().max() / after_pj.abs().max())
-    print(f"  {name}: pcc compiled and checked at {time.perf_counter() - clock:.0f}s", flush=True)
-    row.step_ms["pcc"], row.fwd_ms["pcc"] = measure(ours, xb, steps)
-    row.peak_mib["pcc"] = torch.cuda.max_memory_allocated() / 2**20
-    del ours
-    fresh_memory()
+    for i, precision in enumerate(precisions):
+        key = "pcc" if i == 0 else f"pcc-{precision}"
+        ours = PccRunner(path, precision)
+        row.compile_s[key], row.nodes = ours.compile_s, ours.nodes
+        row.edges = ours.edges
+        ll_pcc, after_pcc = one_step(ours, xb)
+        errs = [float((ll_pcc - ll_pj).abs().max() / ll_pj.abs().max()),
+                float((after_pcc - after_pj).abs().max() / after_pj.abs().max())]
+        if i == 0:
+            row.ll_err, row.em_err = errs
+        else:
+            row.extra_err[precision] = errs
+        print(f"  {name}: pcc ({precision}) compiled and checked at {time.perf_counter() - clock:.0f}s", flush=True)
+        row.step_ms[key], row.fwd_ms[key] = measure(ours, xb, steps)
+        row.peak_mib[key] = torch.cuda.max_memory_allocated() / 2**20
+        del ours
+        fresh_memory()
     return row
 
 
@@ -214,21 +225,33 @@ def read_rows(paths: list[str]) -> list[Row]:
 
 
 def table(rows: list[Row]) -> str:
+    """The markdown table of ``rows``; a column per extra precision when some row has one."""
+    extra = sorted({p for r in rows for p in r.extra_err})
     head = ("| config | batch | nodes | sum edges | compile s pcc / PyJuice | step ms pcc / PyJuice (ratio) "
-            "| fwd ms pcc / PyJuice (ratio) | peak MiB pcc / PyJuice (ratio) | LL err | LL err after EM | floor % |\n"
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+            "| fwd ms pcc / PyJuice (ratio) | peak MiB pcc / PyJuice (ratio) | LL err | LL err after EM | floor % |"
+            + "".join(f" {p}: step ms (ratio), fwd ms (ratio), LL err, after EM |" for p in extra) + "\n"
+            + "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(extra))
     out = [head]
     for r in rows:
         if r.error:
-            out.append(f"| {r.name} | {r.batch} | | | | {r.error} | | | | | |")
+            out.append(f"| {r.name} | {r.batch} | | | | {r.error} | | | | | |" + " |" * len(extra))
             continue
         c, s, f, m = r.compile_s, r.step_ms, r.fwd_ms, r.peak_mib
         out.append(f"| {r.name} | {r.batch} | {r.nodes:,} | {r.edges:,} | {c['pcc']:.2f} / {c['pyjuice']:.2f} "
                    f"| {s['pcc']:.2f} / {s['pyjuice']:.2f} ({s['pcc'] / s['pyjuice']:.2f}) "
                    f"| {f['pcc']:.2f} / {f['pyjuice']:.2f} ({f['pcc'] / f['pyjuice']:.2f}) "
                    f"| {m['pcc']:.0f} / {m['pyjuice']:.0f} ({m['pcc'] / m['pyjuice']:.2f}) "
-                   f"| {r.ll_err:.1e} | {r.em_err:.1e} | {100 * r.floor_ms / s['pcc']:.1f} |")
+                   f"| {r.ll_err:.1e} | {r.em_err:.1e} | {100 * r.floor_ms / s['pcc']:.1f} |"
+                   + "".join(_extra_cell(r, p) for p in extra))
     return "\n".join(out)
+
+
+def _extra_cell(r: Row, precision: str) -> str:
+    if precision not in r.extra_err:
+        return " |"
+    key, (ll, em) = f"pcc-{precision}", r.extra_err[precision]
+    s, f = r.step_ms[key], r.fwd_ms[key]
+    return f" {s:.2f} ({s / r.step_ms['pyjuice']:.2f}), {f:.2f} ({f / r.fwd_ms['pyjuice']:.2f}), {ll:.1e}, {em:.1e} |"
 
 
 def main() -> None:
@@ -238,6 +261,8 @@ def main() -> None:
     ap.add_argument("--configs", default="hclt32,hclt64,hclt128,hclt256,hclt512,pd32,pd64,pd128,rat64,hmm256,hmm1024,hmm4096")
     ap.add_argument("--batch", default="512", help="comma-separated batch sizes")
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--precisions", default="tf32x3,bf16",
+                    help="pcc's matrix-product precisions, comma-separated; the first is the main row")
     ap.add_argument("--jsonl", help="append each row as JSON to this file")
     args = ap.parse_args()
     if args.report:
@@ -254,7 +279,7 @@ def main() -> None:
         for name in args.configs.split(","):
             for batch in [int(b) for b in args.batch.split(",")]:
                 try:
-                    row = compare(name, images, batch, args.steps, Path(tmp))
+                    row = compare(name, images, batch, args.steps, Path(tmp), tuple(args.precisions.split(",")))
                 except Exception as e:  # a configuration that fails is reported, the rest still run
                     row = Row(name, batch, error=f"{type(e).__name__}: {str(e)[:120]}")
                     fresh_memory()

@@ -32,10 +32,15 @@ def optimize(circuit: Circuit, pipeline: str = DEFAULT_PIPELINE, options: Option
     return run_pipeline(circuit, parse_pipeline(pipeline), options)
 
 
-def compile(source: str | Path, device=None, executor: str = "auto", pipeline: str = DEFAULT_PIPELINE):
-    """The runtime model (``torch.nn.Module``) of a ``.pc``/``.pcir`` path or ``.pc`` source text."""
+def compile(source: str | Path, device=None, executor: str = "auto", pipeline: str = DEFAULT_PIPELINE,
+            precision: str = "tf32x3"):
+    """The runtime model (``torch.nn.Module``) of a ``.pc``/``.pcir`` path or ``.pc`` source text.
+
+    ``precision`` is the Triton executor's matrix-product precision: ``tf32x3`` (fp32 accuracy, the
+    default), ``ieee``, ``tf32`` or ``bf16`` (reduced; docs/benchmarks.md gives its measured accuracy).
+    """
     from pcc.backend.runtime import CircuitModel
-    return CircuitModel(optimize(parse(source), pipeline), device, executor=executor)
+    return CircuitModel(optimize(parse(source), pipeline), device, executor=executor, precision=precision)
 
 
 def load(path: str | Path, device=None, executor: str = "auto"):

@@ -68,6 +68,7 @@ class TrainConfig:
     patience: int = 0        # with validation data: stop after this many epochs without improvement (0: never)
     dtype: str = "float32"   # float64 runs on the plain-torch executor
     nproc: int = 1           # data-parallel processes (pcc.distributed)
+    precision: str = "tf32x3"  # Triton executor's matrix-product precision (bf16: reduced, see docs/benchmarks.md)
 
 
 def read_data(path: str, model: CircuitModel) -> np.ndarray:
@@ -121,7 +122,8 @@ def _train_one(model_path: str, data_path: str, out: str, cfg: TrainConfig, vali
         raise UserError(Diagnostic(Loc("<command line>"), f"--dtype must be float32 or float64, not {cfg.dtype!r}"))
     dtype = getattr(torch, cfg.dtype)
     device = f"cuda:{group.rank}" if group.world > 1 and cfg.device in ("auto", "cuda") and torch.cuda.is_available() else cfg.device
-    model = CircuitModel(circuit, device, dtype=dtype, executor="torch" if dtype == torch.float64 else cfg.executor)
+    model = CircuitModel(circuit, device, dtype=dtype, executor="torch" if dtype == torch.float64 else cfg.executor,
+                         precision=cfg.precision)
     if group.world > 1:
         model.use_graphs = False  # flows are summed over processes between the backward pass and the update
     if group.rank:

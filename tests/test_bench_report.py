@@ -1,16 +1,44 @@
 """The PyJuice comparison harness prints its table from recorded rows without a GPU."""
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+HARNESS = ROOT / "bench" / "vs_pyjuice.py"
+
+
+def _report(*paths) -> str:
+    return subprocess.run([sys.executable, str(HARNESS), "--report", *map(str, paths)],
+                          capture_output=True, text=True, check=True).stdout
 
 
 def test_report_merges_recorded_runs():
     runs = sorted((ROOT / "bench" / "results").glob("vs_pyjuice_run*_h100.jsonl"))
     assert runs, "recorded harness rows are part of the repository"
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "vs_pyjuice.py"), "--report", *map(str, runs)],
-                         capture_output=True, text=True, check=True).stdout
-    lines = [line for line in out.splitlines() if line.startswith("| hclt64 |")]
+    last = {}
+    for path in runs:
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            last[(row["name"], row["batch"])] = row
+    hclt64 = last[("hclt64", 512)]
+    lines = [line for line in _report(*runs).splitlines() if line.startswith("| hclt64 | 512 |")]
     assert len(lines) == 1  # a later run's row replaces an earlier one
-    assert "(1.35)" in lines[0] and "2,216,000" in lines[0]
+    ratio = hclt64["step_ms"]["pcc"] / hclt64["step_ms"]["pyjuice"]
+    assert f"({ratio:.2f})" in lines[0] and f"{hclt64['edges']:,}" in lines[0]
+
+
+def test_report_shows_extra_precisions(tmp_path):
+    row = {"name": "hclt8", "batch": 64, "nodes": 10, "edges": 100, "convert_s": 0.1,
+           "compile_s": {"pyjuice": 2.0, "pcc": 1.0, "pcc-bf16": 1.0},
+           "step_ms": {"pyjuice": 4.0, "pcc": 3.0, "pcc-bf16": 2.0},
+           "fwd_ms": {"pyjuice": 1.0, "pcc": 1.0, "pcc-bf16": 0.5},
+           "peak_mib": {"pyjuice": 100.0, "pcc": 80.0, "pcc-bf16": 80.0},
+           "ll_err": 1e-6, "em_err": 2e-5, "extra_err": {"bf16": [1e-3, 2e-3]}}
+    old = {k: v for k, v in row.items() if k != "extra_err"} | {"name": "pd8"}  # rows from before the column
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps(row) + "\n" + json.dumps(old) + "\n")
+    out = _report(path).splitlines()
+    assert "bf16: step ms (ratio)" in out[0]
+    assert "| 2.00 (0.50), 0.50 (0.50), 1.0e-03, 2.0e-03 |" in out[2]
+    assert out[3].startswith("| pd8 |") and out[3].count("|") == out[2].count("|")
