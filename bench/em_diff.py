@@ -16,6 +16,7 @@ import cProfile
 import pstats
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -81,26 +82,34 @@ def main() -> None:
     images = datasets.load(args.mnist).astype(np.int64)
     x = harness.data_for(args.config, images)
     xb = x[: args.batch].cuda()
+    clock = time.perf_counter()
+    stamp = lambda what: print(f"  [{time.perf_counter() - clock:6.1f}s] {what}", flush=True)  # noqa: E731
     with tempfile.TemporaryDirectory() as tmp:
         for a in [float(s) for s in args.pseudocounts.split(",")]:
             torch.manual_seed(0)
             ns = harness.structure(args.config, x)
             pj = harness.PyJuiceRunner(ns)
             before = convert(ns, Path(tmp) / "before.pc")
+            stamp("PyJuice compiled, converted")
             pyjuice_step(pj, xb, a)
             after = convert(ns, Path(tmp) / "after.pc")
             del pj
+            stamp("PyJuice stepped, converted")
             ours, ref = model(before, "triton"), model(before, "torch", torch.float64)
+            stamp("pcc compiled (triton, torch float64)")
             for m in (ours, ref):
                 m.em_step(xb, step_size=harness.STEP, pseudocount=a)
+            stamp("pcc stepped")
             print(f"{args.config}, batch {args.batch}, one EM step (step {harness.STEP}, pseudocount {a}):")
             report(args.config, ours, ref, model(after, "torch", torch.float64), xb)
             if args.profile_compile:
+                start = time.perf_counter()
                 prof = cProfile.Profile()
                 prof.enable()
                 pcc.compile(before, device="cuda")
                 torch.cuda.synchronize()
                 prof.disable()
+                print(f"pcc.compile on cuda: {time.perf_counter() - start:.1f}s", flush=True)
                 pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
                 args.profile_compile = False
             torch.cuda.empty_cache()

@@ -221,7 +221,14 @@ def read_rows(paths: list[str]) -> list[Row]:
         for line in Path(path).read_text().splitlines():
             row = Row(**json.loads(line))
             rows[(row.name, row.batch)] = row
-    return list(rows.values())
+    return sorted(rows.values(), key=_order)
+
+
+def _order(row: Row) -> tuple:
+    """Batch, then structure (HCLT, PD, RAT-SPN, HMM), then size."""
+    kind = row.name.rstrip("0123456789")
+    kinds = ["hclt", "pd", "rat", "hmm"]
+    return row.batch, kinds.index(kind) if kind in kinds else len(kinds), int(row.name[len(kind):] or 0)
 
 
 def table(rows: list[Row]) -> str:
