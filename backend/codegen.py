@@ -30,8 +30,12 @@ def tables(plan: Plan) -> dict[str, object]:
         for oi, op in enumerate(ops):
             key = f"L{li}.{oi}"
             if isinstance(op, SumOp):
-                out.update({f"{key}.out": op.out_rows, f"{key}.child": op.child_rows, f"{key}.wids": op.weight_ids,
+                out.update({f"{key}.out": op.out_rows, f"{key}.child": op.child_rows,
                             f"{key}.tiles": op.child_tiles[0], f"{key}.uses": op.child_tiles[1]})
+                if op.affine is None:  # affine tiles need no [T, tile_p, kmax * tile_c] index table on the device
+                    out[f"{key}.wids"] = op.weight_ids
+                else:
+                    out.update({f"{key}.wbase": op.affine[0], f"{key}.wstride": op.affine[1]})
             elif isinstance(op, ProdOp):
                 out[f"{key}.children"] = op.children
             elif op.dist == "categorical":
@@ -93,8 +97,16 @@ def _forward_line(key: str, op) -> str:
     if isinstance(op, ProdOp):
         return (f'K.prod_fwd[(triton.cdiv({op.n}, BN), nb)](vals, t["{key}.children"], {op.start}, {op.n}, B, '
                 f"KMAX={op.children.shape[1]}, BN=BN, BB=BB)")
-    return (f'K.sum_fwd[({len(op.out_rows)}, nb)](vals, p.sum_w, t["{key}.out"], t["{key}.child"], t["{key}.wids"], B, '
-            f"TP={op.tile_p}, TC={op.tile_c}, KC={op.child_rows.shape[1]}, BB=BB, PAD={PAD}, PRECISION=PRECISION)")
+    return (f'K.sum_fwd[({len(op.out_rows)}, nb)](vals, p.sum_w, t["{key}.out"], t["{key}.child"], {_weight_args(key, op)}, B, '
+            f"TP={op.tile_p}, TC={op.tile_c}, KC={op.child_rows.shape[1]}, BB=BB, PAD={PAD}, NEG={NEG}, "
+            f"AFFINE={op.affine is not None}, PRECISION=PRECISION)")
+
+
+def _weight_args(key: str, op: SumOp) -> str:
+    """``wids, wbase, wstride``: the tables of the op's weight addressing; the unused ones repeat a used one."""
+    if op.affine is None:
+        return ", ".join([f't["{key}.wids"]'] * 3)
+    return f't["{key}.wbase"], t["{key}.wbase"], t["{key}.wstride"]'
 
 
 def _backward_lines(key: str, op) -> list[str]:
@@ -113,16 +125,17 @@ def _backward_lines(key: str, op) -> list[str]:
     if isinstance(op, ProdOp):
         return [f'K.prod_bwd[(triton.cdiv({op.n}, BN), nb)](flows, t["{key}.children"], {op.start}, {op.n}, B, '
                 f"KMAX={op.children.shape[1]}, BN=BN, BB=BB, ZERO={ZERO}, ATOMIC={op.shared_children})"]
-    tiles = f't["{key}.out"], t["{key}.child"], t["{key}.wids"], B'
+    tiles = f't["{key}.out"], t["{key}.child"], {_weight_args(key, op)}, B'
     shape = f"TP={op.tile_p}, TC={op.tile_c}, KC={op.child_rows.shape[1]}, BB=BB"
+    masks = f"PAD={PAD}, NEG={NEG}, AFFINE={op.affine is not None}"
     # parameter flows first: they read the parents' flows before anything else changes the buffer
     programs = len(op.out_rows) * op.kmax
     split = f"min(nb, {max(1, FILL // programs)})"  # batch splits: enough programs to fill the GPU
     lines = [f"K.sum_bwd_params[({len(op.out_rows)}, {op.kmax}, {split})](vals, flows, p.sum_w, fl.sum_w, {tiles}, "
-             f"{split}, {shape}, PRECISION=PRECISION)"]
+             f"{split}, {shape}, {masks}, PRECISION=PRECISION)"]
     if not len(op.child_tiles[0]):  # every child is padding: no child flows to write
         return lines
     return lines + [
-            f'K.sum_bwd[({len(op.child_tiles[0])}, nb)](vals, flows, p.sum_w, t["{key}.out"], t["{key}.wids"], '
+            f'K.sum_bwd[({len(op.child_tiles[0])}, nb)](vals, flows, p.sum_w, t["{key}.out"], {_weight_args(key, op)}, '
             f't["{key}.tiles"], t["{key}.uses"], B, {shape}, KMAX={op.kmax}, R={op.child_tiles[1].shape[1]}, '
-            f"NEG={NEG}, ATOMIC={op.shared_children}, PRECISION=PRECISION)"]
+            f"{masks}, ATOMIC={op.shared_children}, PRECISION=PRECISION)"]

@@ -22,6 +22,8 @@ LOG_SQRT_2PI = tl.constexpr(0.9189385332046727)
 CLAMP = tl.constexpr(80.0)
 # Triton's CPU interpreter miscomputes bf16 tl.dot, so there "bf16" rounds the operands and multiplies in fp32
 INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")
+# pipeline depth of the forward sum's loop over child tiles (4 was fastest on an H100: bench in docs/benchmarks.md)
+FWD_STAGES = tl.constexpr(4)
 
 
 @triton.jit
@@ -167,29 +169,53 @@ def prod_bwd(flows, children, start, n, B, KMAX: tl.constexpr, BN: tl.constexpr,
 
 
 @triton.jit
-def sum_fwd(vals, sum_w, out_rows, child_rows, wids, B,
+def _weights(table, wids, wbase, wstride, t, k, TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr,
+             AFFINE: tl.constexpr):
+    """Pointers ``[TP, TC]`` into ``table`` (the weights or their flows) of parent tile ``t``, child columns ``k..``.
+
+    ``AFFINE``: the tile is the strided block ``base + p * stride + c`` (``SumOp.affine``), so addresses are
+    computed; otherwise they are gathered from ``wids`` (one index load per weight). Callers mask the
+    pairs that are not edges (padded parents or children), whose affine addresses are not weights.
+    """
+    p = tl.arange(0, TP)
+    c = tl.arange(0, TC)
+    if AFFINE:
+        j = t * (KC // TC) + k // TC
+        base = tl.load(wbase + j).to(tl.int64)
+        stride = tl.load(wstride + j).to(tl.int64)
+        at = table + base + p[:, None] * stride + c[None, :]
+    else:
+        at = table + tl.load(wids + (t * TP + p[:, None]) * KC + k + c[None, :])
+    return at
+
+
+@triton.jit
+def sum_fwd(vals, sum_w, out_rows, child_rows, wids, wbase, wstride, B,
             TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, BB: tl.constexpr, PAD: tl.constexpr,
-            PRECISION: tl.constexpr):
+            NEG: tl.constexpr, AFFINE: tl.constexpr, PRECISION: tl.constexpr):
     """One parent tile x one batch block: ``log(W @ exp(C - m)) + m`` in one pass over the child tiles.
 
     ``m`` is the running per-sample maximum of the child values read so far; when it grows, the partial
     sum is rescaled by ``exp(m_old - m_new) <= 1`` (so every child value is read and exponentiated once).
+    The loop over child tiles is software-pipelined (``FWD_STAGES``): loads of the next tiles overlap the
+    products of this one.
     """
     t = tl.program_id(0).to(tl.int64)
     b = tl.program_id(1) * BB + tl.arange(0, BB)
     p = tl.arange(0, TP)
+    rows = tl.load(out_rows + t * TP + p).to(tl.int64)
     m = tl.full((BB,), float("-inf"), dtype=tl.float32)
     acc = tl.zeros((TP, BB), dtype=tl.float32)
-    for k in tl.static_range(0, KC, TC):
+    for k in tl.range(0, KC, TC, num_stages=FWD_STAGES):
         c = tl.load(child_rows + t * KC + k + tl.arange(0, TC)).to(tl.int64)
         cv = tl.load(vals + c[:, None] * B + b[None, :], mask=b[None, :] < B, other=float("-inf"))
         m_new = tl.maximum(m, tl.max(cv, axis=0))
         shift = tl.where(m_new == float("-inf"), 0.0, m_new)
         acc = acc * tl.where(m == float("-inf"), 0.0, tl.exp(m - shift))[None, :]
-        wi = tl.load(wids + (t * TP + p[:, None]) * KC + k + tl.arange(0, TC)[None, :])
-        acc += _dot(tl.load(sum_w + wi), tl.exp(cv - shift[None, :]), PRECISION)
+        edge = (rows[:, None] != PAD) & (c[None, :] != NEG)
+        w = tl.load(_weights(sum_w, wids, wbase, wstride, t, k, TP, TC, KC, AFFINE), mask=edge, other=0.0)
+        acc += _dot(w, tl.exp(cv - shift[None, :]), PRECISION)
         m = m_new
-    rows = tl.load(out_rows + t * TP + p).to(tl.int64)
     out = tl.log(acc) + tl.where(m == float("-inf"), 0.0, m)[None, :]
     tl.store(vals + rows[:, None] * B + b[None, :], out, mask=(rows[:, None] != PAD) & (b[None, :] < B))
 
@@ -213,9 +239,10 @@ def _parent_scale(vals, flows, out_rows, t, b, B, TP: tl.constexpr):
 
 
 @triton.jit
-def sum_bwd(vals, flows, sum_w, out_rows, wids, tile_rows, uses, B,
+def sum_bwd(vals, flows, sum_w, out_rows, wids, wbase, wstride, tile_rows, uses, B,
             TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, KMAX: tl.constexpr, R: tl.constexpr,
-            BB: tl.constexpr, NEG: tl.constexpr, ATOMIC: tl.constexpr, PRECISION: tl.constexpr):
+            BB: tl.constexpr, PAD: tl.constexpr, NEG: tl.constexpr, ATOMIC: tl.constexpr, AFFINE: tl.constexpr,
+            PRECISION: tl.constexpr):
     """Child flows of one child tile x one batch block: ``sum_t exp(C - s_t) * (W_t^T @ G_t)``.
 
     The program visits the ``R`` parent tiles that read its child tile (``uses``: flat ``t * KMAX + k``,
@@ -234,8 +261,8 @@ def sum_bwd(vals, flows, sum_w, out_rows, wids, tile_rows, uses, B,
         flat = tl.maximum(use, 0).to(tl.int64)
         t, k = flat // KMAX, (flat % KMAX) * TC
         g, s = _parent_scale(vals, flows, out_rows, t, b, B, TP)
-        wi = tl.load(wids + (t * TP + p[:, None]) * KC + k + tl.arange(0, TC)[None, :])
-        w = tl.load(sum_w + wi) * (use >= 0).to(tl.float32)
+        edge = (tl.load(out_rows + t * TP + p)[:, None] != PAD) & (c[None, :] != NEG) & (use >= 0)
+        w = tl.load(_weights(sum_w, wids, wbase, wstride, t, k, TP, TC, KC, AFFINE), mask=edge, other=0.0)
         acc += tl.exp(tl.minimum(cv - s[None, :], CLAMP)) * _dot(tl.trans(w), g, PRECISION)
     at = flows + c[:, None] * B + b[None, :]
     real = inb & (c[:, None] != NEG)
@@ -246,8 +273,9 @@ def sum_bwd(vals, flows, sum_w, out_rows, wids, tile_rows, uses, B,
 
 
 @triton.jit
-def sum_bwd_params(vals, flows, sum_w, wflow, out_rows, child_rows, wids, B, split,
-                   TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, BB: tl.constexpr, PRECISION: tl.constexpr):
+def sum_bwd_params(vals, flows, sum_w, wflow, out_rows, child_rows, wids, wbase, wstride, B, split,
+                   TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, BB: tl.constexpr, PAD: tl.constexpr,
+                   NEG: tl.constexpr, AFFINE: tl.constexpr, PRECISION: tl.constexpr):
     """Parameter flows ``W * sum_b G exp(C - s)^T`` of one parent tile x one child tile.
 
     Program ``(t, k, j)`` sums batch blocks ``j, j + split, ...`` in registers, so each edge gets ``split``
@@ -267,6 +295,6 @@ def sum_bwd_params(vals, flows, sum_w, wflow, out_rows, child_rows, wids, B, spl
         e = tl.exp(tl.minimum(cv - s[None, :], CLAMP))
         acc += _dot(g, tl.trans(e), PRECISION)
         b0 += split * BB
-    wi = tl.load(wids + (t * TP + p[:, None]) * KC + k + tl.arange(0, TC)[None, :])
-    edge_f = tl.load(sum_w + wi) * acc
-    tl.atomic_add(wflow + wi, edge_f, mask=edge_f != 0.0)
+    edge = (tl.load(out_rows + t * TP + p)[:, None] != PAD) & (c[None, :] != NEG)
+    edge_f = tl.load(_weights(sum_w, wids, wbase, wstride, t, k, TP, TC, KC, AFFINE), mask=edge, other=0.0) * acc
+    tl.atomic_add(_weights(wflow, wids, wbase, wstride, t, k, TP, TC, KC, AFFINE), edge_f, mask=edge & (edge_f != 0.0))

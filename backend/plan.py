@@ -111,6 +111,28 @@ class SumOp:
         """True when a child row lies in several distinct child tiles (child flows then need atomics)."""
         return _repeats(self.child_tiles[0], NEG)
 
+    @cached_property
+    def affine(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(base [T, kmax], stride [T, kmax])`` when every weight tile is a strided block of ``sum_w``.
+
+        That is: for each parent tile ``t`` and child slot ``k``, the edge of parent ``p`` and child ``c`` of
+        the tile has weight ``sum_w[base + p * stride + c]``, and exactly the pairs of a real parent (not
+        ``PAD``) and a real child (not ``NEG``) are edges. Dense sums and aligned block-sparse ones (HCLT,
+        HMM, PD, RAT-SPN) are like this; kernels then compute weight addresses instead of gathering them
+        through ``weight_ids`` (whose loads dominated the sum kernels). ``None`` when some tile is not.
+        """
+        t, tp, kc = self.weight_ids.shape
+        ids = self.weight_ids.reshape(t, tp, self.kmax, self.tile_c)
+        edge = (self.out_rows != PAD)[:, :, None, None] & (self.child_rows != NEG).reshape(t, 1, self.kmax, self.tile_c)
+        base = ids[:, 0, :, 0]
+        stride = ids[:, 1, :, 0] - base if tp > 1 else np.zeros_like(base)
+        stride = np.where(edge[:, 1, :, 0] if tp > 1 else False, stride, 0)
+        guess = base[:, None, :, None] + np.arange(tp)[None, :, None, None] * stride[:, None, :, None] + np.arange(self.tile_c)
+        pad = self.weight_ids.max() if self.weight_ids.size else 0  # the pad slot is the largest id
+        if not (np.array_equal(np.where(edge, guess, pad), ids) and (base >= 0).all()):
+            return None
+        return np.where(edge[:, 0, :, 0], base, 0), stride
+
 
 def _repeats(rows: np.ndarray, pad: int) -> bool:
     """Whether any row other than ``pad`` occurs more than once in ``rows``."""

@@ -1,6 +1,7 @@
 """Where a training step's GPU time goes: per-kernel totals of one pcc training step (torch.profiler).
 
-Run: ``python bench/profile_step.py --mnist PATH/t10k-images-idx3-ubyte.gz --latents 128 --batch 512``.
+Run: ``python bench/profile_step.py --mnist PATH/t10k-images-idx3-ubyte.gz --latents 128 --batch 512``
+(``--structure hmm``: pcc's HMM of length 128 over the first 128 pixels, the harness's HMM configuration).
 Prints, per kernel name, the summed CUDA time of ``--steps`` eager steps divided by the number of steps.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pcc.backend.runtime import CircuitModel
 from pcc.backend.triton_exec import TritonExecutor
 from pcc.frontend import load_text
 from pcc.structures import hclt
+from pcc.structures.hmm import hmm_source
 
 
 def median_ms(fn, reps: int) -> float:
@@ -52,6 +54,7 @@ def profile(model: CircuitModel, xb: torch.Tensor, steps: int) -> list[tuple[str
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--mnist", required=True)
+    ap.add_argument("--structure", choices=("hclt", "hmm"), default="hclt")
     ap.add_argument("--latents", type=int, default=128)
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--steps", type=int, default=5)
@@ -59,9 +62,13 @@ def main() -> None:
     args = ap.parse_args()
     x = datasets.load(args.mnist)
     start = time.perf_counter()
-    model = CircuitModel(pcc.optimize(load_text(hclt(x, args.latents, "categorical", num_cats=256), "hclt.pc")),
-                         "cuda", executor="triton")
-    print(f"HCLT 784x256 L={args.latents}: compiled in {time.perf_counter() - start:.1f}s", flush=True)
+    if args.structure == "hmm":
+        x = x[:, :128]
+        text, title = hmm_source(128, args.latents, 256), f"HMM 128x256 L={args.latents}"
+    else:
+        text, title = hclt(x, args.latents, "categorical", num_cats=256), f"HCLT 784x256 L={args.latents}"
+    model = CircuitModel(pcc.optimize(load_text(text, f"{args.structure}.pc")), "cuda", executor="triton")
+    print(f"{title}: compiled in {time.perf_counter() - start:.1f}s", flush=True)
     xb = torch.as_tensor(x[:args.batch], device="cuda", dtype=torch.float32)
     reference = model.log_prob(xb).double()
     for precision in args.precision.split(","):

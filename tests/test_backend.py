@@ -18,9 +18,18 @@ from pcc.backend.plan import build_plan
 from pcc.backend.torch_exec import TorchExecutor
 from pcc.backend.triton_exec import TritonExecutor
 
-EXECUTORS = {"torch": TorchExecutor, "triton": TritonExecutor}
+def gathering_executor(plan, device, dtype):
+    """The Triton executor with every sum op on its gather path (weights read through ``weight_ids``)."""
+    for op in (op for ops in plan.layers for op in ops):
+        if hasattr(op, "weight_ids"):
+            op.__dict__["affine"] = None  # overrides the cached property: kernels specialise on AFFINE=False
+    return TritonExecutor(plan, device, dtype)
+
+
+EXECUTORS = {"torch": TorchExecutor, "triton": TritonExecutor, "triton-gather": gathering_executor}
 # (executor, dtype, log-likelihood tolerance, flow tolerance)
-MODES = [("torch", torch.float64, 1e-9, 1e-6), ("torch", torch.float32, 1e-5, 1e-4), ("triton", torch.float32, 1e-5, 1e-4)]
+MODES = [("torch", torch.float64, 1e-9, 1e-6), ("torch", torch.float32, 1e-5, 1e-4), ("triton", torch.float32, 1e-5, 1e-4),
+         ("triton-gather", torch.float32, 1e-5, 1e-4)]
 MODE_IDS = [f"{e}-{str(d)[6:]}" for e, d, _, _ in MODES]
 from pcc.ir import log_likelihood
 from pcc.ir.params import array, randomize

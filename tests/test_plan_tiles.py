@@ -1,7 +1,13 @@
 """The plan's derived tables for the backward kernels: single-variable row tiles and child-tile uses."""
 import numpy as np
 
-from pcc.backend.plan import NEG, ZERO, InputOp, ProdOp, SumOp
+import pytest
+
+from pcc import optimize
+from pcc.backend.plan import NEG, PAD, ZERO, InputOp, ProdOp, SumOp, build_plan
+from pcc.frontend import load_text
+from pcc.structures.hmm import hmm_source
+from pcc.structures.pd import pd_source
 
 
 def test_var_tiles_split_at_size_and_variable_changes():
@@ -30,3 +36,34 @@ def test_shared_children_when_a_row_lies_in_two_child_tiles():
 def test_product_children_shared_only_when_repeated():
     assert not ProdOp(20, np.array([[3, 4], [5, ZERO]])).shared_children
     assert ProdOp(20, np.array([[3, 4], [3, 5]])).shared_children
+
+
+def test_affine_tiles_give_base_and_stride_with_padding_masked():
+    # one parent tile of 2 rows (the second PAD) over 2 child slots of 2 columns (the last column NEG)
+    pad = 99
+    child = np.array([[10, 11, 12, NEG]])
+    wids = np.array([[[40, 41, 50, pad], [pad, pad, pad, pad]]])
+    op = SumOp(2, 2, np.array([[5, PAD]]), child, wids)
+    base, stride = op.affine
+    assert base.tolist() == [[40, 50]]
+    assert stride.tolist() == [[0, 0]]  # row 1 is padding: no stride to read
+
+
+def test_affine_strides_of_a_dense_tile():
+    ids = np.arange(16).reshape(1, 4, 4)  # a dense 4 x 4 weight block: row stride 4
+    op = SumOp(4, 2, np.array([[5, 6, 7, 8]]), np.array([[10, 11, 12, 13]]), ids)
+    assert op.affine[0].tolist() == [[0, 2]] and op.affine[1].tolist() == [[4, 4]]
+
+
+def test_not_affine_when_a_tile_has_a_hole_or_is_permuted():
+    hole = np.array([[[0, 1], [2, 9]]])  # the pad slot (9) between a real parent and a real child: no edge
+    assert SumOp(2, 2, np.array([[5, 6]]), np.array([[10, 11]]), hole).affine is None
+    permuted = np.array([[[1, 0], [2, 3]]])
+    assert SumOp(2, 2, np.array([[5, 6]]), np.array([[10, 11]]), permuted).affine is None
+
+
+@pytest.mark.parametrize("text", [hmm_source(4, 32, 5), pd_source((8, 8), 16, num_cats=5)], ids=["hmm", "pd"])
+def test_library_structures_are_affine(text):
+    plan = build_plan(optimize(load_text(text, "s.pc")))
+    sums = [op for ops in plan.layers for op in ops if isinstance(op, SumOp)]
+    assert sums and all(op.affine is not None for op in sums)
