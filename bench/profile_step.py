@@ -70,8 +70,9 @@ def main() -> None:
     model = CircuitModel(pcc.optimize(load_text(text, f"{args.structure}.pc")), "cuda", executor="triton")
     print(f"{title}: compiled in {time.perf_counter() - start:.1f}s", flush=True)
     xb = torch.as_tensor(x[:args.batch], device="cuda", dtype=torch.float32)
-    reference = model.log_prob(xb).double()
     for precision in args.precision.split(","):
+        model.executor = TritonExecutor(model.plan, model.device_, precision="ieee")
+        reference = model.log_prob(xb).double()  # at the current parameters (earlier precisions trained them)
         model.executor = TritonExecutor(model.plan, model.device_, precision=precision)
         model._graphs.clear()
         err = float((model.log_prob(xb).double() - reference).abs().max() / reference.abs().max())
