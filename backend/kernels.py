@@ -222,7 +222,8 @@ def sum_fwd(vals, sum_w, out_rows, child_rows, wids, wbase, wstride, B,
 
 @triton.jit
 def _parent_scale(vals, flows, out_rows, t, b, B, TP: tl.constexpr):
-    """``G = F * exp(s - v)`` of a parent tile with the per-sample shift ``s``: the smallest live parent value.
+    """``(G, s, rows)``: ``G = F * exp(s - v)`` of parent tile ``t`` with the per-sample shift ``s`` (the smallest
+    live parent value), and the tile's rows (``PAD`` where short).
 
     A sum's children share its scope, so ``c - s`` stays near ``-log w`` and ``exp(c - s)`` is finite (the
     clamp guards weights below fp32's range); ``s <= v`` keeps ``G <= F``. Parents without flow give 0.
@@ -235,7 +236,7 @@ def _parent_scale(vals, flows, out_rows, t, b, B, TP: tl.constexpr):
     live = f != 0.0
     s = tl.min(tl.where(live, v, float("inf")), axis=0)
     s = tl.where(s == float("inf"), 0.0, s)
-    return tl.where(live, f * tl.exp(s[None, :] - v), 0.0), s
+    return tl.where(live, f * tl.exp(s[None, :] - v), 0.0), s, rows
 
 
 @triton.jit
@@ -251,7 +252,6 @@ def sum_bwd(vals, flows, sum_w, out_rows, wids, wbase, wstride, tile_rows, uses,
     """
     u = tl.program_id(0).to(tl.int64)
     b = tl.program_id(1) * BB + tl.arange(0, BB)
-    p = tl.arange(0, TP)
     inb = b[None, :] < B
     c = tl.load(tile_rows + u * TC + tl.arange(0, TC)).to(tl.int64)
     cv = tl.load(vals + c[:, None] * B + b[None, :], mask=inb, other=float("-inf"))
@@ -260,8 +260,8 @@ def sum_bwd(vals, flows, sum_w, out_rows, wids, wbase, wstride, tile_rows, uses,
         use = tl.load(uses + u * R + r)
         flat = tl.maximum(use, 0).to(tl.int64)
         t, k = flat // KMAX, (flat % KMAX) * TC
-        g, s = _parent_scale(vals, flows, out_rows, t, b, B, TP)
-        edge = (tl.load(out_rows + t * TP + p)[:, None] != PAD) & (c[None, :] != NEG) & (use >= 0)
+        g, s, rows = _parent_scale(vals, flows, out_rows, t, b, B, TP)
+        edge = (rows[:, None] != PAD) & (c[None, :] != NEG) & (use >= 0)
         w = tl.load(_weights(sum_w, wids, wbase, wstride, t, k, TP, TC, KC, AFFINE), mask=edge, other=0.0)
         acc += tl.exp(tl.minimum(cv - s[None, :], CLAMP)) * _dot(tl.trans(w), g, PRECISION)
     at = flows + c[:, None] * B + b[None, :]
@@ -290,7 +290,7 @@ def sum_bwd_params(vals, flows, sum_w, wflow, out_rows, child_rows, wids, wbase,
     b0 = tl.program_id(2) * BB
     while b0 < B:  # a while loop: Triton's interpreter cannot index a range by a runtime scalar under numpy 2.4
         b = b0 + tl.arange(0, BB)
-        g, s = _parent_scale(vals, flows, out_rows, t, b, B, TP)
+        g, s, _ = _parent_scale(vals, flows, out_rows, t, b, B, TP)
         cv = tl.load(vals + c[:, None] * B + b[None, :], mask=b[None, :] < B, other=float("-inf"))
         e = tl.exp(tl.minimum(cv - s[None, :], CLAMP))
         acc += _dot(g, tl.trans(e), PRECISION)

@@ -125,8 +125,7 @@ class SumOp:
         ids = self.weight_ids.reshape(t, tp, self.kmax, self.tile_c)
         edge = (self.out_rows != PAD)[:, :, None, None] & (self.child_rows != NEG).reshape(t, 1, self.kmax, self.tile_c)
         base = ids[:, 0, :, 0]
-        stride = ids[:, 1, :, 0] - base if tp > 1 else np.zeros_like(base)
-        stride = np.where(edge[:, 1, :, 0] if tp > 1 else False, stride, 0)
+        stride = np.where(edge[:, 1, :, 0], ids[:, 1, :, 0] - base, 0) if tp > 1 else np.zeros_like(base)
         guess = base[:, None, :, None] + np.arange(tp)[None, :, None, None] * stride[:, None, :, None] + np.arange(self.tile_c)
         pad = self.weight_ids.max() if self.weight_ids.size else 0  # the pad slot is the largest id
         if not (np.array_equal(np.where(edge, guess, pad), ids) and (base >= 0).all()):

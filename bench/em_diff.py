@@ -31,16 +31,6 @@ from pcc.backend.runtime import CircuitModel  # noqa: E402
 from pcc.interop.pyjuice import convert  # noqa: E402
 
 
-def pyjuice_step(pj: harness.PyJuiceRunner, xb: torch.Tensor, pseudocount: float) -> None:
-    """PyJuice's mini-batch EM step, without CUDA graphs, at ``pseudocount``."""
-    pc = pj.pc
-    pc.init_param_flows(flows_memory=0.0)
-    pc(xb)
-    pc.backward(xb, flows_memory=1.0)
-    pc.mini_batch_em(step_size=harness.STEP, pseudocount=pseudocount)
-    pc.update_parameters()
-
-
 def model(path: Path, executor: str, dtype=torch.float32) -> CircuitModel:
     m = CircuitModel(pcc.optimize(pcc.parse(path)), "cuda", dtype=dtype, executor=executor)
     m.use_graphs = False
@@ -91,7 +81,9 @@ def main() -> None:
             pj = harness.PyJuiceRunner(ns)
             before = convert(ns, Path(tmp) / "before.pc")
             stamp("PyJuice compiled, converted")
-            pyjuice_step(pj, xb, a)
+            pj.graphs = False
+            pj.step(xb, pseudocount=a)
+            pj.pc.update_parameters()  # the stepped parameters onto the nodes, for the converter
             after = convert(ns, Path(tmp) / "after.pc")
             del pj
             stamp("PyJuice stepped, converted")

@@ -87,30 +87,6 @@ def fwd_twopass(vals, sum_w, out_rows, child_rows, wbase, wstride, B,
     tl.store(vals + rows[:, None] * B + b[None, :], out, mask=(rows[:, None] != PAD) & (b[None, :] < B))
 
 
-@triton.jit
-def bwd_range(vals, flows, sum_w, out_rows, wids, tile_rows, uses, B,
-              TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, KMAX: tl.constexpr, R: tl.constexpr,
-              BB: tl.constexpr, NEG: tl.constexpr, PRECISION: tl.constexpr, STAGES: tl.constexpr):
-    u = tl.program_id(0).to(tl.int64)
-    b = tl.program_id(1) * BB + tl.arange(0, BB)
-    p = tl.arange(0, TP)
-    inb = b[None, :] < B
-    c = tl.load(tile_rows + u * TC + tl.arange(0, TC)).to(tl.int64)
-    cv = tl.load(vals + c[:, None] * B + b[None, :], mask=inb, other=float("-inf"))
-    acc = tl.zeros((TC, BB), dtype=tl.float32)
-    for r in tl.range(R, num_stages=STAGES):
-        use = tl.load(uses + u * R + r)
-        flat = tl.maximum(use, 0).to(tl.int64)
-        t, k = flat // KMAX, (flat % KMAX) * TC
-        g, s = K._parent_scale(vals, flows, out_rows, t, b, B, TP)
-        wi = tl.load(wids + (t * TP + p[:, None]) * KC + k + tl.arange(0, TC)[None, :])
-        w = tl.load(sum_w + wi) * (use >= 0).to(tl.float32)
-        acc += tl.exp(tl.minimum(cv - s[None, :], 80.0)) * _dot(tl.trans(w), g, PRECISION)
-    at = flows + c[:, None] * B + b[None, :]
-    real = inb & (c[:, None] != NEG)
-    tl.store(at, tl.load(at, mask=real, other=0.0) + acc, mask=real)
-
-
 def bwd_tables(groups, P, C, TP, TC, child0, dev):
     R, KMAX = P // TP, C // TC
     tile_rows = child0.reshape(groups * KMAX, TC).int().contiguous()

@@ -126,12 +126,12 @@ class PyJuiceRunner:
 
         self.graphs = True
 
-    def step(self, x: torch.Tensor) -> None:
+    def step(self, x: torch.Tensor, pseudocount: float = PSEUDOCOUNT) -> None:
         g = self.graphs
         self.pc.init_param_flows(flows_memory=0.0)
         self.pc(x, record_cudagraph=g, apply_cudagraph=g)
         self.pc.backward(x, flows_memory=1.0, record_cudagraph=g, apply_cudagraph=g)
-        self.pc.mini_batch_em(step_size=STEP, pseudocount=PSEUDOCOUNT)
+        self.pc.mini_batch_em(step_size=STEP, pseudocount=pseudocount)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

@@ -14,14 +14,14 @@ from torch_reference import Reference, expected_input_flows
 
 from pcc import optimize, parse
 from pcc.backend.params import EMUpdate, Flows, Params
-from pcc.backend.plan import build_plan
+from pcc.backend.plan import SumOp, build_plan
 from pcc.backend.torch_exec import TorchExecutor
 from pcc.backend.triton_exec import TritonExecutor
 
 def gathering_executor(plan, device, dtype):
     """The Triton executor with every sum op on its gather path (weights read through ``weight_ids``)."""
     for op in (op for ops in plan.layers for op in ops):
-        if hasattr(op, "weight_ids"):
+        if isinstance(op, SumOp):
             op.__dict__["affine"] = None  # overrides the cached property: kernels specialise on AFFINE=False
     return TritonExecutor(plan, device, dtype)
 
