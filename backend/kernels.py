@@ -22,8 +22,18 @@ LOG_SQRT_2PI = tl.constexpr(0.9189385332046727)
 CLAMP = tl.constexpr(80.0)
 # Triton's CPU interpreter miscomputes bf16 tl.dot, so there "bf16" rounds the operands and multiplies in fp32
 INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")
-# pipeline depth of the forward sum's loop over child tiles (4 was fastest on an H100: bench in docs/benchmarks.md)
-FWD_STAGES = tl.constexpr(4)
+
+
+def batch_block(batch: int, bb: int, tiles: int, fill: int) -> int:
+    """A sum launch's batch block: ``bb`` halved (not below 16) while that keeps ``tiles`` x batch blocks
+    within ``fill`` (the programs the GPU runs at once).
+
+    A narrow layer (an HMM's 256 states are 4 tiles) would otherwise leave most SMs idle; past one wave,
+    smaller blocks only add weight reads. ``fill = 0`` keeps ``bb``.
+    """
+    while bb > 16 and 2 * tiles * -(-batch // bb) <= fill:
+        bb //= 2
+    return bb
 
 
 @triton.jit
@@ -192,12 +202,12 @@ def _weights(table, wids, wbase, wstride, t, k, TP: tl.constexpr, TC: tl.constex
 @triton.jit
 def sum_fwd(vals, sum_w, out_rows, child_rows, wids, wbase, wstride, B,
             TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, BB: tl.constexpr, PAD: tl.constexpr,
-            NEG: tl.constexpr, AFFINE: tl.constexpr, PRECISION: tl.constexpr):
+            NEG: tl.constexpr, AFFINE: tl.constexpr, PRECISION: tl.constexpr, STAGES: tl.constexpr):
     """One parent tile x one batch block: ``log(W @ exp(C - m)) + m`` in one pass over the child tiles.
 
     ``m`` is the running per-sample maximum of the child values read so far; when it grows, the partial
     sum is rescaled by ``exp(m_old - m_new) <= 1`` (so every child value is read and exponentiated once).
-    The loop over child tiles is software-pipelined (``FWD_STAGES``): loads of the next tiles overlap the
+    The loop over child tiles is software-pipelined (``STAGES`` deep): loads of the next tiles overlap the
     products of this one.
     """
     t = tl.program_id(0).to(tl.int64)
@@ -206,7 +216,7 @@ def sum_fwd(vals, sum_w, out_rows, child_rows, wids, wbase, wstride, B,
     rows = tl.load(out_rows + t * TP + p).to(tl.int64)
     m = tl.full((BB,), float("-inf"), dtype=tl.float32)
     acc = tl.zeros((TP, BB), dtype=tl.float32)
-    for k in tl.range(0, KC, TC, num_stages=FWD_STAGES):
+    for k in tl.range(0, KC, TC, num_stages=STAGES):
         c = tl.load(child_rows + t * KC + k + tl.arange(0, TC)).to(tl.int64)
         cv = tl.load(vals + c[:, None] * B + b[None, :], mask=b[None, :] < B, other=float("-inf"))
         m_new = tl.maximum(m, tl.max(cv, axis=0))
@@ -248,7 +258,8 @@ def sum_bwd(vals, flows, sum_w, out_rows, wids, wbase, wstride, tile_rows, uses,
 
     The program visits the ``R`` parent tiles that read its child tile (``uses``: flat ``t * KMAX + k``,
     -1 for padding) and writes each child row once, so no atomics are needed unless a child row also lies
-    in another child tile of this launch (``ATOMIC``).
+    in another child tile of this launch (``ATOMIC``). (Splitting the ``R`` tiles over programs, with
+    atomics, was slower on an H100 even for launches of 32 programs: bench/fill_sweep.py.)
     """
     u = tl.program_id(0).to(tl.int64)
     b = tl.program_id(1) * BB + tl.arange(0, BB)

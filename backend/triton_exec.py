@@ -28,13 +28,14 @@ class TritonExecutor:
 
     capturable = True  # fixed shapes, no host synchronisation: a whole step can be a CUDA graph
 
-    def __init__(self, plan: Plan, device, dtype=torch.float32, precision: str = DOT_PRECISION, source: str | None = None):
+    def __init__(self, plan: Plan, device, dtype=torch.float32, precision: str = DOT_PRECISION, source: str | None = None,
+                 fill: int | None = None):
         if dtype != torch.float32:
             raise ValueError("the Triton executor computes in float32")
         if torch.device(device).type != "cuda" and not interpreting():
             raise RuntimeError("the Triton executor needs CUDA (or TRITON_INTERPRET=1 on a CPU)")
         self.plan, self.device, self.dtype = plan, device, dtype
-        self.source = source or generate(plan, precision)
+        self.source = source or generate(plan, precision, fill=fill)
         namespace: dict = {}
         exec(compile(self.source, "<pcc generated kernels>", "exec"), namespace)  # our own generated code
         self.schedule = namespace

@@ -59,6 +59,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--precision", default="ieee", help="comma-separated tl.dot input precisions to compare")
+    ap.add_argument("--fill", type=int, default=None, help="codegen fill override (0: whole launches)")
     args = ap.parse_args()
     x = datasets.load(args.mnist)
     start = time.perf_counter()
@@ -73,7 +74,7 @@ def main() -> None:
     for precision in args.precision.split(","):
         model.executor = TritonExecutor(model.plan, model.device_, precision="ieee")
         reference = model.log_prob(xb).double()  # at the current parameters (earlier precisions trained them)
-        model.executor = TritonExecutor(model.plan, model.device_, precision=precision)
+        model.executor = TritonExecutor(model.plan, model.device_, precision=precision, fill=args.fill)
         model._graphs.clear()
         err = float((model.log_prob(xb).double() - reference).abs().max() / reference.abs().max())
         rows = profile(model, xb, args.steps)

@@ -175,3 +175,35 @@ def test_impossible_samples_carry_no_flow(executor):
     models[1].em_step(both[1:], step_size=1.0, pseudocount=0.0)
     for a, b in zip(models[0].params.tensors().values(), models[1].params.tensors().values()):
         assert torch.isfinite(a).all() and torch.allclose(a, b)
+
+
+def test_batch_block_shrinks_within_one_wave():
+    from pcc.backend.kernels import batch_block
+    assert batch_block(512, 64, 4, 132) == 16     # 4 tiles x 8 blocks of 64 = 32 programs: 128 at 16 samples
+    assert batch_block(512, 64, 16, 132) == 64    # 128 programs: halving would make 256, past one wave
+    assert batch_block(512, 64, 8, 132) == 32
+    assert batch_block(512, 64, 1, 0) == 64       # fill 0 keeps the block
+    assert batch_block(9, 16, 1, 132) == 16       # never below 16 (tl.dot's smallest)
+
+
+@pytest.mark.parametrize("fill", [0, 1 << 30], ids=["whole", "shrunk"])
+def test_batch_blocks_do_not_change_results(fill):
+    """At batch 64 the executor's block is 64 samples; a huge fill shrinks every sum launch's to 16."""
+    for c in random_circuits(7, 3) + [parse(EXAMPLES[0])]:
+        randomize(c, 3)
+        c = optimize(c)
+        plan = build_plan(c)
+        ex, p = TritonExecutor(plan, "cpu", torch.float32, fill=fill), Params.from_plan(plan, "cpu", torch.float32)
+        x, m = random_inputs(c, np.random.default_rng(3), batch=64)
+        xt, mt = torch.tensor(x, dtype=torch.float32), torch.tensor(m)
+        vals = ex.forward(p, xt, mt)
+        ref = log_likelihood(c, x, m)
+        finite = np.isfinite(ref)
+        np.testing.assert_allclose(vals[plan.root_row].double().numpy()[finite], ref[finite], rtol=1e-5, atol=1e-5)
+        flows = Flows.zeros_like(p)
+        node = ex.backward(p, vals, xt, mt, flows)
+        exact = TorchExecutor(plan, "cpu", torch.float64)
+        p64, flows64 = Params.from_plan(plan, "cpu", torch.float64), Flows.zeros_like(Params.from_plan(plan, "cpu", torch.float64))
+        node64 = exact.backward(p64, exact.forward(p64, xt.double(), mt), xt.double(), mt, flows64)
+        np.testing.assert_allclose(node.double().numpy(), node64.numpy(), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(flows.sum_w.double().numpy(), flows64.sum_w.numpy(), rtol=1e-4, atol=1e-5)
