@@ -117,7 +117,9 @@ def input_bwd_cat(flows, x, miss, var, prow, tiles, stats, mass, start, n, B, V,
     ``stats[prow[i], k] += sum_b F[i, b] [x[b, v] = k]``: the one-hot of the data column times the flows,
     ``tl.dot`` over batch blocks in registers, then one atomic per count (tied tables share rows). This
     replaces one contended atomic per (row, sample). Program ``(tile, 0)`` also stores the flow on missing
-    entries in ``mass`` (rows are unique to their tile).
+    entries in ``mass`` (rows are unique to their tile). At ``tf32x3`` the flows are split into a tf32 high
+    part and the rest (``hi + lo`` keeps ~22 bits), since the one-hot needs no split: 2.2x faster than
+    three products on an H100 (bench/cat_sweep.py).
     """
     i0 = tl.load(tiles + tl.program_id(0))
     i = i0 + tl.arange(0, BN)
@@ -134,7 +136,11 @@ def input_bwd_cat(flows, x, miss, var, prow, tiles, stats, mass, start, n, B, V,
         xv = tl.load(x + b.to(tl.int64) * V + v, mask=inb, other=-1.0).to(tl.int32)
         gone = tl.load(miss + b.to(tl.int64) * V + v, mask=inb, other=1) != 0
         hot = ((xv[:, None] == k[None, :]) & ~gone[:, None]).to(tl.float32)
-        acc += _dot(f, hot, PRECISION)
+        if PRECISION == "tf32x3":  # the one-hot is exact in tf32: split only the flows, two products not three
+            hi = (f.to(tl.int32, bitcast=True) & -8192).to(tl.float32, bitcast=True)  # top 11 significant bits
+            acc += tl.dot(hi, hot, input_precision="tf32") + tl.dot(f - hi, hot, input_precision="tf32")
+        else:
+            acc += _dot(f, hot, PRECISION)
         lost += tl.sum(tl.where(gone[None, :], f, 0.0), axis=1)
         b0 += BB
     r = tl.load(prow + i, mask=rows_ok, other=0).to(tl.int64)

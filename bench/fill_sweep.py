@@ -1,9 +1,10 @@
 """Launch-shape variants of pcc's sum kernels timed on whole training steps (pcc only, one GPU).
 
 Run: ``python bench/fill_sweep.py --mnist PATH/t10k-images-idx3-ubyte.gz --models hmm1024,hmm256,hclt128``.
-For each model and each variant ``fill/full/shrunk`` (codegen's ``SUM_FILL``: the programs within which
-a sum launch shrinks its batch block, :func:`pcc.backend.kernels.batch_block`; ``FWD_STAGES``: the forward
-loop's pipeline depth at full and at shrunk batch blocks) it prints the CUDA-graph step time (median of 20), the forward time, and the
+For each model and each variant ``fill/pfill/full/shrunk`` (codegen's ``SUM_FILL`` and ``PARAM_FILL``: the
+programs within which a sum launch (a parameter-flow launch) shrinks its batch block,
+:func:`pcc.backend.kernels.batch_block`; ``FWD_STAGES``: the forward loop's pipeline depth at full and at
+shrunk batch blocks) it prints the CUDA-graph step time (median of 20), the forward time, and the
 largest difference of the log-likelihoods after one EM step from the same parameters against the first
 variant (every variant computes the same function, so this is rounding only).
 """
@@ -40,9 +41,9 @@ def build(name: str, x) -> tuple[CircuitModel, torch.Tensor]:
 
 
 def variant_row(model: CircuitModel, xb: torch.Tensor, start: dict, variant: str, precision: str):
-    """(step ms, forward ms, log-likelihoods after one EM step from ``start``) of ``fill/full/shrunk``."""
-    fill, full, shrunk = map(int, variant.split("/"))
-    codegen.SUM_FILL, codegen.FWD_STAGES = fill, (full, shrunk)
+    """(step ms, forward ms, log-likelihoods after one EM step from ``start``) of ``fill/pfill/full/shrunk``."""
+    fill, pfill, full, shrunk = map(int, variant.split("/"))
+    codegen.SUM_FILL, codegen.PARAM_FILL, codegen.FWD_STAGES = fill, pfill, (full, shrunk)
     model.executor = TritonExecutor(model.plan, model.device_, precision=precision)
     model._graphs.clear()
     for k, v in model.params.tensors().items():
@@ -61,7 +62,7 @@ def main() -> None:
     ap.add_argument("--mnist", required=True)
     ap.add_argument("--models", default="hmm1024,hmm256,hclt128")
     ap.add_argument("--batch", type=int, default=512)
-    ap.add_argument("--variants", default="0/4/4,132/4/2,132/4/4,264/4/2")
+    ap.add_argument("--variants", default="0/0/4/4,132/264/4/2")
     ap.add_argument("--precision", default="tf32x3")
     args = ap.parse_args()
     data = datasets.load(args.mnist)
@@ -71,13 +72,13 @@ def main() -> None:
         xb = torch.as_tensor(x[:args.batch], device="cuda", dtype=torch.float32)
         start = {k: v.clone() for k, v in model.params.tensors().items()}
         print(f"{name} batch {args.batch} {args.precision}: compiled in {time.perf_counter() - t0:.1f}s", flush=True)
-        print(f"{'fill/full/shrunk':>18s} {'step ms':>9s} {'fwd ms':>8s} {'LL diff':>9s}")
+        print(f"{'fill/pfill/full/shrunk':>22s} {'step ms':>9s} {'fwd ms':>8s} {'LL diff':>9s}")
         ref = None
         for variant in args.variants.split(","):
             step, fwd, after = variant_row(model, xb, start, variant, args.precision)
             ref = after if ref is None else ref
             diff = float((after - ref).abs().max() / ref.abs().max())
-            print(f"{variant:>18s} {step:9.3f} {fwd:8.3f} {diff:9.1e}", flush=True)
+            print(f"{variant:>22s} {step:9.3f} {fwd:8.3f} {diff:9.1e}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,106 @@
+"""Categorical EM-count kernel variants on a real model's flows (pcc's ``input_bwd_cat`` and a variant).
+
+``python bench/cat_sweep.py --mnist PATH/t10k-images-idx3-ubyte.gz --model hclt128`` runs one forward and
+backward pass of the model at batch 512, then times the categorical-count launch under tile shapes
+(rows ``BN``, categories ``KB``, batch block ``BB``, warps) and two product schemes: ``x3`` (the dot at
+the model's precision, tf32x3 = three tf32 products: pcc's scheme before 2026-11-24's change) and ``x2``
+(the one-hot is exact in tf32, so only the flows are split, ``hi + lo`` in two tf32 products: pcc's now).
+Each variant's counts are checked against pcc's launch (``err``: max abs difference / max count).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from pathlib import Path
+
+import torch
+import triton
+import triton.language as tl
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fill_sweep import build  # noqa: E402
+from kernel_sweep import timeit  # noqa: E402
+
+from pcc import data as datasets  # noqa: E402
+from pcc.backend import codegen  # noqa: E402
+from pcc.backend import kernels as K  # noqa: E402
+from pcc.backend.kernels import _dot  # noqa: E402
+from pcc.backend.params import Flows  # noqa: E402
+from pcc.backend.plan import InputOp  # noqa: E402
+
+
+@triton.jit
+def cat_var(flows, x, miss, var, prow, tiles, stats, start, n, B, V,
+            K: tl.constexpr, BN: tl.constexpr, KB: tl.constexpr, BB: tl.constexpr, PRECISION: tl.constexpr,
+            X2: tl.constexpr):
+    i0 = tl.load(tiles + tl.program_id(0))
+    i = i0 + tl.arange(0, BN)
+    v = tl.load(var + i0)
+    rows_ok = (i < n) & (tl.load(var + i, mask=i < n, other=-1) == v)
+    k = tl.program_id(1) * KB + tl.arange(0, KB)
+    acc = tl.zeros((BN, KB), dtype=tl.float32)
+    b0 = 0
+    while b0 < B:
+        b = b0 + tl.arange(0, BB)
+        inb = b < B
+        f = tl.load(flows + (start + i[:, None]).to(tl.int64) * B + b[None, :], mask=rows_ok[:, None] & inb[None, :], other=0.0)
+        xv = tl.load(x + b.to(tl.int64) * V + v, mask=inb, other=-1.0).to(tl.int32)
+        gone = tl.load(miss + b.to(tl.int64) * V + v, mask=inb, other=1) != 0
+        hot = ((xv[:, None] == k[None, :]) & ~gone[:, None]).to(tl.float32)
+        if X2:
+            hi = (f.to(tl.int32, bitcast=True) & -8192).to(tl.float32, bitcast=True)  # f's top 11 mantissa bits
+            acc += tl.dot(hi, hot, input_precision="tf32") + tl.dot(f - hi, hot, input_precision="tf32")
+        else:
+            acc += _dot(f, hot, PRECISION)
+        b0 += BB
+    r = tl.load(prow + i, mask=rows_ok, other=0).to(tl.int64)
+    tl.atomic_add(stats + r[:, None] * K + k[None, :], acc, mask=rows_ok[:, None] & (k[None, :] < K) & (acc != 0.0))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--mnist", required=True)
+    ap.add_argument("--model", default="hclt128")
+    ap.add_argument("--batch", type=int, default=512)
+    ap.add_argument("--precision", default="tf32x3")
+    args = ap.parse_args()
+    model, x = build(args.model, datasets.load(args.mnist))
+    xb = torch.as_tensor(x[:args.batch], device="cuda", dtype=torch.float32)
+    miss = torch.zeros_like(xb, dtype=torch.int8)
+    ex = model.executor
+    vals = ex.forward(model.params, xb, miss)
+    node = ex.backward(model.params, vals, xb, miss, Flows.zeros_like(model.params))
+    li, oi, op = next((li, oi, op) for li, ops in enumerate(model.plan.layers) for oi, op in enumerate(ops)
+                      if isinstance(op, InputOp) and op.dist == "categorical")
+    key, B, V = f"L{li}.{oi}", xb.shape[0], xb.shape[1]
+    var, prow = ex.t[f"{key}.var"], ex.t[f"{key}.prow"]
+    stats = model.flows.cat[op.k]
+    mass = torch.zeros(op.n, device="cuda")
+    tiles0 = torch.as_tensor(op.var_tiles(codegen.CAT_ROWS), device="cuda", dtype=torch.int32)
+    ref_fn = lambda: K.input_bwd_cat[(len(tiles0), -(-op.k // 64))](  # noqa: E731
+        node, xb, miss, var, prow, tiles0, stats, mass, op.start, op.n, B, V, K=op.k, BN=codegen.CAT_ROWS,
+        KB=64, BB=codegen.CAT_BATCH, PRECISION=args.precision)
+    stats.zero_()
+    ref_fn()
+    ref = stats.clone()
+    print(f"{args.model}: {op.n} categorical rows, K={op.k}, batch {B}; pcc's launch {timeit(ref_fn):.1f} us", flush=True)
+    for bn, kb, bb, nw, x2 in itertools.product((32, 64), (64, 128, 256), (32, 64, 128), (4, 8), (False, True)):
+        if bn * kb > 64 * 128 and nw == 4:
+            continue
+        tiles = torch.as_tensor(op.var_tiles(bn), device="cuda", dtype=torch.int32)
+        fn = lambda: cat_var[(len(tiles), -(-op.k // kb))](  # noqa: E731
+            node, xb, miss, var, prow, tiles, stats, op.start, op.n, B, V, K=op.k, BN=bn, KB=kb, BB=bb,
+            PRECISION=args.precision, X2=x2, num_warps=nw)
+        try:
+            stats.zero_()
+            fn()
+            err = float((stats - ref).abs().max() / ref.abs().max())
+            print(f"  BN={bn:3d} KB={kb:3d} BB={bb:3d} w={nw} {'x2' if x2 else 'x3'}: {timeit(fn):8.1f} us  err {err:.1e}",
+                  flush=True)
+        except Exception as e:  # noqa: BLE001
+            print(f"  BN={bn} KB={kb} BB={bb} w={nw} x2={x2}: FAILED {type(e).__name__}: {str(e)[:160]}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
