@@ -91,6 +91,43 @@ def par_g(vals, sum_w, wflow, gbuf, sbuf, child_rows, wbase, wstride, B,
     tl.atomic_add(wflow + at, tl.load(sum_w + at) * acc)
 
 
+@triton.jit
+def _rows_block(acc, vals, flows, rows, c, b, B, PRECISION: tl.constexpr):
+    inb = b[None, :] < B
+    f = tl.load(flows + rows[:, None] * B + b[None, :], mask=inb, other=0.0)
+    v = tl.load(vals + rows[:, None] * B + b[None, :], mask=inb, other=0.0)
+    live = f != 0.0
+    s = tl.min(tl.where(live, v, float("inf")), axis=0)
+    s = tl.where(s == float("inf"), 0.0, s)
+    g = tl.where(live, f * tl.exp(s[None, :] - v), 0.0)
+    cv = tl.load(vals + c[:, None] * B + b[None, :], mask=inb, other=float("-inf"))
+    return acc + _dot(g, tl.trans(tl.exp(tl.minimum(cv - s[None, :], CLAMP))), PRECISION)
+
+
+@triton.jit
+def par_rows(vals, flows, sum_w, wflow, out_rows, child_rows, wbase, wstride, B,
+             TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, BB: tl.constexpr, PRECISION: tl.constexpr,
+             STAGES: tl.constexpr):
+    """pcc's parameter-flow kernel with the parent rows loaded once (not per batch block), pipelined."""
+    t = tl.program_id(0).to(tl.int64)
+    k = tl.program_id(1) * TC
+    p = tl.arange(0, TP)
+    c = tl.load(child_rows + t * KC + k + tl.arange(0, TC)).to(tl.int64)
+    rows = tl.load(out_rows + t * TP + p).to(tl.int64)
+    acc = tl.zeros((TP, TC), dtype=tl.float32)
+    if INTERPRETED:
+        b0 = 0
+        while b0 < B:
+            acc = _rows_block(acc, vals, flows, rows, c, b0 + tl.arange(0, BB), B, PRECISION)
+            b0 += BB
+    else:
+        for b0 in tl.range(0, B, BB, num_stages=STAGES):
+            acc = _rows_block(acc, vals, flows, rows, c, b0 + tl.arange(0, BB), B, PRECISION)
+    j = t * (KC // TC) + k // TC
+    at = tl.load(wbase + j).to(tl.int64) + p[:, None] * tl.load(wstride + j).to(tl.int64) + tl.arange(0, TC)[None, :]
+    tl.atomic_add(wflow + at, tl.load(sum_w + at) * acc)
+
+
 def sweep(prec: str) -> None:
     dev = "cuda" if torch.cuda.is_available() else "cpu"  # cpu: a small check under TRITON_INTERPRET=1
     shapes = [("hmm1024", 1, 1024, 1024, 512), ("hmm256", 1, 256, 256, 512), ("hclt128", 40, 128, 128, 512),
@@ -141,6 +178,11 @@ def sweep(prec: str) -> None:
         pruns = {"params": lambda: K.sum_bwd_params[(T, KMAX, 1)](
             vals, flows, sum_w, wflow, out, child, wbase, wbase, wstride, B, 1, TP=64, TC=64, KC=C, BB=64,
             PAD=2, NEG=1, AFFINE=True, PRECISION=prec)}
+        for st in (1, 2, 3):
+            for nw in (4, 8):
+                pruns[f"par_rows st{st} w{nw}"] = lambda st=st, nw=nw: par_rows[(T, KMAX)](
+                    vals, flows, sum_w, wflow, out, child, wbase, wstride, B, TP=64, TC=64, KC=C, BB=64,
+                    PRECISION=prec, STAGES=st, num_warps=nw)
         for st in (1, 2, 3):
             for bb in (32, 64):
                 pruns[f"par_g bb{bb} st{st}"] = lambda st=st, bb=bb: par_g[(T, KMAX)](
