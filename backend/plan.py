@@ -123,14 +123,27 @@ class SumOp:
         """
         t, tp, kc = self.weight_ids.shape
         ids = self.weight_ids.reshape(t, tp, self.kmax, self.tile_c)
-        edge = (self.out_rows != PAD)[:, :, None, None] & (self.child_rows != NEG).reshape(t, 1, self.kmax, self.tile_c)
+        real_child = (self.child_rows != NEG).reshape(t, self.kmax, self.tile_c)
+        real_parent = self.out_rows != PAD
         base = ids[:, 0, :, 0]
-        stride = np.where(edge[:, 1, :, 0], ids[:, 1, :, 0] - base, 0) if tp > 1 else np.zeros_like(base)
-        guess = base[:, None, :, None] + np.arange(tp)[None, :, None, None] * stride[:, None, :, None] + np.arange(self.tile_c)
+        if tp > 1:
+            stride = np.where(real_parent[:, 1, None] & real_child[:, :, 0], ids[:, 1, :, 0] - base, 0)
+        else:
+            stride = np.zeros_like(base)
         pad = self.weight_ids.max() if self.weight_ids.size else 0  # the pad slot is the largest id
-        if not (np.array_equal(np.where(edge, guess, pad), ids) and (base >= 0).all()):
+        if not (base >= 0).all():
             return None
-        return np.where(edge[:, 0, :, 0], base, 0), stride
+        # checked a few parent tiles at a time: the [t, tp, kmax, tc] guesses of HMM-1024 would take GBs
+        step = max(1, (1 << 20) // max(1, tp * kc))
+        for lo in range(0, t, step):
+            hi = min(t, lo + step)
+            edge = real_parent[lo:hi, :, None, None] & real_child[lo:hi, None, :, :]
+            guess = (base[lo:hi, None, :, None] + np.arange(tp)[None, :, None, None] * stride[lo:hi, None, :, None]
+                     + np.arange(self.tile_c))
+            if not np.array_equal(np.where(edge, guess, pad), ids[lo:hi]):
+                return None
+        edge0 = real_parent[:, 0, None] & real_child[:, :, 0]
+        return np.where(edge0, base, 0), stride
 
 
 def _repeats(rows: np.ndarray, pad: int) -> bool:
@@ -239,13 +252,19 @@ def _input_op(circuit: Circuit, members: list[int], rows: list[int], params: "_P
 
 
 def _prod_op(circuit: Circuit, members: list[int], rows: list[int]) -> ProdOp:
-    kmax = max(len(circuit.blocks[i].children) for i in members)
-    parts = []
-    for i in members:
-        b = circuit.blocks[i]
-        table = prod_table(circuit, b) + np.array([rows[c] for c in b.children])
-        parts.append(np.pad(table, ((0, 0), (0, kmax - table.shape[1])), constant_values=ZERO))
-    return ProdOp(rows[members[0]], np.concatenate(parts).astype(np.int64))
+    blocks = [circuit.blocks[i] for i in members]
+    kmax = max(len(b.children) for b in blocks)
+    children = np.full((sum(b.n for b in blocks), kmax), ZERO, dtype=np.int64)  # ZERO pads short fan-ins
+    at = 0
+    for b in blocks:
+        k = len(b.children)
+        first_rows = np.array([rows[c] for c in b.children], dtype=np.int64)
+        if b.table is None:  # aligned: node i takes row i of every child
+            children[at:at + b.n, :k] = np.arange(b.n, dtype=np.int64)[:, None] + first_rows
+        else:
+            children[at:at + b.n, :k] = prod_table(circuit, b) + first_rows
+        at += b.n
+    return ProdOp(rows[members[0]], children)
 
 
 def _sum_op(circuit: Circuit, members: list[int], rows: list[int], params: "_ParamTables") -> SumOp:
@@ -253,28 +272,36 @@ def _sum_op(circuit: Circuit, members: list[int], rows: list[int], params: "_Par
     tp, tc = b0.attrs.get("tile_p", 16), b0.attrs.get("tile_c", 16)
     tiles = [_sum_tiles(circuit, circuit.blocks[i], rows[i], rows, params, tp, tc) for i in members]
     kmax = max(t[1].shape[1] for t in tiles)
-    out = np.concatenate([t[0] for t in tiles])
-    child = np.concatenate([_pad_k(t[1], kmax, NEG) for t in tiles]).reshape(len(out), kmax * tc)
-    wids = np.concatenate([_pad_k(t[2], kmax, params.pad_id) for t in tiles]).transpose(0, 2, 1, 3)
-    return SumOp(tp, tc, out.astype(np.int64), child.astype(np.int64), wids.reshape(len(out), tp, kmax * tc).astype(np.int64))
-
-
-def _pad_k(a: np.ndarray, kmax: int, value: int) -> np.ndarray:
-    """Pad axis 1 (child tiles) of ``a`` to ``kmax`` entries with ``value``."""
-    pad = [(0, 0)] * a.ndim
-    pad[1] = (0, kmax - a.shape[1])
-    return np.pad(a, pad, constant_values=value)
+    out = np.concatenate([t[0] for t in tiles]).astype(np.int64, copy=False)
+    # child tiles padded to kmax with NEG rows; weights [T, tp, kmax, tc], each block's written in place
+    # (HMM-1024's are a GB: no per-block copy is concatenated, no slot is written twice)
+    child = np.full((len(out), kmax, tc), NEG, dtype=np.int64)
+    wids = np.empty((len(out), tp, kmax, tc), dtype=np.int64)
+    at = 0
+    for t_out, t_child, write_weights in tiles:
+        k, span = t_child.shape[1], slice(at, at + len(t_out))
+        child[span, :k] = t_child
+        write_weights(wids[span, :, :k])
+        wids[span, :, k:] = params.pad_id
+        at += len(t_out)
+    return SumOp(tp, tc, out, child.reshape(len(out), kmax * tc), wids.reshape(len(out), tp, kmax * tc))
 
 
 def _sum_tiles(circuit: Circuit, b: SumBlock, start: int, rows: list[int], params: "_ParamTables", tp: int, tc: int):
-    """(out_rows [T, tp], child_rows [T, k, tc], weight_ids [T, k, tp, tc]) of one sum block."""
-    ids = params.edge_ids(b)  # [n, C], -1 where there is no edge
-    n, total = ids.shape
+    """(out_rows [T, tp], child_rows [T, k, tc], write_weights) of one sum block.
+
+    ``write_weights(dst)`` fills ``dst`` [T, tp, k, tc] with the weight ids (``pad_id`` where no edge).
+    """
+    n, total = b.n, sum(circuit.child_sizes(b))
     tn, tcn = -(-n // tp), -(-total // tc)
-    ids = np.pad(ids, ((0, tn * tp - n), (0, tcn * tc - total)), constant_values=-1)
     child_rows = np.concatenate([rows[c] + np.arange(circuit.blocks[c].n) for c in b.children])
     child_rows = np.pad(child_rows, (0, tcn * tc - total), constant_values=NEG).reshape(tcn, tc)
     out_rows = np.pad(start + np.arange(n), (0, tn * tp - n), constant_values=PAD).reshape(tn, tp)
+    if b.tiles is None:  # dense: every tile holds an edge (its first row and column are real)
+        kids = np.broadcast_to(child_rows, (tn, tcn, tc))
+        return out_rows, kids, lambda dst: _dense_weight_ids(dst, params.slots[b.params][1], n, total, params.pad_id)
+    ids = params.edge_ids(b)  # [n, C], -1 where there is no edge
+    ids = np.pad(ids, ((0, tn * tp - n), (0, tcn * tc - total)), constant_values=-1)
     grid = ids.reshape(tn, tp, tcn, tc)
     present = (grid >= 0).any(axis=(1, 3))  # [tn, tcn]
     counts = present.sum(axis=1)
@@ -287,7 +314,24 @@ def _sum_tiles(circuit: Circuit, b: SumBlock, start: int, rows: list[int], param
     kids = np.where(sel[:, :, None] >= 0, child_rows[safe], NEG)
     w = grid.transpose(0, 2, 1, 3)[np.arange(tn)[:, None], safe]  # [tn, k, tp, tc]
     w = np.where((sel[:, :, None, None] >= 0) & (w >= 0), w, params.pad_id)
-    return out_rows, kids, w
+
+    def write_weights(dst: np.ndarray) -> None:
+        dst[...] = w.transpose(0, 2, 1, 3)
+    return out_rows, kids, write_weights
+
+
+def _dense_weight_ids(dst: np.ndarray, base: int, n: int, total: int, pad_id: int) -> None:
+    """Weight ids of a dense ``[n, total]`` sum at ``base`` into ``dst`` [tn, tp, tcn, tc]; pad_id off the matrix.
+
+    Edge (i, j) is weight ``base + i * total + j``; written by one broadcast add, no temporaries.
+    """
+    tn, tp, tcn, tc = dst.shape
+    row_part = (base + np.arange(tn * tp, dtype=np.int64) * total).reshape(tn, tp, 1, 1)
+    np.add(row_part, np.arange(tcn * tc, dtype=np.int64).reshape(1, 1, tcn, tc), out=dst)
+    if tn * tp > n:  # the last parent tile's rows past n
+        dst[tn - 1, n - (tn - 1) * tp:] = pad_id
+    if tcn * tc > total:  # the last child tile's columns past total
+        dst[:, :, tcn - 1, total - (tcn - 1) * tc:] = pad_id
 
 
 class _ParamTables:
@@ -303,6 +347,7 @@ class _ParamTables:
         self.cat: dict[int, list[np.ndarray]] = {}
         self.bern: list[np.ndarray] = []
         self.gauss: list[np.ndarray] = []
+        self.table_rows: dict[int, int] = {}  # id(table list) -> rows placed in it so far
         for b in circuit.blocks:
             if isinstance(b, SumBlock):
                 self._place_sum(b)
@@ -340,7 +385,9 @@ class _ParamTables:
             p = array(self.circuit, b.params)
             table = {"categorical": lambda: self.cat.setdefault(p.shape[1], []), "bernoulli": lambda: self.bern,
                      "gaussian": lambda: self.gauss}[b.dist]()
-            self.slots[b.params] = (b.dist, sum(len(t) for t in table), len(p))
+            placed = self.table_rows.get(id(table), 0)  # a running count: summing the list each time was quadratic
+            self.slots[b.params] = (b.dist, placed, len(p))
+            self.table_rows[id(table)] = placed + len(p)
             table.append(p)
         return self.slots[b.params][1]
 
@@ -348,7 +395,7 @@ class _ParamTables:
         return np.concatenate(self.sum_parts + [np.zeros(1)])
 
     def sum_parent(self) -> np.ndarray:
-        return np.concatenate(self.parent_parts + [np.array([self.groups])]).astype(np.int64)
+        return np.concatenate(self.parent_parts + [np.array([self.groups])]).astype(np.int64, copy=False)
 
     def cat_tables(self) -> dict[int, np.ndarray]:
         return {k: np.concatenate(v) for k, v in self.cat.items()}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 
+import numpy as np
 import torch
 import triton
 
@@ -21,6 +22,29 @@ from .plan import NEG, PAD, ZERO, Plan
 def interpreting() -> bool:
     """True when Triton runs kernels in its CPU interpreter."""
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+TABLE_ALIGN = 16  # elements (64 bytes): every table starts 16-byte aligned, as Triton's pointer specialisation assumes
+
+
+def upload_tables(arrays: dict[str, object], device) -> dict[str, torch.Tensor]:
+    """Every index table as a contiguous int32 tensor of its own shape on ``device``, sent in one copy.
+
+    The tables are packed into one host buffer (each starting at a multiple of :data:`TABLE_ALIGN`
+    elements) that goes to the device at once; the returned tensors are views of that one buffer. A model
+    has hundreds to thousands of tables, and one host-to-device copy each cost a synchronising transfer
+    apiece. Values are converted to int32 as ``torch.as_tensor(..., dtype=torch.int32)`` does.
+    """
+    flat = {k: np.asarray(v).reshape(-1) for k, v in arrays.items()}
+    starts, total = {}, 0
+    for k, a in flat.items():
+        starts[k] = total
+        total += -(-len(a) // TABLE_ALIGN) * TABLE_ALIGN
+    host = np.zeros(max(total, 1), dtype=np.int32)
+    for k, a in flat.items():
+        host[starts[k]:starts[k] + len(a)] = a  # numpy's unsafe cast: int64 wraps to int32 as torch's does
+    buffer = torch.from_numpy(host).to(device)
+    return {k: buffer[starts[k]:starts[k] + len(a)].view(np.shape(arrays[k])) for k, a in flat.items()}
 
 
 class TritonExecutor:
@@ -39,7 +63,7 @@ class TritonExecutor:
         namespace: dict = {}
         exec(compile(self.source, "<pcc generated kernels>", "exec"), namespace)  # our own generated code
         self.schedule = namespace
-        self.t = {k: torch.as_tensor(v, device=device, dtype=torch.int32).contiguous() for k, v in tables(plan).items()}
+        self.t = upload_tables(tables(plan), device)
 
     def _blocks(self, batch: int) -> tuple[int, int]:
         bb = max(16, min(64, triton.next_power_of_2(batch)))

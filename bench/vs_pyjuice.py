@@ -65,14 +65,19 @@ class Row:
         return 1e3 * max(6 * self.edges * self.batch / TF32_FLOPS, 16 * self.nodes * self.batch / COPY_BYTES)
 
 
-def structure(name: str, x: torch.Tensor):
-    """A PyJuice node DAG for configuration ``name`` (``hclt64``, ``pd32``, ``rat64``, ``hmm256``)."""
+def structure(name: str, x: torch.Tensor, device: str = "cuda"):
+    """A PyJuice node DAG for configuration ``name`` (``hclt64``, ``pd32``, ``rat64``, ``hmm256``).
+
+    ``device`` is where HCLT's Chow-Liu tree is learnt from ``x`` (the other structures ignore it); the
+    DAG is the same on any device, so a CPU-only machine can build it with ``device="cpu"``.
+    """
     import pyjuice as juice
     import pyjuice.nodes.distributions as dists
 
     kind, size = name.rstrip("0123456789"), int("".join(ch for ch in name if ch.isdigit()))
     if kind == "hclt":
-        return juice.structures.HCLT(x[:5000].cuda(), num_latents=size, num_bins=32, sigma=0.5 / 32, chunk_size=32)
+        return juice.structures.HCLT(x[:5000].to(device), num_latents=size, num_bins=32, sigma=0.5 / 32,
+                                     chunk_size=32)
     if kind == "pd":
         return juice.structures.PD(data_shape=(28, 28), num_latents=size, split_intervals=(4, 4),
                                    input_dist=dists.Categorical(num_cats=256))

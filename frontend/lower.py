@@ -355,9 +355,9 @@ class _Lowering:
             block.attrs = self.block_attr(kw, n)
 
         def check(w: np.ndarray) -> list[str]:
-            block.params = "__probe__"
-            probe = Circuit(self.variables, self.blocks, {**self.tensors, "__probe__": Tensor("f64", w.shape, data=w)}, 0)
-            return weight_value_problems(probe, block, w)
+            # the checks read the weights from w and only the tile table from the circuit (no copy of the
+            # tensor table per sum: that was quadratic in the number of blocks)
+            return weight_value_problems(Circuit(self.variables, self.blocks, self.tensors, 0), block, w)
 
         block.params = self.params(key, kw, shape, "sum", ".w", check)
         return block, self.scopes[first]

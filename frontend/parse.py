@@ -1,7 +1,9 @@
 """Source text → AST. The only module that touches Lark: its exceptions become diagnostics here.
 
-Syntax errors are collected with Lark's LALR error recovery (skip the offending token and go on), so
-several mistakes in one file are reported together; the messages name what was expected in words.
+Valid programs are parsed by :mod:`.fastparse` (the same AST, much faster); anything it does not accept
+is parsed by Lark, so every diagnostic comes from here. Syntax errors are collected with Lark's LALR error
+recovery (skip the offending token and go on), so several mistakes in one file are reported together; the
+messages name what was expected in words.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from lark.exceptions import VisitError
 from pcc.ir.diagnostics import Diagnostic, Loc, UserError
 
 from .ast import Program, ToAst
+from .fastparse import try_parse
 
 _MAX_SYNTAX_ERRORS = 10
 
@@ -42,6 +45,14 @@ def parse_source(text: str, file: str) -> Program:
     """
     if not text.strip():
         raise UserError(Diagnostic(Loc(file, 1, 1), "empty file: expected variable and node declarations and a root", text))
+    program = try_parse(text, file)  # the fast path for valid programs; None sends the text to Lark
+    if program is not None:
+        return program
+    return parse_with_lark(text, file)
+
+
+def parse_with_lark(text: str, file: str) -> Program:
+    """Parse with Lark (the reference parser; its errors are the diagnostics); see :func:`parse_source`."""
     errors: list[Diagnostic] = []
     attempt = text
     while len(errors) < _MAX_SYNTAX_ERRORS:

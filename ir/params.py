@@ -70,11 +70,10 @@ def parent_totals(circuit: Circuit, block: SumBlock, w: np.ndarray) -> np.ndarra
     if block.tiles is None:
         return w.sum(axis=1)
     b = block.block
-    rows = tile_table(circuit, block)[:, 0]
+    rows = tile_table(circuit, block)[:, :1] * b + np.arange(b)  # [m, b]: the parent node of every tile row
     per_tile = w.sum(axis=2)  # [m, b]
-    totals = np.zeros((block.n // b, b))
-    np.add.at(totals, rows, per_tile)
-    return totals.reshape(-1)
+    # bincount adds in tile order, as np.add.at did (the same float64 sums, bit for bit), many times faster
+    return np.bincount(rows.reshape(-1), weights=per_tile.reshape(-1), minlength=block.n).astype(np.float64, copy=False)
 
 
 def normalize_sum(circuit: Circuit, block: SumBlock, w: np.ndarray) -> np.ndarray:

@@ -79,7 +79,9 @@ def _tensor(path: str, name: str, info: object, raw: bytes, start: int) -> np.nd
     count = math.prod(shape)  # Python ints: a huge shape cannot wrap around
     if not (start <= lo <= hi <= len(raw)) or hi - lo != count * np.dtype(dtype).itemsize:
         raise bad("has data outside the file or of the wrong size")
-    return np.frombuffer(raw[lo:hi], dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype).reshape(shape)
+    # a view into the file's bytes (no slice copy), then one copy in native byte order that the caller owns
+    view = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<"), count=count, offset=lo)
+    return view.astype(dtype).reshape(shape)
 
 
 def save(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:

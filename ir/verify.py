@@ -83,22 +83,32 @@ def _circuit_problems(c: Circuit) -> list[Problem]:
 def _block_problems(c: Circuit, check_values: bool) -> list[Problem]:
     sc = scopes(c)
     roles: dict[str, str] = {}
+    # Value checks already made in this call, by what they read: tied blocks share one tensor, and an HMM's
+    # 128 steps would otherwise re-check the same million weights 128 times.
+    values: dict[tuple, list[str]] | None = {} if check_values else None
     out: list[Problem] = []
     for i, b in enumerate(c.blocks):
         try:
-            msgs = _check_block(c, b, sc, roles, check_values)
+            msgs = _check_block(c, b, sc, roles, values)
         except KeyError as e:
             msgs = [f"undefined tensor @{e.args[0]}"]
         out.extend(Problem(i, m) for m in msgs)
     return out
 
 
-def _check_block(c: Circuit, b: Block, sc: list[int], roles: dict, check_values: bool) -> list[str]:
+def _check_block(c: Circuit, b: Block, sc: list[int], roles: dict, values: dict | None) -> list[str]:
     if isinstance(b, InputBlock):
-        return _check_input(c, b, roles, check_values)
+        return _check_input(c, b, roles, values)
     if isinstance(b, ProdBlock):
         return _check_prod(c, b, sc)
-    return _check_sum(c, b, sc, roles, check_values)
+    return _check_sum(c, b, sc, roles, values)
+
+
+def _memo(values: dict, key: tuple, check) -> list[str]:
+    """``check()``, or its result for the same ``key`` earlier in this verify call."""
+    if key not in values:
+        values[key] = check()
+    return values[key]
 
 
 def _role(roles: dict[str, str], name: str, role: str) -> list[str]:
@@ -117,7 +127,7 @@ def _check_tensor(c: Circuit, name: str, dtype: str, shape: tuple[int, ...], wha
     return []
 
 
-def _check_input(c: Circuit, b: InputBlock, roles: dict, check_values: bool) -> list[str]:
+def _check_input(c: Circuit, b: InputBlock, roles: dict, values: dict | None) -> list[str]:
     if not 0 <= b.var < len(c.variables):
         return [f"variable index {b.var} out of range"]
     dom = c.variables[b.var].domain
@@ -126,24 +136,32 @@ def _check_input(c: Circuit, b: InputBlock, roles: dict, check_values: bool) -> 
     shape = {"categorical": (b.n, dom.categories), "bernoulli": (b.n,), "gaussian": (b.n, 2)}[b.dist]
     errs = _role(roles, b.params, f"{b.dist}{list(shape)}") or _check_tensor(c, b.params, "f64", shape, "parameters")
     t = c.tensors[b.params]
-    if errs or not check_values or t.is_random:
+    if errs or values is None or t.is_random:
         return errs
-    return input_value_problems(b.dist, t.data)
+    return _memo(values, ("input", b.params, b.dist), lambda: input_value_problems(b.dist, t.data))
 
 
 def input_value_problems(dist: str, p: np.ndarray) -> list[str]:
     """Why input parameters ``p`` are invalid for ``dist`` (empty when they are fine)."""
-    if not np.all(np.isfinite(p)):
+    lo, hi = _value_range(p)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
         return ["parameters hold NaN or infinity"]
     if dist == "gaussian":
         return [] if np.all(p[:, 1] > 0) else ["gaussian standard deviations must be positive"]
-    if np.any(p < 0) or np.any(p > 1):
+    if lo < 0 or hi > 1:
         return ["probabilities must lie in [0, 1]"]
     if dist == "categorical":
         bad = np.flatnonzero(np.abs(p.sum(axis=1) - 1) > TOLERANCE)
         if len(bad):
             return [f"categorical probabilities of node {bad[0]} sum to {p[bad[0]].sum():.6g}, not 1"]
     return []
+
+
+def _value_range(a: np.ndarray) -> tuple[float, float]:
+    """``(min, max)`` of ``a`` (NaN when it holds a NaN; 0 for an empty array): two passes, no temporaries."""
+    if a.size == 0:
+        return 0.0, 0.0
+    return float(a.min()), float(a.max())
 
 
 def _check_prod(c: Circuit, b: ProdBlock, sc: list[int]) -> list[str]:
@@ -168,7 +186,7 @@ def _check_prod(c: Circuit, b: ProdBlock, sc: list[int]) -> list[str]:
     return errs
 
 
-def _check_sum(c: Circuit, b: SumBlock, sc: list[int], roles: dict, check_values: bool) -> list[str]:
+def _check_sum(c: Circuit, b: SumBlock, sc: list[int], roles: dict, values: dict | None) -> list[str]:
     first = sc[b.children[0]]
     errs = [f"not smooth: child %{k} has scope {scope_names(c, sc[k])}, child %{b.children[0]} has {scope_names(c, first)}"
             for k in b.children[1:] if sc[k] != first]
@@ -182,9 +200,11 @@ def _check_sum(c: Circuit, b: SumBlock, sc: list[int], roles: dict, check_values
         shape = (len(c.tensors[b.tiles].data), b.block, b.block)
     errs += _role(roles, b.params, f"sum{list(shape)}") or _check_tensor(c, b.params, "f64", shape, "weights")
     t = c.tensors[b.params]
-    if errs or not check_values or t.is_random:
+    if errs or values is None or t.is_random:
         return errs
-    return weight_value_problems(c, b, t.data)
+    # the totals depend on the weights and, for tiled sums, on the tile table and the block size
+    key = ("sum", b.params, b.n, b.tiles, b.block if b.tiles is not None else 1)
+    return _memo(values, key, lambda: weight_value_problems(c, b, t.data))
 
 
 def check_tiles(c: Circuit, b: SumBlock, total: int) -> list[str]:
@@ -195,19 +215,24 @@ def check_tiles(c: Circuit, b: SumBlock, total: int) -> list[str]:
     if t.dtype != "i64" or len(t.shape) != 2 or t.shape[1] != 2 or t.data is None:
         return [f"tile table @{b.tiles} must be a concrete i64 [m, 2] tensor"]
     tiles = t.data
-    if len(tiles) and (tiles.min() < 0 or tiles[:, 0].max() >= b.n // b.block or tiles[:, 1].max() >= total // b.block):
-        return [f"tile table @{b.tiles} has a tile outside the {b.n // b.block}x{total // b.block} tile grid"]
-    if len(np.unique(tiles[:, 0] * (total // b.block) + tiles[:, 1])) != len(tiles):
+    rows, cols = b.n // b.block, total // b.block
+    if len(tiles) and (tiles.min() < 0 or tiles[:, 0].max() >= rows or tiles[:, 1].max() >= cols):
+        return [f"tile table @{b.tiles} has a tile outside the {rows}x{cols} tile grid"]
+    keys = np.sort(tiles[:, 0] * cols + tiles[:, 1])  # sorted 1-D keys: a repeat is two equal neighbours
+    if np.any(keys[1:] == keys[:-1]):
         return [f"tile table @{b.tiles} lists a tile twice"]
-    empty = np.setdiff1d(np.arange(b.n // b.block), tiles[:, 0])
-    if len(empty):
-        return [f"tile table @{b.tiles} gives parent tile {empty[0]} no child tile (its nodes would have no edges)"]
+    covered = np.zeros(rows, dtype=bool)
+    covered[tiles[:, 0]] = True
+    if not covered.all():
+        empty = int(np.argmin(covered))  # the first parent tile without a child tile
+        return [f"tile table @{b.tiles} gives parent tile {empty} no child tile (its nodes would have no edges)"]
     return []
 
 
 def weight_value_problems(c: Circuit, b: SumBlock, w: np.ndarray) -> list[str]:
     """Why sum weights ``w`` are invalid: negative, non-finite or not normalised per node."""
-    if not np.all(np.isfinite(w)) or np.any(w < 0):
+    lo, hi = _value_range(w)
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0:
         return ["weights must be finite and non-negative"]
     totals = parent_totals(c, b, w)
     bad = np.flatnonzero(np.abs(totals - 1) > TOLERANCE)

@@ -5,7 +5,7 @@ backend multiplies it in ``tile_p x tile_c`` tiles with ``tl.dot``, which needs 
 each side. For every sum this pass picks the (tile_p, tile_c) among powers of two in
 [min_tile, max_tile] that minimises the padded edges (ties go to the larger tile), and records
 ``tile_p``, ``tile_c``, ``tiles`` (dense tiles to multiply) and ``fill`` (real edges / padded edges).
-:func:`exec_tiles` recomputes the tile list; the backend's plan stage calls it.
+:func:`exec_tiles` recomputes the tile list.
 
 Pre: a verified circuit (usually layered). Post: every sum block carries those four attributes; the
 structure and the distribution are unchanged.
@@ -41,15 +41,31 @@ class BlockEdges(Pass):
 
 def _annotate(circuit: Circuit, b: SumBlock, sizes: list[int]) -> None:
     edges = circuit.tensors[b.params].size
+    count = _tile_counter(circuit, b, sizes)
     best = None
     for tp in sizes:
         for tc in sizes:
-            padded = len(exec_tiles(circuit, b, tp, tc)) * tp * tc
+            padded = count(tp, tc) * tp * tc
             key = (padded, -tp * tc)
             if best is None or key < best[0]:
                 best = (key, tp, tc, padded)
     _, tp, tc, padded = best
     b.attrs.update(tile_p=tp, tile_c=tc, tiles=padded // (tp * tc), fill=round(edges / padded, 4))
+
+
+def _tile_counter(circuit: Circuit, b: SumBlock, sizes: list[int]):
+    """``count(tile_p, tile_c)``: ``len(exec_tiles(circuit, b, tile_p, tile_c))`` for sizes in ``sizes``.
+
+    Dense sums are counted by arithmetic; block-sparse ones compute each size's tile spans once, not once
+    per (tile_p, tile_c) pair (this pass tries every pair on every sum).
+    """
+    total = sum(circuit.child_sizes(b))
+    if b.tiles is None:
+        return lambda tp, tc: -(-b.n // tp) * -(-total // tc)
+    fine = tile_table(circuit, b)
+    prows = {t: _spans(fine[:, 0], b.block, t) for t in sizes}
+    pcols = {t: _spans(fine[:, 1], b.block, t) for t in sizes}
+    return lambda tp, tc: len(_coarse_keys(prows[tp], pcols[tc], -(-total // tc)))
 
 
 def exec_tiles(circuit: Circuit, b: SumBlock, tile_p: int, tile_c: int) -> np.ndarray:
@@ -62,9 +78,14 @@ def exec_tiles(circuit: Circuit, b: SumBlock, tile_p: int, tile_c: int) -> np.nd
     prow = _spans(fine[:, 0], b.block, tile_p)  # [m, sp]: coarse parent tiles each fine tile touches, -1 padded
     pcol = _spans(fine[:, 1], b.block, tile_c)
     ncols = -(-total // tile_c)
-    keys = (prow[:, :, None] * ncols + pcol[:, None, :])[(prow[:, :, None] >= 0) & (pcol[:, None, :] >= 0)]
-    keys = np.unique(keys)  # one integer per coarse tile: sorting 1-D keys is far cheaper than unique rows
+    keys = _coarse_keys(prow, pcol, ncols)
     return np.stack([keys // ncols, keys % ncols], 1)
+
+
+def _coarse_keys(prow: np.ndarray, pcol: np.ndarray, ncols: int) -> np.ndarray:
+    """The sorted distinct ``parent tile * ncols + child tile`` keys of the coarse tiles the spans cover."""
+    keys = (prow[:, :, None] * ncols + pcol[:, None, :])[(prow[:, :, None] >= 0) & (pcol[:, None, :] >= 0)]
+    return np.unique(keys)  # one integer per coarse tile: sorting 1-D keys is far cheaper than unique rows
 
 
 def _spans(index: np.ndarray, block: int, tile: int) -> np.ndarray:

@@ -37,26 +37,42 @@ class CollapseChains(Pass):
     shared: bool = False
 
     def run(self, circuit: Circuit) -> Circuit:
-        users = circuit.users()  # refreshed only after a fold: recomputing per block is quadratic
+        # Who uses each block, kept current as blocks change their children: recomputing it after every
+        # fold was quadratic (PD after PyJuice's compile has ~1000 pass-through sums to fold: 9 s).
+        users = [set(u) for u in circuit.users()]
         for i, b in enumerate(circuit.blocks):
             if isinstance(b, ProdBlock):
-                _flatten_product(circuit, b)
+                _rewire(users, i, b, _flatten_product, circuit, b)
             elif isinstance(b, SumBlock):
-                while (t := self._foldable_child(circuit, i, b, users)) is not None:
-                    _fold_sum(circuit, b, t, i)
-                    users = circuit.users()
+                while (found := self._foldable_child(circuit, i, b, users)) is not None:
+                    _rewire(users, i, b, _fold_sum, circuit, b, *found)
         return remove_unreachable(circuit)
 
-    def _foldable_child(self, circuit: Circuit, i: int, s: SumBlock, users: list[list[int]]) -> int | None:
+    def _foldable_child(self, circuit: Circuit, i: int, s: SumBlock, users: list[set[int]]) -> tuple | None:
+        """``(t, folded)``: a child ``t`` to fold and :func:`_fold_matrices` of the fold (kept for the rewrite)."""
         for t in dict.fromkeys(s.children):
             child = circuit.blocks[t]
-            if not isinstance(child, SumBlock) or (not self.shared and set(users[t]) != {i}):
+            if not isinstance(child, SumBlock) or (not self.shared and users[t] != {i}):
                 continue
             old = circuit.tensors[s.params].size + circuit.tensors[child.params].size
             total = sum(circuit.child_sizes(s)) - s.children.count(t) * child.n + sum(circuit.child_sizes(child))
-            if s.n * total <= _MAX_DENSE and _folded_edges(circuit, s, t) <= self.max_growth * old:
-                return t
+            if s.n * total > _MAX_DENSE:
+                continue
+            folded = _fold_matrices(circuit, s, t)
+            if int(folded[0].sum()) <= self.max_growth * old:
+                return t, folded
         return None
+
+
+def _rewire(users: list[set[int]], i: int, b, rewrite, *args) -> None:
+    """Run ``rewrite(*args)``, which may change the children of block ``i`` (``b``), and update ``users``."""
+    before = b.children
+    rewrite(*args)
+    if b.children != before:
+        for c in before:
+            users[c].discard(i)
+        for c in b.children:
+            users[c].add(i)
 
 
 def _flatten_product(circuit: Circuit, p: ProdBlock) -> None:
@@ -80,52 +96,47 @@ def _flatten_product(circuit: Circuit, p: ProdBlock) -> None:
     p.table = None if aligned else _put(circuit, (p.table or tensor_stem(p.name)) + ".flat", new)
 
 
-def _folded_edges(circuit: Circuit, s: SumBlock, t: int) -> int:
-    mask, _ = _fold_matrices(circuit, s, t, weights=False)
-    return int(mask.sum())
-
-
-def _fold_matrices(circuit: Circuit, s: SumBlock, t: int, weights: bool = True):
-    """(mask, weights) of ``s`` with child ``t`` folded in, over the new (deduplicated) children."""
+def _fold_matrices(circuit: Circuit, s: SumBlock, t: int):
+    """(mask, (children, weights)) of ``s`` with child ``t`` folded in, over the new (deduplicated) children."""
     inner = circuit.blocks[t]
     sizes = circuit.child_sizes(s)
     starts = np.concatenate([[0], np.cumsum(sizes)])
-    ms = dense_mask(circuit, s)
-    ws = dense_weights(circuit, s) if weights else None
-    mt = dense_mask(circuit, inner)
-    wt = dense_weights(circuit, inner) if weights else None
+    ms, ws = dense_mask(circuit, s), dense_weights(circuit, s)
+    mt, wt = dense_mask(circuit, inner), dense_weights(circuit, inner)
     pieces: dict[int, list] = {}
     for j, c in enumerate(s.children):
         seg = slice(starts[j], starts[j + 1])
         if c == t:
-            reach = ms[:, seg].astype(np.int64) @ mt.astype(np.int64) > 0
-            _add_inner(circuit, inner, pieces, reach, (ws[:, seg] @ wt) if weights else None)
+            # 0/1 matrices: float64 counts are exact (< 2**53) and go through BLAS, unlike int64 products
+            reach = ms[:, seg].astype(np.float64) @ mt.astype(np.float64) > 0
+            _add_inner(circuit, inner, pieces, reach, ws[:, seg] @ wt)
         else:
-            _accumulate(pieces, c, ms[:, seg], ws[:, seg] if weights else None)
+            _accumulate(pieces, c, ms[:, seg], ws[:, seg])
     kids = list(pieces)
     mask = np.concatenate([pieces[k][0] for k in kids], axis=1)
-    w = np.concatenate([pieces[k][1] for k in kids], axis=1) if weights else None
+    w = np.concatenate([pieces[k][1] for k in kids], axis=1)
     return mask, (kids, w)
 
 
-def _add_inner(circuit: Circuit, inner: SumBlock, pieces: dict, mask: np.ndarray, w):
+def _add_inner(circuit: Circuit, inner: SumBlock, pieces: dict, mask: np.ndarray, w: np.ndarray) -> None:
     starts = np.concatenate([[0], np.cumsum(circuit.child_sizes(inner))])
     for j, c in enumerate(inner.children):
         seg = slice(starts[j], starts[j + 1])
-        _accumulate(pieces, c, mask[:, seg], w[:, seg] if w is not None else None)
+        _accumulate(pieces, c, mask[:, seg], w[:, seg])
 
 
-def _accumulate(pieces: dict, child: int, mask: np.ndarray, w) -> None:
+def _accumulate(pieces: dict, child: int, mask: np.ndarray, w: np.ndarray) -> None:
     if child in pieces:  # the same child reached twice: its edges merge, their weights add
         m0, w0 = pieces[child]
-        pieces[child] = (m0 | mask, None if w is None else w0 + w)
+        pieces[child] = (m0 | mask, w0 + w)
     else:
-        pieces[child] = (mask.copy(), None if w is None else w.copy())
+        pieces[child] = (mask.copy(), w.copy())
 
 
-def _fold_sum(circuit: Circuit, s: SumBlock, t: int, i: int) -> None:
-    """Rewrite ``s`` with child ``t`` folded in (in place); new tensors get fresh names."""
-    mask, (kids, w) = _fold_matrices(circuit, s, t)
+def _fold_sum(circuit: Circuit, s: SumBlock, t: int, folded: tuple) -> None:
+    """Rewrite ``s`` with child ``t`` folded in (in place), given ``folded = _fold_matrices(circuit, s, t)``;
+    new tensors get fresh names."""
+    mask, (kids, w) = folded
     s.children = tuple(kids)
     stem = tensor_stem(s.name)
     if mask.all():
