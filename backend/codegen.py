@@ -7,6 +7,8 @@ executor runs exactly this code; ``pcc compile -o DIR`` writes it to ``DIR/kerne
 """
 from __future__ import annotations
 
+import numpy as np
+
 from pcc import __version__
 
 from .plan import NEG, PAD, ZERO, InputOp, Plan, ProdOp, SumOp
@@ -18,7 +20,8 @@ _THETA = {"categorical": "p.cat[{k}]", "bernoulli": "p.bern", "gaussian": "p.gau
 DOT_PRECISION = "tf32x3"
 # bf16: operands rounded to bfloat16 for the products (a reduced-precision mode, tested for accuracy)
 PRECISIONS = ("tf32x3", "ieee", "tf32", "bf16")
-# categorical-backward tiles: rows (one variable per tile) and batch block; 64 x 32 was fastest on an H100
+# categorical-backward tiles: at most CAT_ROWS rows (one variable per tile) x CAT_BATCH samples; 64 x 32 was
+# fastest on an H100 (bench/cat_sweep.py)
 CAT_ROWS, CAT_BATCH = 64, 32
 FILL = 528  # programs that keep an H100's 132 SMs busy (4 each); fewer only under-fill smaller GPUs
 # sum launches take smaller batch blocks (down to 16) while their programs stay within one wave (SUM_FILL; the
@@ -29,6 +32,13 @@ PARAM_FILL = 264
 # pipeline depth of the forward loop over child tiles: 4 at full batch blocks, 2 at shrunk ones (bench/fill_sweep.py)
 FWD_STAGES = (4, 2)
 _STATS = {"categorical": "fl.cat[{k}]", "bernoulli": "fl.bern", "gaussian": "fl.gauss"}
+
+
+def cat_rows(op: InputOp) -> int:
+    """Rows per categorical-backward tile: :data:`CAT_ROWS`, or fewer (a power of two, at least 16) when no
+    variable has that many rows, since a tile never spans two variables (HCLT-32: 32 rows per pixel)."""
+    runs = np.diff(np.flatnonzero(np.diff(op.var, prepend=-1, append=-1) != 0)) if len(op.var) else [1]
+    return min(CAT_ROWS, max(16, 1 << (int(max(runs)) - 1).bit_length()))
 
 
 def tables(plan: Plan) -> dict[str, object]:
@@ -47,7 +57,7 @@ def tables(plan: Plan) -> dict[str, object]:
             elif isinstance(op, ProdOp):
                 out[f"{key}.children"] = op.children
             elif op.dist == "categorical":
-                out.update({f"{key}.var": op.var, f"{key}.prow": op.prow, f"{key}.tiles": op.var_tiles(CAT_ROWS)})
+                out.update({f"{key}.var": op.var, f"{key}.prow": op.prow, f"{key}.tiles": op.var_tiles(cat_rows(op))})
             else:
                 out.update({f"{key}.var": op.var, f"{key}.prow": op.prow})
     return out
@@ -127,9 +137,9 @@ def _backward_lines(key: str, op, fill: tuple[int, int]) -> list[str]:
         stats = _STATS[op.dist].format(k=op.k)
         if op.dist == "categorical":
             kb = min(64, max(16, 1 << (op.k - 1).bit_length()))
-            launch = (f'K.input_bwd_cat[({len(op.var_tiles(CAT_ROWS))}, {-(-op.k // kb)})](flows, x, miss, t["{key}.var"], '
+            launch = (f'K.input_bwd_cat[({len(op.var_tiles(cat_rows(op)))}, {-(-op.k // kb)})](flows, x, miss, t["{key}.var"], '
                       f't["{key}.prow"], t["{key}.tiles"], {stats}, mass, {op.start}, {op.n}, B, x.shape[1], K={op.k}, '
-                      f"BN={CAT_ROWS}, KB={kb}, BB={CAT_BATCH}, PRECISION=PRECISION)")
+                      f"BN={cat_rows(op)}, KB={kb}, BB={CAT_BATCH}, PRECISION=PRECISION)")
         else:
             launch = (f'K.input_bwd[(triton.cdiv({op.n}, BN), nb)](flows, x, miss, t["{key}.var"], t["{key}.prow"], '
                       f"{stats}, mass, {op.start}, {op.n}, B, x.shape[1], DIST={DISTS[op.dist]}, K={op.k}, BN=BN, BB=BB)")

@@ -77,9 +77,9 @@ def main() -> None:
     var, prow = ex.t[f"{key}.var"], ex.t[f"{key}.prow"]
     stats = model.flows.cat[op.k]
     mass = torch.zeros(op.n, device="cuda")
-    tiles0 = torch.as_tensor(op.var_tiles(codegen.CAT_ROWS), device="cuda", dtype=torch.int32)
+    tiles0 = torch.as_tensor(op.var_tiles(codegen.cat_rows(op)), device="cuda", dtype=torch.int32)
     ref_fn = lambda: K.input_bwd_cat[(len(tiles0), -(-op.k // 64))](  # noqa: E731
-        node, xb, miss, var, prow, tiles0, stats, mass, op.start, op.n, B, V, K=op.k, BN=codegen.CAT_ROWS,
+        node, xb, miss, var, prow, tiles0, stats, mass, op.start, op.n, B, V, K=op.k, BN=codegen.cat_rows(op),
         KB=64, BB=codegen.CAT_BATCH, PRECISION=args.precision)
     stats.zero_()
     ref_fn()

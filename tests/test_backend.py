@@ -207,3 +207,14 @@ def test_batch_blocks_do_not_change_results(fill):
         node64 = exact.backward(p64, exact.forward(p64, xt.double(), mt), xt.double(), mt, flows64)
         np.testing.assert_allclose(node.double().numpy(), node64.numpy(), rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(flows.sum_w.double().numpy(), flows64.sum_w.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_categorical_tiles_fit_the_rows_of_one_variable():
+    from types import SimpleNamespace
+    from pcc.backend.codegen import CAT_ROWS, cat_rows
+    def rows(var):
+        return cat_rows(SimpleNamespace(var=np.array(var, dtype=np.int64)))
+    assert rows([0] * 32 + [1] * 32) == 32          # HCLT-32: a 64-row tile would be half masked
+    assert rows([0] * 256 + [1] * 256) == CAT_ROWS
+    assert rows([0] * 40 + [1] * 3) == 64           # the longest run, rounded up to a power of two
+    assert rows([0, 1, 2]) == 16 and rows([]) == 16  # tl.dot's smallest tile
