@@ -7,8 +7,6 @@ executor runs exactly this code; ``pcc compile -o DIR`` writes it to ``DIR/kerne
 """
 from __future__ import annotations
 
-import numpy as np
-
 from pcc import __version__
 
 from .plan import NEG, PAD, ZERO, InputOp, Plan, ProdOp, SumOp
@@ -37,8 +35,8 @@ _STATS = {"categorical": "fl.cat[{k}]", "bernoulli": "fl.bern", "gaussian": "fl.
 def cat_rows(op: InputOp) -> int:
     """Rows per categorical-backward tile: :data:`CAT_ROWS`, or fewer (a power of two, at least 16) when no
     variable has that many rows, since a tile never spans two variables (HCLT-32: 32 rows per pixel)."""
-    runs = np.diff(np.flatnonzero(np.diff(op.var, prepend=-1, append=-1) != 0)) if len(op.var) else [1]
-    return min(CAT_ROWS, max(16, 1 << (int(max(runs)) - 1).bit_length()))
+    longest = int(op.var_runs()[1].max()) if op.n else 1
+    return min(CAT_ROWS, max(16, 1 << (longest - 1).bit_length()))
 
 
 def tables(plan: Plan) -> dict[str, object]:
@@ -136,10 +134,10 @@ def _backward_lines(key: str, op, fill: tuple[int, int]) -> list[str]:
     if isinstance(op, InputOp):
         stats = _STATS[op.dist].format(k=op.k)
         if op.dist == "categorical":
-            kb = min(64, max(16, 1 << (op.k - 1).bit_length()))
-            launch = (f'K.input_bwd_cat[({len(op.var_tiles(cat_rows(op)))}, {-(-op.k // kb)})](flows, x, miss, t["{key}.var"], '
+            kb, rows = min(64, max(16, 1 << (op.k - 1).bit_length())), cat_rows(op)
+            launch = (f'K.input_bwd_cat[({len(op.var_tiles(rows))}, {-(-op.k // kb)})](flows, x, miss, t["{key}.var"], '
                       f't["{key}.prow"], t["{key}.tiles"], {stats}, mass, {op.start}, {op.n}, B, x.shape[1], K={op.k}, '
-                      f"BN={cat_rows(op)}, KB={kb}, BB={CAT_BATCH}, PRECISION=PRECISION)")
+                      f"BN={rows}, KB={kb}, BB={CAT_BATCH}, PRECISION=PRECISION)")
         else:
             launch = (f'K.input_bwd[(triton.cdiv({op.n}, BN), nb)](flows, x, miss, t["{key}.var"], t["{key}.prow"], '
                       f"{stats}, mass, {op.start}, {op.n}, B, x.shape[1], DIST={DISTS[op.dist]}, K={op.k}, BN=BN, BB=BB)")

@@ -244,15 +244,21 @@ def _parent_scale(vals, flows, out_rows, t, b, B, TP: tl.constexpr):
     A sum's children share its scope, so ``c - s`` stays near ``-log w`` and ``exp(c - s)`` is finite (the
     clamp guards weights below fp32's range); ``s <= v`` keeps ``G <= F``. Parents without flow give 0.
     """
-    p = tl.arange(0, TP)
+    rows = tl.load(out_rows + t * TP + tl.arange(0, TP)).to(tl.int64)
+    g, s = _scale_rows(vals, flows, rows, b, B)
+    return g, s, rows
+
+
+@triton.jit
+def _scale_rows(vals, flows, rows, b, B):
+    """``(G, s)`` of the parent ``rows`` over batch columns ``b`` (see :func:`_parent_scale`)."""
     inb = b[None, :] < B
-    rows = tl.load(out_rows + t * TP + p).to(tl.int64)
     f = tl.load(flows + rows[:, None] * B + b[None, :], mask=inb, other=0.0)
     v = tl.load(vals + rows[:, None] * B + b[None, :], mask=inb, other=0.0)
     live = f != 0.0
     s = tl.min(tl.where(live, v, float("inf")), axis=0)
     s = tl.where(s == float("inf"), 0.0, s)
-    return tl.where(live, f * tl.exp(s[None, :] - v), 0.0), s, rows
+    return tl.where(live, f * tl.exp(s[None, :] - v), 0.0), s
 
 
 @triton.jit
@@ -265,7 +271,8 @@ def sum_bwd(vals, flows, sum_w, out_rows, wids, wbase, wstride, tile_rows, uses,
     The program visits the ``R`` parent tiles that read its child tile (``uses``: flat ``t * KMAX + k``,
     -1 for padding) and writes each child row once, so no atomics are needed unless a child row also lies
     in another child tile of this launch (``ATOMIC``). (Splitting the ``R`` tiles over programs, with
-    atomics, was slower on an H100 even for launches of 32 programs: bench/fill_sweep.py.)
+    atomics, was slower on an H100 on every model tried, HMM-256's 32-program launches included:
+    docs/benchmarks.md.)
     """
     u = tl.program_id(0).to(tl.int64)
     b = tl.program_id(1) * BB + tl.arange(0, BB)

@@ -43,15 +43,18 @@ class InputOp:
     def n(self) -> int:
         return len(self.var)
 
+    def var_runs(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(first rows, lengths)`` of the runs of consecutive rows that share one variable."""
+        runs = np.concatenate([[0], np.flatnonzero(np.diff(self.var)) + 1])
+        return runs, np.diff(np.concatenate([runs, [self.n]]))
+
     def var_tiles(self, size: int) -> np.ndarray:
         """``[T]`` first rows of tiles of at most ``size`` consecutive rows that share one variable.
 
         A tile ends at ``size`` rows or where the variable changes, whichever comes first; the kernel
         masks rows past that end, so one variable's column of the data serves the whole tile.
         """
-        change = np.flatnonzero(np.diff(self.var)) + 1
-        runs = np.concatenate([[0], change])
-        lengths = np.diff(np.concatenate([runs, [self.n]]))
+        runs, lengths = self.var_runs()
         per_run = -(-lengths // size)
         return np.repeat(runs, per_run) + size * (np.arange(per_run.sum()) - np.repeat(np.cumsum(per_run) - per_run, per_run))
 

@@ -4,7 +4,8 @@
 parameter-flow (``sum_bwd_params``) kernels against variants that read ``G`` and the per-tile shift ``s``
 from a scratch buffer filled by one elementwise kernel (``stage``): ``bwd_g``/``par_g`` (same arithmetic,
 fewer loads and no per-pair reduction) and ``bwd_gc`` (also one exponential per child value instead of one
-per parent tile: ``exp(C - m) * sum_t exp(m - s_t) W_t^T G_t`` with ``m`` the child tile's maximum).
+per parent tile: ``exp(C - m) * sum_t exp(m - s_t) W_t^T G_t`` with ``m`` the child tile's maximum);
+``par_rows`` is pcc's parameter-flow arithmetic with the parent rows loaded once and a pipelined batch loop.
 Each variant's result is checked against pcc's kernel (``err``).
 """
 import sys
@@ -18,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kernel_sweep import bwd_tables, layer, tables, timeit  # noqa: E402
 
 from pcc.backend import kernels as K  # noqa: E402
-from pcc.backend.kernels import CLAMP, INTERPRETED, _dot, _parent_scale  # noqa: E402
+from pcc.backend.kernels import CLAMP, INTERPRETED, _dot, _parent_scale, _scale_rows  # noqa: E402
 
 
 @triton.jit
@@ -62,67 +63,38 @@ def bwd_g(vals, flows, sum_w, gbuf, sbuf, wbase, wstride, tile_rows, uses, B,
 
 
 @triton.jit
-def _par_block(acc, vals, gbuf, sbuf, c, t, p, b, B, TP: tl.constexpr, PRECISION: tl.constexpr):
-    g = tl.load(gbuf + (t * TP + p[:, None]) * B + b[None, :], mask=b[None, :] < B, other=0.0)
-    s = tl.load(sbuf + t * B + b, mask=b < B, other=0.0)
+def _par_block(acc, vals, flows, gbuf, sbuf, rows, c, t, p, b, B, TP: tl.constexpr, PRECISION: tl.constexpr,
+               STAGED: tl.constexpr):
+    """``acc + G @ exp(C - s)^T`` over batch columns ``b``: ``G, s`` read from the stage's buffers or computed."""
+    if STAGED:
+        g = tl.load(gbuf + (t * TP + p[:, None]) * B + b[None, :], mask=b[None, :] < B, other=0.0)
+        s = tl.load(sbuf + t * B + b, mask=b < B, other=0.0)
+    else:
+        g, s = _scale_rows(vals, flows, rows, b, B)
     cv = tl.load(vals + c[:, None] * B + b[None, :], mask=b[None, :] < B, other=float("-inf"))
     return acc + _dot(g, tl.trans(tl.exp(tl.minimum(cv - s[None, :], CLAMP))), PRECISION)
 
 
 @triton.jit
-def par_g(vals, sum_w, wflow, gbuf, sbuf, child_rows, wbase, wstride, B,
-          TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, BB: tl.constexpr, PRECISION: tl.constexpr,
-          STAGES: tl.constexpr):
-    t = tl.program_id(0).to(tl.int64)
-    k = tl.program_id(1) * TC
-    p = tl.arange(0, TP)
-    c = tl.load(child_rows + t * KC + k + tl.arange(0, TC)).to(tl.int64)
-    acc = tl.zeros((TP, TC), dtype=tl.float32)
-    if INTERPRETED:  # the interpreter cannot range over a runtime scalar
-        b0 = 0
-        while b0 < B:
-            acc = _par_block(acc, vals, gbuf, sbuf, c, t, p, b0 + tl.arange(0, BB), B, TP, PRECISION)
-            b0 += BB
-    else:
-        for b0 in tl.range(0, B, BB, num_stages=STAGES):
-            acc = _par_block(acc, vals, gbuf, sbuf, c, t, p, b0 + tl.arange(0, BB), B, TP, PRECISION)
-    j = t * (KC // TC) + k // TC
-    at = tl.load(wbase + j).to(tl.int64) + p[:, None] * tl.load(wstride + j).to(tl.int64) + tl.arange(0, TC)[None, :]
-    tl.atomic_add(wflow + at, tl.load(sum_w + at) * acc)
-
-
-@triton.jit
-def _rows_block(acc, vals, flows, rows, c, b, B, PRECISION: tl.constexpr):
-    inb = b[None, :] < B
-    f = tl.load(flows + rows[:, None] * B + b[None, :], mask=inb, other=0.0)
-    v = tl.load(vals + rows[:, None] * B + b[None, :], mask=inb, other=0.0)
-    live = f != 0.0
-    s = tl.min(tl.where(live, v, float("inf")), axis=0)
-    s = tl.where(s == float("inf"), 0.0, s)
-    g = tl.where(live, f * tl.exp(s[None, :] - v), 0.0)
-    cv = tl.load(vals + c[:, None] * B + b[None, :], mask=inb, other=float("-inf"))
-    return acc + _dot(g, tl.trans(tl.exp(tl.minimum(cv - s[None, :], CLAMP))), PRECISION)
-
-
-@triton.jit
-def par_rows(vals, flows, sum_w, wflow, out_rows, child_rows, wbase, wstride, B,
-             TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, BB: tl.constexpr, PRECISION: tl.constexpr,
-             STAGES: tl.constexpr):
-    """pcc's parameter-flow kernel with the parent rows loaded once (not per batch block), pipelined."""
+def par_variant(vals, flows, sum_w, wflow, gbuf, sbuf, out_rows, child_rows, wbase, wstride, B,
+                TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, BB: tl.constexpr, PRECISION: tl.constexpr,
+                STAGES: tl.constexpr, STAGED: tl.constexpr):
+    """Parameter flows with a pipelined batch loop: ``STAGED`` reads ``G`` from the stage (``par_g``), else
+    pcc's computation with the parent rows loaded once, not per batch block (``par_rows``)."""
     t = tl.program_id(0).to(tl.int64)
     k = tl.program_id(1) * TC
     p = tl.arange(0, TP)
     c = tl.load(child_rows + t * KC + k + tl.arange(0, TC)).to(tl.int64)
     rows = tl.load(out_rows + t * TP + p).to(tl.int64)
     acc = tl.zeros((TP, TC), dtype=tl.float32)
-    if INTERPRETED:
+    if INTERPRETED:  # the interpreter cannot range over a runtime scalar
         b0 = 0
         while b0 < B:
-            acc = _rows_block(acc, vals, flows, rows, c, b0 + tl.arange(0, BB), B, PRECISION)
+            acc = _par_block(acc, vals, flows, gbuf, sbuf, rows, c, t, p, b0 + tl.arange(0, BB), B, TP, PRECISION, STAGED)
             b0 += BB
     else:
         for b0 in tl.range(0, B, BB, num_stages=STAGES):
-            acc = _rows_block(acc, vals, flows, rows, c, b0 + tl.arange(0, BB), B, PRECISION)
+            acc = _par_block(acc, vals, flows, gbuf, sbuf, rows, c, t, p, b0 + tl.arange(0, BB), B, TP, PRECISION, STAGED)
     j = t * (KC // TC) + k // TC
     at = tl.load(wbase + j).to(tl.int64) + p[:, None] * tl.load(wstride + j).to(tl.int64) + tl.arange(0, TC)[None, :]
     tl.atomic_add(wflow + at, tl.load(sum_w + at) * acc)
@@ -180,14 +152,13 @@ def sweep(prec: str) -> None:
             PAD=2, NEG=1, AFFINE=True, PRECISION=prec)}
         for st in (1, 2, 3):
             for nw in (4, 8):
-                pruns[f"par_rows st{st} w{nw}"] = lambda st=st, nw=nw: par_rows[(T, KMAX)](
-                    vals, flows, sum_w, wflow, out, child, wbase, wstride, B, TP=64, TC=64, KC=C, BB=64,
-                    PRECISION=prec, STAGES=st, num_warps=nw)
-        for st in (1, 2, 3):
+                pruns[f"par_rows st{st} w{nw}"] = lambda st=st, nw=nw: par_variant[(T, KMAX)](
+                    vals, flows, sum_w, wflow, gbuf, sbuf, out, child, wbase, wstride, B, TP=64, TC=64, KC=C, BB=64,
+                    PRECISION=prec, STAGES=st, STAGED=False, num_warps=nw)
             for bb in (32, 64):
-                pruns[f"par_g bb{bb} st{st}"] = lambda st=st, bb=bb: par_g[(T, KMAX)](
-                    vals, sum_w, wflow, gbuf, sbuf, child, wbase, wstride, B, TP=64, TC=64, KC=C, BB=bb,
-                    PRECISION=prec, STAGES=st)
+                pruns[f"par_g bb{bb} st{st}"] = lambda st=st, bb=bb: par_variant[(T, KMAX)](
+                    vals, flows, sum_w, wflow, gbuf, sbuf, out, child, wbase, wstride, B, TP=64, TC=64, KC=C, BB=bb,
+                    PRECISION=prec, STAGES=st, STAGED=True)
         ref = None
         for key, fn in pruns.items():
             us = clock(fn)

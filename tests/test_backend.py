@@ -210,10 +210,11 @@ def test_batch_blocks_do_not_change_results(fill):
 
 
 def test_categorical_tiles_fit_the_rows_of_one_variable():
-    from types import SimpleNamespace
     from pcc.backend.codegen import CAT_ROWS, cat_rows
+    from pcc.backend.plan import InputOp
     def rows(var):
-        return cat_rows(SimpleNamespace(var=np.array(var, dtype=np.int64)))
+        var = np.array(var, dtype=np.int64)
+        return cat_rows(InputOp("categorical", 4, 0, var, var))
     assert rows([0] * 32 + [1] * 32) == 32          # HCLT-32: a 64-row tile would be half masked
     assert rows([0] * 256 + [1] * 256) == CAT_ROWS
     assert rows([0] * 40 + [1] * 3) == 64           # the longest run, rounded up to a power of two
