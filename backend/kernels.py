@@ -9,6 +9,10 @@ value per tile, not per edge. Backward: with ``G = F_parent * exp(s - v_parent)`
 no flow, ``s`` a per-sample shift) every edge flow is ``W * exp(C - s) * G``, so child flows are
 ``exp(C - s) * (W^T @ G)`` (one program per parent tile and batch block) and parameter flows
 ``W * (G @ exp(C - s)^T)`` summed over the batch inside one program per parent tile and child tile.
+
+Flows are addressed through flow-row tables (``frows``, ``fout``, ``tile_frows``, the flow form of a product's
+children): a training step keeps flows only while they are alive (:mod:`pcc.backend.flowmap`), so a node's
+flow row differs from its value row; ``zero_rows`` clears reused flow rows.
 """
 from __future__ import annotations
 
@@ -80,19 +84,21 @@ def input_fwd(vals, x, miss, var, prow, theta, start, n, B, V,
 
 
 @triton.jit
-def input_bwd(flows, x, miss, var, prow, stats, mass, start, n, B, V,
+def input_bwd(flows, frows, x, miss, var, prow, stats, mass, n, B, V,
               DIST: tl.constexpr, K: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr):
     """EM statistics of input rows: observed entries add their flow to ``stats``; missing ones to ``mass``.
 
     ``stats`` is ``[R, K]`` counts (categorical), ``[R, 2]`` (bernoulli) or ``[R, 3]`` (gaussian: flow,
     flow*x, flow*x^2); ``mass[i]`` collects node ``i``'s flow on missing entries (expanded on the host).
+    Node ``i``'s flow is flow row ``frows[i]``.
     """
     i = tl.program_id(0) * BN + tl.arange(0, BN)
     b = tl.program_id(1) * BB + tl.arange(0, BB)
     ok = (i[:, None] < n) & (b[None, :] < B)
     v = tl.load(var + i, mask=i < n, other=0)
     r = tl.load(prow + i, mask=i < n, other=0).to(tl.int64)
-    f = tl.load(flows + (start + i[:, None]).to(tl.int64) * B + b[None, :], mask=ok, other=0.0)
+    fr = tl.load(frows + i, mask=i < n, other=0).to(tl.int64)
+    f = tl.load(flows + fr[:, None] * B + b[None, :], mask=ok, other=0.0)
     xy = tl.load(x + b[None, :].to(tl.int64) * V + v[:, None], mask=ok, other=0.0)
     gone = tl.load(miss + b[None, :].to(tl.int64) * V + v[:, None], mask=ok, other=1) != 0
     seen = ok & (~gone) & (f != 0.0)
@@ -110,7 +116,7 @@ def input_bwd(flows, x, miss, var, prow, stats, mass, start, n, B, V,
 
 
 @triton.jit
-def input_bwd_cat(flows, x, miss, var, prow, tiles, stats, mass, start, n, B, V,
+def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, mass, n, B, V,
                   K: tl.constexpr, BN: tl.constexpr, KB: tl.constexpr, BB: tl.constexpr, PRECISION: tl.constexpr):
     """Categorical EM counts of one tile of rows over one variable, as a matrix product over the batch.
 
@@ -125,6 +131,7 @@ def input_bwd_cat(flows, x, miss, var, prow, tiles, stats, mass, start, n, B, V,
     i = i0 + tl.arange(0, BN)
     v = tl.load(var + i0)
     rows_ok = (i < n) & (tl.load(var + i, mask=i < n, other=-1) == v)
+    fr = tl.load(frows + i, mask=rows_ok, other=0).to(tl.int64)
     k = tl.program_id(1) * KB + tl.arange(0, KB)
     acc = tl.zeros((BN, KB), dtype=tl.float32)
     lost = tl.zeros((BN,), dtype=tl.float32)
@@ -132,7 +139,7 @@ def input_bwd_cat(flows, x, miss, var, prow, tiles, stats, mass, start, n, B, V,
     while b0 < B:
         b = b0 + tl.arange(0, BB)
         inb = b < B
-        f = tl.load(flows + (start + i[:, None]).to(tl.int64) * B + b[None, :], mask=rows_ok[:, None] & inb[None, :], other=0.0)
+        f = tl.load(flows + fr[:, None] * B + b[None, :], mask=rows_ok[:, None] & inb[None, :], other=0.0)
         xv = tl.load(x + b.to(tl.int64) * V + v, mask=inb, other=-1.0).to(tl.int32)
         gone = tl.load(miss + b.to(tl.int64) * V + v, mask=inb, other=1) != 0
         hot = ((xv[:, None] == k[None, :]) & ~gone[:, None]).to(tl.float32)
@@ -163,17 +170,20 @@ def prod_fwd(vals, children, start, n, B, KMAX: tl.constexpr, BN: tl.constexpr, 
 
 
 @triton.jit
-def prod_bwd(flows, children, start, n, B, KMAX: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr,
-             ZERO: tl.constexpr, ATOMIC: tl.constexpr):
-    """Every child row receives its product parents' flows.
+def prod_bwd(flows, frows, children, n, B, KMAX: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr,
+             ZERO: tl.constexpr, ATOMIC: tl.constexpr, OVERWRITE: tl.constexpr):
+    """Every child receives its product parents' flows (product ``i``'s flow row is ``frows[i]``, its
+    children's are ``children[i, :]``).
 
     Atomics when children are shared within the launch; otherwise (``ATOMIC=False``: each child row has one
-    parent here) a plain read-add-write, which is several times cheaper.
+    parent here) a plain read-add-write, which is several times cheaper, or a plain write (``OVERWRITE``:
+    this launch writes the children's first flows, :func:`pcc.backend.flowmap.overwriting_ops`).
     """
     i = tl.program_id(0) * BN + tl.arange(0, BN)
     b = tl.program_id(1) * BB + tl.arange(0, BB)
     ok = (i[:, None] < n) & (b[None, :] < B)
-    f = tl.load(flows + (start + i[:, None]).to(tl.int64) * B + b[None, :], mask=ok, other=0.0)
+    fr = tl.load(frows + i, mask=i < n, other=0).to(tl.int64)
+    f = tl.load(flows + fr[:, None] * B + b[None, :], mask=ok, other=0.0)
     for k in tl.static_range(KMAX):
         c = tl.load(children + i.to(tl.int64) * KMAX + k, mask=i < n, other=0).to(tl.int64)
         at = flows + c[:, None] * B + b[None, :]
@@ -181,7 +191,20 @@ def prod_bwd(flows, children, start, n, B, KMAX: tl.constexpr, BN: tl.constexpr,
             tl.atomic_add(at, f, mask=ok & (f != 0.0))
         else:
             real = ok & (c[:, None] != ZERO)
-            tl.store(at, tl.load(at, mask=real, other=0.0) + f, mask=real)
+            if OVERWRITE:
+                tl.store(at, f, mask=real)
+            else:
+                tl.store(at, tl.load(at, mask=real, other=0.0) + f, mask=real)
+
+
+@triton.jit
+def zero_rows(flows, rows, n, B, BN: tl.constexpr, BB: tl.constexpr):
+    """Clear flow rows ``rows[:n]`` (rows a compact flow buffer hands to a new owner)."""
+    i = tl.program_id(0) * BN + tl.arange(0, BN)
+    b = tl.program_id(1) * BB + tl.arange(0, BB)
+    r = tl.load(rows + i, mask=i < n, other=0).to(tl.int64)
+    tl.store(flows + r[:, None] * B + b[None, :], tl.zeros((BN, BB), dtype=tl.float32),
+             mask=(i[:, None] < n) & (b[None, :] < B))
 
 
 @triton.jit
@@ -237,23 +260,24 @@ def sum_fwd(vals, sum_w, out_rows, child_rows, wids, wbase, wstride, B,
 
 
 @triton.jit
-def _parent_scale(vals, flows, out_rows, t, b, B, TP: tl.constexpr):
+def _parent_scale(vals, flows, out_rows, fout, t, b, B, TP: tl.constexpr):
     """``(G, s, rows)``: ``G = F * exp(s - v)`` of parent tile ``t`` with the per-sample shift ``s`` (the smallest
-    live parent value), and the tile's rows (``PAD`` where short).
+    live parent value), and the tile's rows (``PAD`` where short; ``fout`` holds their flow rows).
 
     A sum's children share its scope, so ``c - s`` stays near ``-log w`` and ``exp(c - s)`` is finite (the
     clamp guards weights below fp32's range); ``s <= v`` keeps ``G <= F``. Parents without flow give 0.
     """
     rows = tl.load(out_rows + t * TP + tl.arange(0, TP)).to(tl.int64)
-    g, s = _scale_rows(vals, flows, rows, b, B)
+    frows = tl.load(fout + t * TP + tl.arange(0, TP)).to(tl.int64)
+    g, s = _scale_rows(vals, flows, rows, frows, b, B)
     return g, s, rows
 
 
 @triton.jit
-def _scale_rows(vals, flows, rows, b, B):
-    """``(G, s)`` of the parent ``rows`` over batch columns ``b`` (see :func:`_parent_scale`)."""
+def _scale_rows(vals, flows, rows, frows, b, B):
+    """``(G, s)`` of the parent ``rows`` (flow rows ``frows``) over batch columns ``b`` (see :func:`_parent_scale`)."""
     inb = b[None, :] < B
-    f = tl.load(flows + rows[:, None] * B + b[None, :], mask=inb, other=0.0)
+    f = tl.load(flows + frows[:, None] * B + b[None, :], mask=inb, other=0.0)
     v = tl.load(vals + rows[:, None] * B + b[None, :], mask=inb, other=0.0)
     live = f != 0.0
     s = tl.min(tl.where(live, v, float("inf")), axis=0)
@@ -262,15 +286,16 @@ def _scale_rows(vals, flows, rows, b, B):
 
 
 @triton.jit
-def sum_bwd(vals, flows, sum_w, out_rows, wids, wbase, wstride, tile_rows, uses, B,
+def sum_bwd(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, tile_rows, tile_frows, uses, B,
             TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, KMAX: tl.constexpr, R: tl.constexpr,
             BB: tl.constexpr, PAD: tl.constexpr, NEG: tl.constexpr, ATOMIC: tl.constexpr, AFFINE: tl.constexpr,
-            PRECISION: tl.constexpr):
+            PRECISION: tl.constexpr, OVERWRITE: tl.constexpr):
     """Child flows of one child tile x one batch block: ``sum_t exp(C - s_t) * (W_t^T @ G_t)``.
 
     The program visits the ``R`` parent tiles that read its child tile (``uses``: flat ``t * KMAX + k``,
     -1 for padding) and writes each child row once, so no atomics are needed unless a child row also lies
-    in another child tile of this launch (``ATOMIC``). (Splitting the ``R`` tiles over programs, with
+    in another child tile of this launch (``ATOMIC``); ``OVERWRITE``: these are the rows' first flows, stored
+    rather than added (:func:`pcc.backend.flowmap.overwriting_ops`). (Splitting the ``R`` tiles over programs, with
     atomics, was slower on an H100 on every model tried, HMM-256's 32-program launches included:
     docs/benchmarks.md.)
     """
@@ -284,20 +309,22 @@ def sum_bwd(vals, flows, sum_w, out_rows, wids, wbase, wstride, tile_rows, uses,
         use = tl.load(uses + u * R + r)
         flat = tl.maximum(use, 0).to(tl.int64)
         t, k = flat // KMAX, (flat % KMAX) * TC
-        g, s, rows = _parent_scale(vals, flows, out_rows, t, b, B, TP)
+        g, s, rows = _parent_scale(vals, flows, out_rows, fout, t, b, B, TP)
         edge = (rows[:, None] != PAD) & (c[None, :] != NEG) & (use >= 0)
         w = tl.load(_weights(sum_w, wids, wbase, wstride, t, k, TP, TC, KC, AFFINE), mask=edge, other=0.0)
         acc += tl.exp(tl.minimum(cv - s[None, :], CLAMP)) * _dot(tl.trans(w), g, PRECISION)
-    at = flows + c[:, None] * B + b[None, :]
+    at = flows + tl.load(tile_frows + u * TC + tl.arange(0, TC)).to(tl.int64)[:, None] * B + b[None, :]
     real = inb & (c[:, None] != NEG)
     if ATOMIC:
         tl.atomic_add(at, acc, mask=real & (acc != 0.0))
+    elif OVERWRITE:
+        tl.store(at, acc, mask=real)
     else:
         tl.store(at, tl.load(at, mask=real, other=0.0) + acc, mask=real)
 
 
 @triton.jit
-def sum_bwd_params(vals, flows, sum_w, wflow, out_rows, child_rows, wids, wbase, wstride, B, split,
+def sum_bwd_params(vals, flows, sum_w, wflow, out_rows, fout, child_rows, wids, wbase, wstride, B, split,
                    TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, BB: tl.constexpr, PAD: tl.constexpr,
                    NEG: tl.constexpr, AFFINE: tl.constexpr, PRECISION: tl.constexpr):
     """Parameter flows ``W * sum_b G exp(C - s)^T`` of one parent tile x one child tile.
@@ -314,7 +341,7 @@ def sum_bwd_params(vals, flows, sum_w, wflow, out_rows, child_rows, wids, wbase,
     b0 = tl.program_id(2) * BB
     while b0 < B:  # a while loop: Triton's interpreter cannot index a range by a runtime scalar under numpy 2.4
         b = b0 + tl.arange(0, BB)
-        g, s, _ = _parent_scale(vals, flows, out_rows, t, b, B, TP)
+        g, s, _ = _parent_scale(vals, flows, out_rows, fout, t, b, B, TP)
         cv = tl.load(vals + c[:, None] * B + b[None, :], mask=b[None, :] < B, other=float("-inf"))
         e = tl.exp(tl.minimum(cv - s[None, :], CLAMP))
         acc += _dot(g, tl.trans(e), PRECISION)

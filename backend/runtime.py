@@ -113,7 +113,7 @@ class CircuitModel(torch.nn.Module):
         """Add this batch's parameter flows to the accumulator; returns the batch's log-likelihoods."""
         x, m = self._inputs(x, missing)
         vals = self.executor.forward(self.params, x, m)
-        self.executor.backward(self.params, vals, x, m, self.flows)
+        self.executor.backward(self.params, vals, x, m, self.flows, node_flows=False)
         self.accumulated += x.shape[0]
         return vals[self.plan.root_row]
 
@@ -139,7 +139,7 @@ class CircuitModel(torch.nn.Module):
     def _step(self, x: torch.Tensor, m: torch.Tensor, step_size: float, pseudocount: float) -> torch.Tensor:
         self.flows.zero_()
         vals = self.executor.forward(self.params, x, m)
-        self.executor.backward(self.params, vals, x, m, self.flows)
+        self.executor.backward(self.params, vals, x, m, self.flows, node_flows=False)
         self.em.apply(self.params, self.flows, step_size, pseudocount)
         return vals[self.plan.root_row]
 

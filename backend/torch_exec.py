@@ -71,8 +71,12 @@ class TorchExecutor:
 
     # --- backward ---------------------------------------------------------------------------------
 
-    def backward(self, p: Params, vals: torch.Tensor, x: torch.Tensor, missing: torch.Tensor, flows: Flows) -> torch.Tensor:
-        """Node flows ``[rows, batch]`` (d log p / d log v); parameter flows are added into ``flows``."""
+    def backward(self, p: Params, vals: torch.Tensor, x: torch.Tensor, missing: torch.Tensor, flows: Flows,
+                 node_flows: bool = True) -> torch.Tensor:
+        """Node flows ``[rows, batch]`` (d log p / d log v); parameter flows are added into ``flows``.
+
+        ``node_flows`` is accepted for the Triton executor's interface: this reference always keeps every flow.
+        """
         f = torch.zeros_like(vals)
         f[self.plan.root_row] = torch.isfinite(vals[self.plan.root_row]).to(f.dtype)  # p(x) = 0: no flow
         for ops in reversed(self.layers):

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 import triton
 
-from .codegen import DOT_PRECISION, generate, tables
+from .codegen import DOT_PRECISION, flow_tables, generate, tables
+from .flowmap import compact_flows, full_flows
 from .params import Flows, Params
 from .plan import NEG, PAD, ZERO, Plan
 
@@ -59,11 +60,19 @@ class TritonExecutor:
         if torch.device(device).type != "cuda" and not interpreting():
             raise RuntimeError("the Triton executor needs CUDA (or TRITON_INTERPRET=1 on a CPU)")
         self.plan, self.device, self.dtype = plan, device, dtype
-        self.source = source or generate(plan, precision, fill=fill)
+        self.compact = compact_flows(plan)
+        self.source = source or generate(plan, precision, fill=fill, flow_map=self.compact)
         namespace: dict = {}
         exec(compile(self.source, "<pcc generated kernels>", "exec"), namespace)  # our own generated code
         self.schedule = namespace
-        self.t = upload_tables(tables(plan), device)
+        # flow-row tables: each node's own row (node flows) and the compact rows of a training step; the own
+        # rows repeat the value tables (a few int32 per node, next to B floats per node in the buffers)
+        arrays = {"value:" + k: v for k, v in tables(plan).items()}
+        for name, fmap in (("own:", full_flows(plan)), ("compact:", self.compact)):
+            arrays.update({name + k: v for k, v in flow_tables(plan, fmap).items()})
+        up = upload_tables(arrays, device)
+        self.t, own, compact = ({k[len(n):]: v for k, v in up.items() if k.startswith(n)} for n in ("value:", "own:", "compact:"))
+        self.f = {True: own, False: compact}
 
     def _blocks(self, batch: int) -> tuple[int, int]:
         bb = max(16, min(64, triton.next_power_of_2(batch)))
@@ -80,11 +89,21 @@ class TritonExecutor:
         self.schedule["forward"](vals, xf, mi, self.t, p, x.shape[0], *self._blocks(x.shape[0]))
         return vals
 
-    def backward(self, p: Params, vals: torch.Tensor, x: torch.Tensor, missing: torch.Tensor, flows: Flows) -> torch.Tensor:
-        """Node flows ``[rows, batch]``; parameter flows are added into ``flows``."""
+    def backward(self, p: Params, vals: torch.Tensor, x: torch.Tensor, missing: torch.Tensor, flows: Flows,
+                 node_flows: bool = True) -> torch.Tensor | None:
+        """Node flows ``[rows, batch]``; parameter flows are added into ``flows``.
+
+        ``node_flows=False`` (training) keeps each flow only while it is alive, in a buffer of
+        ``self.compact.size`` rows (:func:`~.flowmap.compact_flows`), and returns None.
+        """
         xf, mi = self._inputs(x, missing)
-        f = torch.zeros_like(vals)
-        f[self.plan.root_row] = torch.isfinite(vals[self.plan.root_row]).to(f.dtype)  # p(x) = 0: no flow
-        self.schedule["backward"](vals, f, xf, mi, self.t, p, flows, x.shape[0], *self._blocks(x.shape[0]))
+        fmap = self.compact if not node_flows else None
+        f = vals.new_zeros(fmap.size if fmap else vals.shape[0], vals.shape[1])
+        root = int(fmap.rows[self.plan.root_row]) if fmap else self.plan.root_row
+        f[root] = torch.isfinite(vals[self.plan.root_row]).to(f.dtype)  # p(x) = 0: no flow
+        self.schedule["backward"](vals, f, xf, mi, self.t, self.f[node_flows], p, flows, x.shape[0],
+                                  *self._blocks(x.shape[0]))
+        if not node_flows:
+            return None
         f[ZERO], f[NEG], f[PAD] = 0.0, 0.0, 0.0
         return f

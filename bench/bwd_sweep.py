@@ -26,7 +26,7 @@ from pcc.backend.kernels import CLAMP, INTERPRETED, _dot, _parent_scale, _scale_
 def stage(vals, flows, out_rows, gbuf, sbuf, B, TP: tl.constexpr, BB: tl.constexpr):
     t = tl.program_id(0).to(tl.int64)
     b = tl.program_id(1) * BB + tl.arange(0, BB)
-    g, s, _ = _parent_scale(vals, flows, out_rows, t, b, B, TP)
+    g, s, _ = _parent_scale(vals, flows, out_rows, out_rows, t, b, B, TP)
     p = tl.arange(0, TP)
     tl.store(gbuf + (t * TP + p[:, None]) * B + b[None, :], g, mask=b[None, :] < B)
     tl.store(sbuf + t * B + b, s, mask=b < B)
@@ -70,7 +70,7 @@ def _par_block(acc, vals, flows, gbuf, sbuf, rows, c, t, p, b, B, TP: tl.constex
         g = tl.load(gbuf + (t * TP + p[:, None]) * B + b[None, :], mask=b[None, :] < B, other=0.0)
         s = tl.load(sbuf + t * B + b, mask=b < B, other=0.0)
     else:
-        g, s = _scale_rows(vals, flows, rows, b, B)
+        g, s = _scale_rows(vals, flows, rows, rows, b, B)
     cv = tl.load(vals + c[:, None] * B + b[None, :], mask=b[None, :] < B, other=float("-inf"))
     return acc + _dot(g, tl.trans(tl.exp(tl.minimum(cv - s[None, :], CLAMP))), PRECISION)
 
@@ -123,8 +123,9 @@ def sweep(prec: str) -> None:
         nw = 8 if R >= 8 else 4
         runs = {
             "sum_bwd": lambda: K.sum_bwd[(len(tile_rows), nb)](
-                vals, flows, sum_w, out, wbase, wbase, wstride, tile_rows, uses, B, TP=64, TC=64, KC=C, KMAX=KMAX,
-                R=R, BB=64, PAD=2, NEG=1, ATOMIC=False, AFFINE=True, PRECISION=prec, num_warps=nw),
+                vals, flows, sum_w, out, out, wbase, wbase, wstride, tile_rows, tile_rows, uses, B, TP=64, TC=64, KC=C,
+                KMAX=KMAX, R=R, BB=64, PAD=2, NEG=1, ATOMIC=False, AFFINE=True, PRECISION=prec, OVERWRITE=False,
+                num_warps=nw),
             "stage": lambda: stage[(T, nb)](vals, flows, out, gbuf, sbuf, B, TP=64, BB=64),
             "bwd_g": lambda: bwd_g[(len(tile_rows), nb)](
                 vals, flows, sum_w, gbuf, sbuf, wbase, wstride, tile_rows, uses, B, TP=64, TC=64, KC=C, KMAX=KMAX,
@@ -148,7 +149,7 @@ def sweep(prec: str) -> None:
             print(f"  {key:10s} {us:8.1f} us  err {float((got - ref).abs().max() / ref.abs().max()):.1e}", flush=True)
         wflow = torch.zeros_like(sum_w)
         pruns = {"params": lambda: K.sum_bwd_params[(T, KMAX, 1)](
-            vals, flows, sum_w, wflow, out, child, wbase, wbase, wstride, B, 1, TP=64, TC=64, KC=C, BB=64,
+            vals, flows, sum_w, wflow, out, out, child, wbase, wbase, wstride, B, 1, TP=64, TC=64, KC=C, BB=64,
             PAD=2, NEG=1, AFFINE=True, PRECISION=prec)}
         for st in (1, 2, 3):
             for nw in (4, 8):

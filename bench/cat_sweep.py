@@ -78,8 +78,9 @@ def main() -> None:
     stats = model.flows.cat[op.k]
     mass = torch.zeros(op.n, device="cuda")
     tiles0 = torch.as_tensor(op.var_tiles(codegen.cat_rows(op)), device="cuda", dtype=torch.int32)
+    frows = torch.arange(op.start, op.start + op.n, device="cuda", dtype=torch.int32)  # node flows: own rows
     ref_fn = lambda: K.input_bwd_cat[(len(tiles0), -(-op.k // 64))](  # noqa: E731
-        node, xb, miss, var, prow, tiles0, stats, mass, op.start, op.n, B, V, K=op.k, BN=codegen.cat_rows(op),
+        node, frows, xb, miss, var, prow, tiles0, stats, mass, op.n, B, V, K=op.k, BN=codegen.cat_rows(op),
         KB=64, BB=codegen.CAT_BATCH, PRECISION=args.precision)
     stats.zero_()
     ref_fn()

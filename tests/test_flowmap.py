@@ -1,0 +1,107 @@
+"""Compact flow rows (pcc.backend.flowmap): lifetimes never overlap, reused rows are cleared or overwritten,
+and a training step's parameter flows with compact rows equal those with every node's own row and the
+float64 reference's."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_backend import CIRCUITS, setup
+
+from pcc.backend.flowmap import _lifetimes, backward_order, compact_flows, full_flows, overwriting_ops
+from pcc.backend.params import Flows
+from pcc.backend.plan import FIRST_ROW, NEG, PAD, ZERO, InputOp, ProdOp
+from pcc.backend.torch_exec import TorchExecutor
+
+
+def _children(op) -> np.ndarray:
+    if isinstance(op, InputOp):
+        return np.zeros(0, dtype=np.int64)
+    kids = (op.children if isinstance(op, ProdOp) else op.child_rows).reshape(-1)
+    return np.unique(kids[kids >= FIRST_ROW])
+
+
+def _own(op) -> np.ndarray:
+    if isinstance(op, (InputOp, ProdOp)):
+        return np.arange(op.start, op.start + op.n)
+    rows = op.out_rows.reshape(-1)
+    return rows[rows >= FIRST_ROW]
+
+
+def _replay(plan, fmap) -> None:
+    """Walk the backward pass over the flow rows: a row an op adds to must hold zero or its owner's flow
+    (fresh, cleared, or first stored by an overwriting op), and no two live nodes may share a row."""
+    order = backward_order(plan)
+    overwriting = overwriting_ops(plan)
+    owner = {}                     # flow row -> value row whose flow it holds now
+    stale = set()                  # flow rows holding a finished owner's flow
+    owner[int(fmap.rows[plan.root_row])] = plan.root_row
+    for key, op in order:
+        for r in fmap.zero.get(key, ()):
+            assert int(r) not in owner, f"{key} clears row {r} of a live flow"
+            stale.discard(int(r))
+        for c in _children(op):
+            fr = int(fmap.rows[c])
+            assert fr >= FIRST_ROW, f"{key}: written flow of row {c} maps to a reserved row"
+            if owner.get(fr) == c:
+                continue
+            assert fr not in owner, f"{key}: rows {owner.get(fr)} and {c} share flow row {fr} while both alive"
+            assert fr not in stale or key in overwriting, f"{key} adds to row {fr} left over from a finished flow"
+            owner[fr] = c
+            stale.discard(fr)
+        for r in _own(op):
+            fr = int(fmap.rows[r])
+            if fr == PAD or (fr not in owner and fr not in stale):  # never written: reads a zero row
+                continue
+            assert owner.get(fr) == r, f"{key}: row {r}'s flow row {fr} holds row {owner.get(fr)}"
+            del owner[fr]
+            stale.add(fr)
+
+
+@pytest.mark.parametrize("name,make", CIRCUITS, ids=[c[0] for c in CIRCUITS])
+def test_compact_rows_never_overlap_and_reuse_is_cleared(name, make):
+    plan, _, _, _, _ = setup(make(), 3)
+    fmap = compact_flows(plan)
+    assert list(fmap.rows[:FIRST_ROW]) == [ZERO, NEG, PAD]
+    assert FIRST_ROW <= fmap.size <= plan.rows and fmap.rows.max() < fmap.size
+    _replay(plan, fmap)
+    _replay(plan, full_flows(plan))
+    # the buffer holds exactly the most flows alive at once (the colouring is optimal)
+    order = backward_order(plan)
+    own, first = _lifetimes(plan, order)
+    live = (own >= 0) & (first < len(order))
+    counts = np.zeros(len(order) + 2, dtype=np.int64)
+    np.add.at(counts, first[live] + 1, 1)
+    np.add.at(counts, own[live] + 2, -1)
+    assert fmap.size == FIRST_ROW + int(np.cumsum(counts).max())
+
+
+def test_overwriting_ops_write_first_flows():
+    plan, _, _, _, _ = setup(CIRCUITS[0][1](), 3)
+    order = backward_order(plan)
+    _, first = _lifetimes(plan, order)
+    keys = overwriting_ops(plan)
+    assert keys  # the hmm example's chain: every layer writes its children's first flows
+    for t, (key, op) in enumerate(order):
+        if key in keys:
+            assert not op.shared_children and (first[_children(op)] == t).all()
+
+
+@pytest.mark.parametrize("name,make", CIRCUITS[:24], ids=[c[0] for c in CIRCUITS[:24]])
+def test_compact_training_flows_match_node_flows_and_reference(name, make):
+    c = make()
+    plan, ex, p, x, m = setup(c, 5, torch.float32, executor="triton")
+    xt, mt = torch.tensor(x, dtype=torch.float32), torch.tensor(m)
+    vals = ex.forward(p, xt, mt)
+    full, compact = Flows.zeros_like(p), Flows.zeros_like(p)
+    ex.backward(p, vals, xt, mt, full)
+    assert ex.backward(p, vals, xt, mt, compact, node_flows=False) is None
+    for a, b in zip(full.all(), compact.all()):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-7)
+    exact = TorchExecutor(plan, "cpu", torch.float64)
+    from pcc.backend.params import Params
+    p64 = Params.from_plan(plan, "cpu", torch.float64)
+    ref = Flows.zeros_like(p64)
+    exact.backward(p64, exact.forward(p64, xt.double(), mt), xt.double(), mt, ref)
+    for a, b in zip(compact.all(), ref.all()):
+        assert torch.allclose(a.double(), b, rtol=1e-4, atol=1e-5)
