@@ -71,6 +71,7 @@ class CircuitModel(torch.nn.Module):
         self.accumulated = 0
         self.use_graphs = self.executor.capturable
         self._graphs: dict = {}
+        self._pool = None  # one memory pool for all of this model's graphs (see _capture)
 
     @property
     def num_vars(self) -> int:
@@ -99,7 +100,8 @@ class CircuitModel(torch.nn.Module):
     forward = log_prob
 
     def _root_values(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        return self.executor.forward(self.params, x, m)[self.plan.root_row]
+        # a copy of the root row: a view would keep the whole [rows, batch] value buffer alive (in a graph, for good)
+        return self.executor.forward(self.params, x, m)[self.plan.root_row].clone()
 
     @torch.no_grad()
     def node_flows(self, x, missing=None) -> torch.Tensor:
@@ -115,7 +117,7 @@ class CircuitModel(torch.nn.Module):
         vals = self.executor.forward(self.params, x, m)
         self.executor.backward(self.params, vals, x, m, self.flows, node_flows=False)
         self.accumulated += x.shape[0]
-        return vals[self.plan.root_row]
+        return vals[self.plan.root_row].clone()
 
     @torch.no_grad()
     def em_update(self, step_size: float = 1.0, pseudocount: float = 0.0) -> None:
@@ -141,7 +143,7 @@ class CircuitModel(torch.nn.Module):
         vals = self.executor.forward(self.params, x, m)
         self.executor.backward(self.params, vals, x, m, self.flows, node_flows=False)
         self.em.apply(self.params, self.flows, step_size, pseudocount)
-        return vals[self.plan.root_row]
+        return vals[self.plan.root_row].clone()
 
     def _graph_step(self, x: torch.Tensor, m: torch.Tensor, step_size: float, pseudocount: float) -> torch.Tensor:
         # the warm-up runs the same kernels with step 0, which leaves the parameters exactly as they are
@@ -166,7 +168,13 @@ class CircuitModel(torch.nn.Module):
         return out.clone()
 
     def _capture(self, x: torch.Tensor, m: torch.Tensor, body, warm):
-        """Warm up (compiling kernels) on a side stream, then capture ``body``."""
+        """Warm up (compiling kernels) on a side stream, then capture ``body``.
+
+        All graphs of the model share one memory pool: a graph's buffers (values, flows) are freed when its
+        capture ends, so the next capture reuses them, and the model holds the largest graph's buffers rather
+        than every graph's. That is safe because no graph reads another's buffers: each replay's only output
+        is copied out at once (``_replay``), and inputs, parameters and flows live outside the pool.
+        """
         sx, sm = x.clone(), m.clone()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -175,7 +183,9 @@ class CircuitModel(torch.nn.Module):
                 warm(sx, sm)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        with torch.cuda.graph(graph, pool=self._pool):
             out = body(sx, sm)
         return graph, sx, sm, out
 
