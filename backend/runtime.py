@@ -142,8 +142,10 @@ class CircuitModel(torch.nn.Module):
         self.flows.zero_()
         vals = self.executor.forward(self.params, x, m)
         self.executor.backward(self.params, vals, x, m, self.flows, node_flows=False)
+        ll = vals[self.plan.root_row].clone()
+        del vals  # the value buffer is free before the update's parameter-sized temporaries exist
         self.em.apply(self.params, self.flows, step_size, pseudocount)
-        return vals[self.plan.root_row].clone()
+        return ll
 
     def _graph_step(self, x: torch.Tensor, m: torch.Tensor, step_size: float, pseudocount: float) -> torch.Tensor:
         # the warm-up runs the same kernels with step 0, which leaves the parameters exactly as they are

@@ -11,7 +11,8 @@ over to a ``.pc`` file, which pcc compiles. Both then train on the same MNIST ba
   its whole-step CUDA graph; median over ``--steps`` timed steps after warm-up (CUDA events).
 * forward: log-likelihoods only, both with CUDA graphs.
 * peak: ``torch.cuda.max_memory_allocated`` over compile + warm-up + timed steps, each system alone on
-  the GPU (the other's memory is freed first).
+  the GPU (the other's memory is freed first); own: the peak minus what was allocated when the system's
+  phase began (the data batch and PyJuice's node DAG, which both phases hold).
 * check: log-likelihoods of a batch agree before and after one identical EM step.
 * precisions: pcc runs once per ``--precisions`` entry; the first (``tf32x3``: fp32 accuracy) is the main
   row, the others (``bf16``: the reduced mode; PyJuice's CUTLASS sum kernels multiply in bf16 too) are
@@ -55,6 +56,7 @@ class Row:
     step_ms: dict = field(default_factory=dict)
     fwd_ms: dict = field(default_factory=dict)
     peak_mib: dict = field(default_factory=dict)
+    base_mib: dict = field(default_factory=dict)  # allocated when the system's phase began (data, PyJuice's DAG)
     ll_err: float = float("nan")
     em_err: float = float("nan")
     extra_err: dict = field(default_factory=dict)  # precision -> [LL err, LL err after EM]
@@ -188,6 +190,7 @@ def compare(name: str, images: np.ndarray, batch: int, steps: int, workdir: Path
     xb = x[:batch].cuda()
     fresh_memory()
     ns = structure(name, x)
+    row.base_mib["pyjuice"] = torch.cuda.memory_allocated() / 2**20
     pj = PyJuiceRunner(ns)
     row.compile_s["pyjuice"] = pj.compile_s
     start = time.perf_counter()
@@ -201,6 +204,7 @@ def compare(name: str, images: np.ndarray, batch: int, steps: int, workdir: Path
     fresh_memory()
     for i, precision in enumerate(precisions):
         key = "pcc" if i == 0 else f"pcc-{precision}"
+        row.base_mib[key] = torch.cuda.memory_allocated() / 2**20
         ours = PccRunner(path, precision)
         row.compile_s[key], row.nodes = ours.compile_s, ours.nodes
         row.edges = ours.edges
@@ -240,22 +244,31 @@ def table(rows: list[Row]) -> str:
     """The markdown table of ``rows``; a column per extra precision when some row has one."""
     extra = sorted({p for r in rows for p in r.extra_err})
     head = ("| config | batch | nodes | sum edges | compile s pcc / PyJuice | step ms pcc / PyJuice (ratio) "
-            "| fwd ms pcc / PyJuice (ratio) | peak MiB pcc / PyJuice (ratio) | LL err | LL err after EM | floor % |"
+            "| fwd ms pcc / PyJuice (ratio) | peak MiB pcc / PyJuice (ratio) | own MiB pcc / PyJuice (ratio) "
+            "| LL err | LL err after EM | floor % |"
             + "".join(f" {p}: step ms (ratio), fwd ms (ratio), LL err, after EM |" for p in extra) + "\n"
-            + "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(extra))
+            + "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(extra))
     out = [head]
     for r in rows:
         if r.error:
-            out.append(f"| {r.name} | {r.batch} | | | | {r.error} | | | | | |" + " |" * len(extra))
+            out.append(f"| {r.name} | {r.batch} | | | | {r.error} | | | | | | |" + " |" * len(extra))
             continue
         c, s, f, m = r.compile_s, r.step_ms, r.fwd_ms, r.peak_mib
         out.append(f"| {r.name} | {r.batch} | {r.nodes:,} | {r.edges:,} | {c['pcc']:.2f} / {c['pyjuice']:.2f} "
                    f"| {s['pcc']:.2f} / {s['pyjuice']:.2f} ({s['pcc'] / s['pyjuice']:.2f}) "
                    f"| {f['pcc']:.2f} / {f['pyjuice']:.2f} ({f['pcc'] / f['pyjuice']:.2f}) "
-                   f"| {m['pcc']:.0f} / {m['pyjuice']:.0f} ({m['pcc'] / m['pyjuice']:.2f}) "
+                   f"| {m['pcc']:.0f} / {m['pyjuice']:.0f} ({m['pcc'] / m['pyjuice']:.2f}) | {_own(r)} "
                    f"| {r.ll_err:.1e} | {r.em_err:.1e} | {100 * r.floor_ms / s['pcc']:.1f} |"
                    + "".join(_extra_cell(r, p) for p in extra))
     return "\n".join(out)
+
+
+def _own(r: Row) -> str:
+    """Peak minus what was allocated when each system's phase began (rows from before base_mib: "–")."""
+    if "pcc" not in r.base_mib:
+        return "–"
+    a, b = (r.peak_mib[k] - r.base_mib[k] for k in ("pcc", "pyjuice"))
+    return f"{a:.0f} / {b:.0f} ({a / b:.2f})"
 
 
 def _extra_cell(r: Row, precision: str) -> str:
