@@ -7,6 +7,8 @@ executor runs exactly this code; ``pcc compile -o DIR`` writes it to ``DIR/kerne
 """
 from __future__ import annotations
 
+import numpy as np
+
 from pcc import __version__
 
 from .flowmap import FlowMap, compact_flows, overwriting_ops
@@ -75,7 +77,10 @@ def flow_tables(plan: Plan, fmap: FlowMap) -> dict[str, object]:
                 out.update({f"{key}.fout": f[op.out_rows], f"{key}.ftiles": f[op.child_tiles[0]]})
             else:
                 out[f"{key}.frows"] = f[op.start:op.start + op.n]
-                if isinstance(op, ProdOp):
+                if isinstance(op, ProdOp) and op.gathers:
+                    kids, parents = op.child_parents
+                    out.update({f"{key}.fkids": f[kids], f"{key}.fparents": np.where(parents >= 0, f[op.start + parents], PAD)})
+                elif isinstance(op, ProdOp):
                     out[f"{key}.fchildren"] = f[op.children]
             if key in fmap.zero:
                 out[f"{key}.zero"] = fmap.zero[key]
@@ -177,6 +182,10 @@ def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool) -> lis
                       f't["{key}.prow"], {stats}, mass, {op.n}, B, x.shape[1], DIST={DISTS[op.dist]}, K={op.k}, BN=BN, BB=BB)')
         return [f"mass = vals.new_zeros({op.n})", launch,
                 f'expected_missing_stats("{op.dist}", {op.k}, t["{key}.prow"], mass, p, fl)']
+    if isinstance(op, ProdOp) and op.gathers:
+        kids, parents = op.child_parents
+        return [f'K.prod_bwd_gather[(triton.cdiv({len(kids)}, BN), nb)](flows, f["{key}.fkids"], f["{key}.fparents"], '
+                f"{len(kids)}, B, D={parents.shape[1]}, BN=BN, BB=BB, OVERWRITE={overwrite})"]
     if isinstance(op, ProdOp):
         return [f'K.prod_bwd[(triton.cdiv({op.n}, BN), nb)](flows, f["{key}.frows"], f["{key}.fchildren"], {op.n}, B, '
                 f"KMAX={op.children.shape[1]}, BN=BN, BB=BB, ZERO={ZERO}, ATOMIC={op.shared_children}, OVERWRITE={overwrite})"]

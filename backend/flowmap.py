@@ -49,7 +49,8 @@ def overwriting_ops(plan: Plan) -> set[str]:
     _, first = _lifetimes(plan, order)
     keys = set()
     for t, (key, op) in enumerate(order):
-        if isinstance(op, InputOp) or op.shared_children:
+        # shared children are added to atomically, except by product ops that gather (one write per child)
+        if isinstance(op, InputOp) or (op.shared_children and not (isinstance(op, ProdOp) and op.gathers)):
             continue
         kids = (op.children if isinstance(op, ProdOp) else op.child_tiles[0]).reshape(-1)
         if (first[kids[kids >= FIRST_ROW]] == t).all():

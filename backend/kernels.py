@@ -198,6 +198,28 @@ def prod_bwd(flows, frows, children, n, B, KMAX: tl.constexpr, BN: tl.constexpr,
 
 
 @triton.jit
+def prod_bwd_gather(flows, kids, parents, n, B, D: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr,
+                    OVERWRITE: tl.constexpr):
+    """Child ``i`` (flow row ``kids[i]``) receives the flows of its product parents (flow rows
+    ``parents[i, :]``, padded with ``PAD``'s zero row): a gather per child, for launches whose children are
+    shared. Each child row is written once, so no atomics: on RAT-SPN, whose inputs feed dozens of
+    products, contended atomic adds took most of a training step.
+    """
+    i = tl.program_id(0) * BN + tl.arange(0, BN)
+    b = tl.program_id(1) * BB + tl.arange(0, BB)
+    ok = (i[:, None] < n) & (b[None, :] < B)
+    acc = tl.zeros((BN, BB), dtype=tl.float32)
+    for d in tl.static_range(D):
+        p = tl.load(parents + i.to(tl.int64) * D + d, mask=i < n, other=0).to(tl.int64)
+        acc += tl.load(flows + p[:, None] * B + b[None, :], mask=ok, other=0.0)
+    at = flows + tl.load(kids + i, mask=i < n, other=0).to(tl.int64)[:, None] * B + b[None, :]
+    if OVERWRITE:
+        tl.store(at, acc, mask=ok)
+    else:
+        tl.store(at, tl.load(at, mask=ok, other=0.0) + acc, mask=ok)
+
+
+@triton.jit
 def zero_rows(flows, rows, n, B, BN: tl.constexpr, BB: tl.constexpr):
     """Clear flow rows ``rows[:n]`` (rows a compact flow buffer hands to a new owner)."""
     i = tl.program_id(0) * BN + tl.arange(0, BN)

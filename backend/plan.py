@@ -75,6 +75,32 @@ class ProdOp:
         """True when a child row has several parents in this op (its flows then need atomics)."""
         return _repeats(self.children, ZERO)
 
+    @property
+    def gathers(self) -> bool:
+        """Whether the backward pass gathers each shared child's flow from its parents (``child_parents``)
+        instead of adding product flows into it atomically."""
+        return self.shared_children and self.child_parents is not None
+
+    @cached_property
+    def child_parents(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The op seen from its children, for a backward pass that gathers instead of adding atomically.
+
+        ``(rows [U], parents [U, D])``: the distinct child rows (``ZERO`` left out) and, for each, the
+        products (indices ``0 .. n-1``) that read it, padded with -1. ``None`` when the padded table would
+        be over four times the edges (a few children with many parents), where atomics stay cheaper.
+        """
+        kids = self.children.reshape(-1)
+        real = kids != ZERO
+        owner = np.repeat(np.arange(self.n), self.children.shape[1])[real]
+        rows, inverse, counts = np.unique(kids[real], return_inverse=True, return_counts=True)
+        if not len(rows) or len(rows) * counts.max() > 4 * len(owner):
+            return None
+        order = np.argsort(inverse, kind="stable")
+        rank = np.arange(len(order)) - np.repeat(np.cumsum(counts) - counts, counts)
+        parents = np.full((len(rows), int(counts.max())), -1, dtype=np.int64)
+        parents[inverse[order], rank] = owner[order]
+        return rows, parents
+
 
 @dataclass
 class SumOp:

@@ -1,7 +1,8 @@
 """Where a training step's GPU time goes: per-kernel totals of one pcc training step (torch.profiler).
 
 Run: ``python bench/profile_step.py --mnist PATH/t10k-images-idx3-ubyte.gz --latents 128 --batch 512``
-(``--structure hmm``: pcc's HMM of length 128 over the first 128 pixels, the harness's HMM configuration).
+(``--structure hmm``: pcc's HMM of length 128 over the first 128 pixels, the harness's HMM configuration;
+``--config rat64``: a harness configuration, built by PyJuice and converted, exactly as bench/vs_pyjuice.py does).
 Prints, per kernel name, the summed CUDA time of ``--steps`` eager steps divided by the number of steps.
 """
 from __future__ import annotations
@@ -51,6 +52,24 @@ def profile(model: CircuitModel, xb: torch.Tensor, steps: int) -> list[tuple[str
     return sorted(rows, key=lambda r: -r[1])
 
 
+def _converted(name: str, images):
+    """The ``.pc`` text of harness configuration ``name`` (PyJuice's DAG, converted), its title and data."""
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from vs_pyjuice import data_for, structure
+
+    from pcc.interop.pyjuice import convert
+    x = data_for(name, images.astype(np.int64))
+    folder = Path(tempfile.mkdtemp())
+    path = convert(structure(name, x), folder / f"{name}.pc")
+    return Path(path), f"{name} (PyJuice's DAG, converted)", x.numpy()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--mnist", required=True)
@@ -60,15 +79,19 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--precision", default="ieee", help="comma-separated tl.dot input precisions to compare")
     ap.add_argument("--fill", type=int, default=None, help="codegen fill override (0: whole launches)")
+    ap.add_argument("--config", help="a bench/vs_pyjuice.py configuration (e.g. rat64, pd64) instead of --structure")
     args = ap.parse_args()
     x = datasets.load(args.mnist)
     start = time.perf_counter()
-    if args.structure == "hmm":
+    if args.config:
+        text, title, x = _converted(args.config, x)
+    elif args.structure == "hmm":
         x = x[:, :128]
         text, title = hmm_source(128, args.latents, 256), f"HMM 128x256 L={args.latents}"
     else:
         text, title = hclt(x, args.latents, "categorical", num_cats=256), f"HCLT 784x256 L={args.latents}"
-    model = CircuitModel(pcc.optimize(load_text(text, f"{args.structure}.pc")), "cuda", executor="triton")
+    circuit = pcc.parse(text) if args.config else load_text(text, f"{args.structure}.pc")
+    model = CircuitModel(pcc.optimize(circuit), "cuda", executor="triton")
     print(f"{title}: compiled in {time.perf_counter() - start:.1f}s", flush=True)
     xb = torch.as_tensor(x[:args.batch], device="cuda", dtype=torch.float32)
     for precision in args.precision.split(","):
