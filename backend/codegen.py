@@ -30,6 +30,9 @@ FILL = 528  # programs that keep an H100's 132 SMs busy (4 each); fewer only und
 # which also lets them split the batch: HMM-256 step 14.5 -> 10.9 ms on an H100 (bench/fill_sweep.py)
 SUM_FILL = 132
 PARAM_FILL = 264
+# a parameter-flow launch splits the batch over programs (one atomic per edge per split) up to FILL programs,
+# with at least SPLIT_BLOCKS batch blocks per split
+SPLIT_BLOCKS = 8
 # pipeline depth of the forward loop over child tiles: 4 at full batch blocks, 2 at shrunk ones (bench/fill_sweep.py)
 FWD_STAGES = (4, 2)
 _STATS = {"categorical": "fl.cat[{k}]", "bernoulli": "fl.bern", "gaussian": "fl.gauss"}
@@ -197,7 +200,7 @@ def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool) -> lis
     # batch splits: enough programs to fill the GPU, but each split sums >= 8 batch blocks (splits cost atomics;
     # on an H100 one split was fastest at batch 512, four at 8192 for 160 programs)
     lines = [f"bb = K.batch_block(B, BB, {programs}, {fill[1]})",
-             f"split = max(1, min(triton.cdiv(B, bb) // 8, {max(1, FILL // programs)}))",
+             f"split = max(1, min(triton.cdiv(B, bb) // {SPLIT_BLOCKS}, {max(1, FILL // programs)}))",
              f"K.sum_bwd_params[({len(op.out_rows)}, {op.kmax}, split)](vals, flows, p.sum_w, fl.sum_w, {tiles}, "
              f"split, {shape}, {masks}, PRECISION=PRECISION)"]
     tiles_c, r = len(op.child_tiles[0]), op.child_tiles[1].shape[1]
