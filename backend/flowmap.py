@@ -34,6 +34,7 @@ class FlowMap:
     rows: np.ndarray
     size: int
     zero: dict[str, np.ndarray] = field(default_factory=dict)
+    overwrite: set[str] = field(default_factory=set)  # :func:`overwriting_ops` of the plan
 
 
 def backward_order(plan: Plan) -> list[tuple[str, object]]:
@@ -46,11 +47,13 @@ def overwriting_ops(plan: Plan) -> set[str]:
     backward kernels store child flows rather than add them to a cleared row (one load fewer per flow, and
     no clearing of reused rows in the compact map)."""
     order = backward_order(plan)
-    _, first = _lifetimes(plan, order)
+    return _overwriting(order, _lifetimes(plan, order)[1])
+
+
+def _overwriting(order: list, first: np.ndarray) -> set[str]:
     keys = set()
     for t, (key, op) in enumerate(order):
-        # shared children are added to atomically, except by product ops that gather (one write per child)
-        if isinstance(op, InputOp) or (op.shared_children and not (isinstance(op, ProdOp) and op.gathers)):
+        if isinstance(op, InputOp) or op.child_atomics:
             continue
         kids = (op.children if isinstance(op, ProdOp) else op.child_tiles[0]).reshape(-1)
         if (first[kids[kids >= FIRST_ROW]] == t).all():
@@ -71,7 +74,7 @@ def compact_flows(plan: Plan) -> FlowMap:
     """
     order = backward_order(plan)
     own, first = _lifetimes(plan, order)
-    overwriting = overwriting_ops(plan)
+    overwriting = _overwriting(order, first)
     stored = {t for t, (key, _) in enumerate(order) if key in overwriting}
     rows = np.arange(plan.rows, dtype=np.int64)
     # a node no op writes a flow to (none on its path to the root: its flow is 0) reads PAD's zero row
@@ -109,7 +112,7 @@ def compact_flows(plan: Plan) -> FlowMap:
         rows[want] = np.concatenate([got, fresh])
     zero = _clear_points(np.concatenate(reuse_lo or [[]]), np.concatenate(reuse_hi or [[]]),
                          np.concatenate(reuse_rows or [[]]), order)
-    return FlowMap(rows, size, zero)
+    return FlowMap(rows, size, zero, overwriting)
 
 
 def _lifetimes(plan: Plan, order: list) -> tuple[np.ndarray, np.ndarray]:

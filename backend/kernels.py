@@ -157,15 +157,33 @@ def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, mass, n, B, V,
 
 
 @triton.jit
+def _row_sum(buf, table, i, b, ok, n, B, K: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr):
+    """``sum_k buf[table[i, k], b]``: the rows a ``[n, K]`` index table names, added (product values in log
+    space, or a child's parents' flows)."""
+    acc = tl.zeros((BN, BB), dtype=tl.float32)
+    for k in tl.static_range(K):
+        r = tl.load(table + i.to(tl.int64) * K + k, mask=i < n, other=0).to(tl.int64)
+        acc += tl.load(buf + r[:, None] * B + b[None, :], mask=ok, other=0.0)
+    return acc
+
+
+@triton.jit
+def _add_flows(at, f, mask, OVERWRITE: tl.constexpr):
+    """``*at += f`` where ``mask``, without atomics (each row written by one program); ``OVERWRITE``: these are
+    the rows' first flows, stored rather than added (:func:`pcc.backend.flowmap.overwriting_ops`)."""
+    if OVERWRITE:
+        tl.store(at, f, mask=mask)
+    else:
+        tl.store(at, tl.load(at, mask=mask, other=0.0) + f, mask=mask)
+
+
+@triton.jit
 def prod_fwd(vals, children, start, n, B, KMAX: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr):
     """Rows ``start + i``: the sum (log space) of the rows ``children[i, :]``."""
     i = tl.program_id(0) * BN + tl.arange(0, BN)
     b = tl.program_id(1) * BB + tl.arange(0, BB)
     ok = (i[:, None] < n) & (b[None, :] < B)
-    acc = tl.zeros((BN, BB), dtype=tl.float32)
-    for k in tl.static_range(KMAX):
-        c = tl.load(children + i.to(tl.int64) * KMAX + k, mask=i < n, other=0).to(tl.int64)
-        acc += tl.load(vals + c[:, None] * B + b[None, :], mask=ok, other=0.0)
+    acc = _row_sum(vals, children, i, b, ok, n, B, KMAX, BN, BB)
     tl.store(vals + (start + i[:, None]).to(tl.int64) * B + b[None, :], acc, mask=ok)
 
 
@@ -190,11 +208,7 @@ def prod_bwd(flows, frows, children, n, B, KMAX: tl.constexpr, BN: tl.constexpr,
         if ATOMIC:
             tl.atomic_add(at, f, mask=ok & (f != 0.0))
         else:
-            real = ok & (c[:, None] != ZERO)
-            if OVERWRITE:
-                tl.store(at, f, mask=real)
-            else:
-                tl.store(at, tl.load(at, mask=real, other=0.0) + f, mask=real)
+            _add_flows(at, f, ok & (c[:, None] != ZERO), OVERWRITE)
 
 
 @triton.jit
@@ -208,15 +222,9 @@ def prod_bwd_gather(flows, kids, parents, n, B, D: tl.constexpr, BN: tl.constexp
     i = tl.program_id(0) * BN + tl.arange(0, BN)
     b = tl.program_id(1) * BB + tl.arange(0, BB)
     ok = (i[:, None] < n) & (b[None, :] < B)
-    acc = tl.zeros((BN, BB), dtype=tl.float32)
-    for d in tl.static_range(D):
-        p = tl.load(parents + i.to(tl.int64) * D + d, mask=i < n, other=0).to(tl.int64)
-        acc += tl.load(flows + p[:, None] * B + b[None, :], mask=ok, other=0.0)
+    acc = _row_sum(flows, parents, i, b, ok, n, B, D, BN, BB)
     at = flows + tl.load(kids + i, mask=i < n, other=0).to(tl.int64)[:, None] * B + b[None, :]
-    if OVERWRITE:
-        tl.store(at, acc, mask=ok)
-    else:
-        tl.store(at, tl.load(at, mask=ok, other=0.0) + acc, mask=ok)
+    _add_flows(at, acc, ok, OVERWRITE)
 
 
 @triton.jit
@@ -339,10 +347,8 @@ def sum_bwd(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, tile_rows,
     real = inb & (c[:, None] != NEG)
     if ATOMIC:
         tl.atomic_add(at, acc, mask=real & (acc != 0.0))
-    elif OVERWRITE:
-        tl.store(at, acc, mask=real)
     else:
-        tl.store(at, tl.load(at, mask=real, other=0.0) + acc, mask=real)
+        _add_flows(at, acc, real, OVERWRITE)
 
 
 @triton.jit

@@ -76,6 +76,11 @@ class ProdOp:
         return _repeats(self.children, ZERO)
 
     @property
+    def child_atomics(self) -> bool:
+        """Whether the backward pass adds flows into this op's children atomically (shared, not gathered)."""
+        return self.shared_children and not self.gathers
+
+    @property
     def gathers(self) -> bool:
         """Whether the backward pass gathers each shared child's flow from its parents (``child_parents``)
         instead of adding product flows into it atomically."""
@@ -139,6 +144,11 @@ class SumOp:
     def shared_children(self) -> bool:
         """True when a child row lies in several distinct child tiles (child flows then need atomics)."""
         return _repeats(self.child_tiles[0], NEG)
+
+    @property
+    def child_atomics(self) -> bool:
+        """Whether the backward pass adds flows into this op's children atomically."""
+        return self.shared_children
 
     @cached_property
     def affine(self) -> tuple[np.ndarray, np.ndarray] | None:

@@ -6,12 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from randgen import random_inputs
 from test_backend import CIRCUITS, setup
 
 from pcc.backend.flowmap import _lifetimes, backward_order, compact_flows, full_flows, overwriting_ops
-from pcc.backend.params import Flows
+from pcc.backend.params import Flows, Params
 from pcc.backend.plan import FIRST_ROW, NEG, PAD, ZERO, InputOp, ProdOp
 from pcc.backend.torch_exec import TorchExecutor
+from pcc.backend.triton_exec import TritonExecutor
 
 
 def _children(op) -> np.ndarray:
@@ -100,7 +102,6 @@ def test_compact_training_flows_match_node_flows_and_reference(name, make):
     for a, b in zip(full.all(), compact.all()):
         assert torch.allclose(a, b, rtol=1e-6, atol=1e-7)
     exact = TorchExecutor(plan, "cpu", torch.float64)
-    from pcc.backend.params import Params
     p64 = Params.from_plan(plan, "cpu", torch.float64)
     ref = Flows.zeros_like(p64)
     exact.backward(p64, exact.forward(p64, xt.double(), mt), xt.double(), mt, ref)
@@ -120,9 +121,6 @@ def test_atomic_product_backward_still_matches_the_reference():
             continue
         for op in shared:
             op.__dict__["child_parents"] = None  # overrides the cached property: the atomic path
-        from pcc.backend.triton_exec import TritonExecutor
-        from pcc.backend.params import Params
-        from randgen import random_inputs
         ex = TritonExecutor(plan, "cpu")
         assert "K.prod_bwd_gather" not in ex.source
         p, p64 = Params.from_plan(plan, "cpu"), Params.from_plan(plan, "cpu", torch.float64)
