@@ -42,3 +42,17 @@ def test_report_shows_extra_precisions(tmp_path):
     assert "bf16: step ms (ratio)" in out[0]
     assert "| 2.00 (0.50), 0.50 (0.50), 1.0e-03, 2.0e-03 |" in out[2]
     assert out[3].startswith("| pd8 |") and out[3].count("|") == out[2].count("|")
+
+
+def test_report_shows_memory_above_each_phase_start(tmp_path):
+    row = {"name": "hclt8", "batch": 64, "nodes": 10, "edges": 100, "convert_s": 0.1,
+           "compile_s": {"pyjuice": 2.0, "pcc": 1.0}, "step_ms": {"pyjuice": 4.0, "pcc": 3.0},
+           "fwd_ms": {"pyjuice": 1.0, "pcc": 1.0}, "peak_mib": {"pyjuice": 120.0, "pcc": 70.0},
+           "base_mib": {"pyjuice": 20.0, "pcc": 20.0}, "ll_err": 1e-6, "em_err": 2e-5}
+    old = {k: v for k, v in row.items() if k != "base_mib"} | {"name": "pd8"}  # rows from before the column
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps(row) + "\n" + json.dumps(old) + "\n")
+    out = _report(path).splitlines()
+    assert "own MiB pcc / PyJuice (ratio)" in out[0]
+    assert "| 70 / 120 (0.58) | 50 / 100 (0.50) |" in out[2]
+    assert "| 70 / 120 (0.58) | – |" in out[3]
