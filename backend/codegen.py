@@ -30,9 +30,12 @@ FILL = 528  # programs that keep an H100's 132 SMs busy (4 each); fewer only und
 # which also lets them split the batch: HMM-256 step 14.5 -> 10.9 ms on an H100 (bench/fill_sweep.py)
 SUM_FILL = 132
 PARAM_FILL = 264
-# a parameter-flow launch splits the batch over programs (one atomic per edge per split) up to FILL programs,
-# with at least SPLIT_BLOCKS batch blocks per split
-SPLIT_BLOCKS = 8
+# a parameter-flow launch with fewer programs than SPLIT_BELOW (an H100's SMs) splits the batch over programs
+# (one atomic per edge per split) up to FILL programs and SPLIT_MAX splits, at least SPLIT_BLOCKS batch blocks
+# per split. On an H100 (bench/param_sweep.py) this took HMM-256 steps at batch 512 from 10.1 to 8.6 ms,
+# HCLT-64 5.04 -> 4.32, PD-32 2.56 -> 2.32, and left HMM-256 at 8192 as it was (32.6); splitting launches
+# that already fill the GPU slowed HMM-1024 by 12%, splitting without a cap HMM-256 at 8192 by 10%
+SPLIT_BLOCKS, SPLIT_MAX, SPLIT_BELOW = 2, 16, 132
 # pipeline depth of the forward loop over child tiles: 4 at full batch blocks, 2 at shrunk ones (bench/fill_sweep.py)
 FWD_STAGES = (4, 2)
 _STATS = {"categorical": "fl.cat[{k}]", "bernoulli": "fl.bern", "gaussian": "fl.gauss"}
@@ -197,10 +200,10 @@ def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool) -> lis
     masks = f"PAD={PAD}, NEG={NEG}, AFFINE={op.affine is not None}"
     # parameter flows first: they read the parents' flows before anything else changes the buffer
     programs = len(op.out_rows) * op.kmax
-    # batch splits: enough programs to fill the GPU, but each split sums >= 8 batch blocks (splits cost atomics;
-    # on an H100 one split was fastest at batch 512, four at 8192 for 160 programs)
+    # batch splits (see SPLIT_BELOW): only narrow launches split, since splits cost atomics
+    most = min(FILL // programs, SPLIT_MAX) if programs < SPLIT_BELOW else 1
     lines = [f"bb = K.batch_block(B, BB, {programs}, {fill[1]})",
-             f"split = max(1, min(triton.cdiv(B, bb) // {SPLIT_BLOCKS}, {max(1, FILL // programs)}))",
+             f"split = max(1, min(triton.cdiv(B, bb) // {SPLIT_BLOCKS}, {max(1, most)}))",
              f"K.sum_bwd_params[({len(op.out_rows)}, {op.kmax}, split)](vals, flows, p.sum_w, fl.sum_w, {tiles}, "
              f"split, {shape}, {masks}, PRECISION=PRECISION)"]
     tiles_c, r = len(op.child_tiles[0]), op.child_tiles[1].shape[1]

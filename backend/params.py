@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .em_kernels import edge_runs, launch_cat, launch_sums
 from .plan import Plan
 
 MIN_STD = 1e-3
@@ -66,21 +67,34 @@ class Flows:
 
 
 class EMUpdate:
-    """The closed-form EM update of a plan's parameters from accumulated flows (in place)."""
+    """The closed-form EM update of a plan's parameters from accumulated flows (in place).
 
-    def __init__(self, plan: Plan, device):
-        # int32 group ids: 4 bytes per edge instead of 8 (plans stay below 2^31 groups)
-        self.parent = torch.as_tensor(plan.sum_parent.astype(np.int32), device=device)
+    ``fused``: sum weights and categorical tables are updated by Triton kernels (:mod:`pcc.backend.em_kernels`,
+    two edge-sized passes instead of about a dozen); otherwise by torch ops. Both compute the same formulas.
+    """
+
+    def __init__(self, plan: Plan, device, fused: bool = False):
+        self.fused = fused
         self.groups = plan.sum_groups + 1  # the pad slot is its own group
         fanin = np.bincount(plan.sum_parent, minlength=self.groups)
         self.fanin = torch.as_tensor(fanin, device=device)
+        if fused:  # runs of edges by group, the pad slot left out (it stays zero)
+            self.runs = tuple(torch.as_tensor(a, device=device) for a in edge_runs(plan.sum_parent[:-1]))
+        else:  # int32 group ids: 4 bytes per edge instead of 8 (plans stay below 2^31 groups)
+            self.parent = torch.as_tensor(plan.sum_parent.astype(np.int32), device=device)
 
     def apply(self, p: Params, f: Flows, step: float = 1.0, pseudocount: float = 0.0) -> None:
-        """``p <- (1 - step) p + step * EM(f, pseudocount)``; ``f.sum_w`` is used as scratch (clear it after)."""
-        self._sums(p.sum_w, f.sum_w, pseudocount, step)
-        p.sum_w[-1:].zero_()  # the pad slot stays zero (an in-place kernel: capturable in CUDA graphs)
-        for k, table in p.cat.items():
-            _blend(table, _normalise(f.cat[k], pseudocount, table), step)
+        """``p <- (1 - step) p + step * EM(f, pseudocount)``; ``f.sum_w`` may be used as scratch (clear it after)."""
+        if self.fused:
+            totals = torch.zeros(self.groups, dtype=p.sum_w.dtype, device=p.sum_w.device)
+            launch_sums(p.sum_w, f.sum_w, totals, self.fanin.to(p.sum_w.dtype), self.runs, pseudocount, step)
+            for k, table in p.cat.items():
+                launch_cat(table, f.cat[k], pseudocount, step)
+        else:
+            self._sums(p.sum_w, f.sum_w, pseudocount, step)
+            p.sum_w[-1:].zero_()  # the pad slot stays zero (an in-place kernel: capturable in CUDA graphs)
+            for k, table in p.cat.items():
+                _blend(table, _normalise(f.cat[k], pseudocount, table), step)
         if len(p.bern):
             c = f.bern
             new = (c[:, 1] + pseudocount / 2) / (c.sum(1) + pseudocount)

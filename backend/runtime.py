@@ -66,7 +66,7 @@ class CircuitModel(torch.nn.Module):
         self.dtype = dtype
         self.params = Params.from_plan(self.plan, self.device_, dtype)
         self.executor = make_executor(self.plan, self.device_, dtype, executor, kernels, precision)
-        self.em = EMUpdate(self.plan, self.device_)
+        self.em = EMUpdate(self.plan, self.device_, fused=self.executor.fused_em)
         self.flows = Flows.zeros_like(self.params)
         self.accumulated = 0
         self.use_graphs = self.executor.capturable

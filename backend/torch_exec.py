@@ -22,6 +22,7 @@ class TorchExecutor:
     """Evaluates a :class:`Plan` with torch tensor ops on ``device``."""
 
     capturable = False  # boolean-mask writes have data-dependent shapes: not capturable in CUDA graphs
+    fused_em = False  # the EM update stays in torch ops (no Triton on a plain CPU)
 
     def __init__(self, plan: Plan, device, dtype=torch.float32):
         self.plan, self.device, self.dtype = plan, device, dtype

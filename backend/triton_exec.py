@@ -52,6 +52,7 @@ class TritonExecutor:
     """Evaluates a :class:`Plan` with Triton kernels; ``precision`` is the ``tl.dot`` input precision."""
 
     capturable = True  # fixed shapes, no host synchronisation: a whole step can be a CUDA graph
+    fused_em = True  # the EM update runs as Triton kernels too (pcc.backend.em_kernels)
 
     def __init__(self, plan: Plan, device, dtype=torch.float32, precision: str = DOT_PRECISION, source: str | None = None,
                  fill: int | None = None):

@@ -1,7 +1,7 @@
 """Parameter-flow launch shapes on a whole training step: batch splits and fill, on a harness configuration.
 
 ``python bench/param_sweep.py --mnist PATH/t10k-images-idx3-ubyte.gz --config hclt64 [--batch 512]``
-times the CUDA-graph training step (median of 20) for codegen settings ``FILL/PARAM_FILL/SPLIT_BLOCKS``
+times the CUDA-graph training step (median of 20) for codegen settings ``FILL/PARAM_FILL/SPLIT_BLOCKS[/SPLIT_MAX/SPLIT_BELOW]``
 and checks each variant's parameter flows of one backward pass against the first variant's.
 """
 from __future__ import annotations
@@ -28,7 +28,8 @@ def main() -> None:
     ap.add_argument("--mnist", required=True)
     ap.add_argument("--config", default="hclt64")
     ap.add_argument("--batch", type=int, default=512)
-    ap.add_argument("--variants", default="528/264/8,528/264/1,1056/528/1,2112/1056/1,4224/2112/1,2112/1056/2")
+    # FILL/PARAM_FILL/SPLIT_BLOCKS[/SPLIT_MAX/SPLIT_BELOW]
+    ap.add_argument("--variants", default="528/264/8,528/264/1,528/264/1/16/132,528/264/2/16/132,528/264/1/8/132")
     args = ap.parse_args()
     path, title, x = _converted(args.config, datasets.load(args.mnist))
     model = CircuitModel(pcc.optimize(pcc.parse(path)), "cuda", executor="triton")
@@ -37,7 +38,8 @@ def main() -> None:
     print(f"{title}, batch {args.batch}", flush=True)
     ref = None
     for v in args.variants.split(","):
-        codegen.FILL, codegen.PARAM_FILL, codegen.SPLIT_BLOCKS = (int(s) for s in v.split("/"))
+        knobs = [int(s) for s in v.split("/")] + [1 << 30, 1 << 30]
+        codegen.FILL, codegen.PARAM_FILL, codegen.SPLIT_BLOCKS, codegen.SPLIT_MAX, codegen.SPLIT_BELOW = knobs[:5]
         ex = TritonExecutor(model.plan, model.device_)
         fl = Flows.zeros_like(model.params)
         ex.backward(model.params, ex.forward(model.params, xb, miss), xb, miss, fl, node_flows=False)

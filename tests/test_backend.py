@@ -133,7 +133,7 @@ def test_em_step_equals_closed_form(name, make, step, alpha, executor):
     plan, node, flows, ref, ok = _flows(c, 4, executor, dtype)
     flows = _double(flows)
     p = Params.from_plan(plan, "cpu", torch.float64)
-    EMUpdate(plan, "cpu").apply(p, flows, step, alpha)
+    EMUpdate(plan, "cpu", fused=executor == "triton").apply(p, flows, step, alpha)  # as CircuitModel pairs them
     for name, t in ref.theta.items():
         kind, start, size = plan.tensor_slots[name]
         blk = next(b for b in c.blocks if getattr(b, "params", None) == name)

@@ -1,0 +1,63 @@
+"""The fused EM update (Triton kernels, run in the interpreter on the CPU) against the torch update."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import EXAMPLES
+from randgen import random_circuits
+
+from pcc import optimize, parse
+from pcc.backend.em_kernels import edge_runs
+from pcc.backend.params import EMUpdate, Flows, Params
+from pcc.backend.plan import build_plan
+from pcc.ir.params import randomize
+
+CIRCUITS = [(p.stem, lambda p=p: parse(p)) for p in EXAMPLES] + [
+    (f"random{i}", lambda i=i: random_circuits(300 + i, 1)[0]) for i in range(8)]
+
+
+@pytest.mark.parametrize("longest", [1, 3, 64])
+def test_edge_runs_cover_every_edge_once_in_groups(longest):
+    parent = np.repeat(np.random.default_rng(0).permutation(40), np.random.default_rng(1).integers(1, 150, 40))
+    parent = np.concatenate([parent, parent[:100]])  # a group may come back later (tiled blocks do)
+    start, length, group = edge_runs(parent, longest)
+    assert (length >= 1).all() and (length <= longest).all()
+    edges = np.concatenate([np.arange(s, s + n) for s, n in zip(start, length)])
+    np.testing.assert_array_equal(edges, np.arange(len(parent)))  # in order, each once
+    np.testing.assert_array_equal(np.repeat(group, length), parent)  # one group per run
+    assert [len(a) for a in edge_runs(np.zeros(0, dtype=np.int64))] == [0, 0, 0]
+
+
+def _random_flows(p: Params, rng) -> Flows:
+    """Flows with whole groups of zeros (kept parameters when the pseudocount is 0) and wide ranges."""
+    f = Flows.zeros_like(p)
+    f.sum_w.copy_(torch.as_tensor(rng.exponential(size=len(p.sum_w)) * (rng.random(len(p.sum_w)) < 0.7)))
+    f.sum_w[-1] = 0.0  # the pad slot receives no flow
+    for k, t in f.cat.items():
+        rows = torch.as_tensor(rng.random(len(t)) < 0.8, dtype=t.dtype)[:, None]
+        t.copy_(torch.as_tensor(rng.exponential(size=t.shape) * 1e3) * rows)
+    return f
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("step,alpha", [(1.0, 0.0), (1.0, 0.5), (0.3, 0.1), (0.0, 0.1)])
+@pytest.mark.parametrize("name,make", CIRCUITS, ids=[c[0] for c in CIRCUITS])
+def test_fused_update_equals_torch_update(name, make, step, alpha, dtype):
+    c = make()
+    randomize(c, 3)
+    plan = build_plan(optimize(c))
+    rng = np.random.default_rng(len(name))
+    ref, got = Params.from_plan(plan, "cpu", dtype), Params.from_plan(plan, "cpu", dtype)
+    flows = _random_flows(ref, rng)
+    before = Params.from_plan(plan, "cpu", dtype)
+    EMUpdate(plan, "cpu").apply(ref, Flows(flows.sum_w.clone(), {k: v.clone() for k, v in flows.cat.items()},
+                                           flows.bern.clone(), flows.gauss.clone()), step, alpha)
+    EMUpdate(plan, "cpu", fused=True).apply(got, flows, step, alpha)
+    tol = 1e-6 if dtype == torch.float32 else 1e-13
+    torch.testing.assert_close(got.sum_w, ref.sum_w, rtol=tol, atol=tol)
+    assert got.sum_w[-1] == 0  # the pad slot stays zero
+    for k in ref.cat:
+        torch.testing.assert_close(got.cat[k], ref.cat[k], rtol=tol, atol=tol)
+    if step == 0.0:  # a zero step (the CUDA-graph warm-up) leaves every parameter exactly as it was
+        assert torch.equal(got.sum_w, before.sum_w) and all(torch.equal(got.cat[k], before.cat[k]) for k in got.cat)
