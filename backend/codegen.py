@@ -12,6 +12,7 @@ import numpy as np
 from pcc import __version__
 
 from .flowmap import FlowMap, compact_flows
+from .valuemap import ValueMap
 from .plan import NEG, PAD, ZERO, InputOp, Plan, ProdOp, SumOp
 
 DISTS = {"categorical": 0, "bernoulli": 1, "gaussian": 2}
@@ -49,24 +50,39 @@ def cat_rows(op: InputOp) -> int:
 
 
 def tables(plan: Plan) -> dict[str, object]:
-    """The index arrays the generated code refers to, by name (``L{layer}.{op}.{what}``)."""
+    """The index arrays the generated code refers to that no value layout changes, by name
+    (``L{layer}.{op}.{what}``); :func:`value_tables` gives the rest."""
     out = {}
     for li, ops in enumerate(plan.layers):
         for oi, op in enumerate(ops):
             key = f"L{li}.{oi}"
             if isinstance(op, SumOp):
-                out.update({f"{key}.out": op.out_rows, f"{key}.child": op.child_rows,
-                            f"{key}.tiles": op.child_tiles[0], f"{key}.uses": op.child_tiles[1]})
+                out[f"{key}.uses"] = op.child_tiles[1]
                 if op.affine is None:  # affine tiles need no [T, tile_p, kmax * tile_c] index table on the device
                     out[f"{key}.wids"] = op.weight_ids
                 else:
                     out.update({f"{key}.wbase": op.affine[0], f"{key}.wstride": op.affine[1]})
-            elif isinstance(op, ProdOp):
-                out[f"{key}.children"] = op.children
-            elif op.dist == "categorical":
-                out.update({f"{key}.var": op.var, f"{key}.prow": op.prow, f"{key}.tiles": op.var_tiles(cat_rows(op))})
-            else:
+            elif isinstance(op, InputOp):
                 out.update({f"{key}.var": op.var, f"{key}.prow": op.prow})
+                if op.dist == "categorical":
+                    out[f"{key}.tiles"] = op.var_tiles(cat_rows(op))
+    return out
+
+
+def value_tables(plan: Plan, vmap: ValueMap) -> dict[str, object]:
+    """The value-row tables under ``vmap`` (:mod:`.valuemap`): ``out``/``child``/``tiles`` (a sum's parent
+    rows, child rows and child tiles), ``children`` (a product's) and ``rows`` (a product or input op's own)."""
+    v = vmap.rows
+    out = {}
+    for li, ops in enumerate(plan.layers):
+        for oi, op in enumerate(ops):
+            key = f"L{li}.{oi}"
+            if isinstance(op, SumOp):
+                out.update({f"{key}.out": v[op.out_rows], f"{key}.child": v[op.child_rows], f"{key}.tiles": v[op.child_tiles[0]]})
+                continue
+            out[f"{key}.rows"] = v[op.start:op.start + op.n]
+            if isinstance(op, ProdOp):
+                out[f"{key}.children"] = v[op.children]
     return out
 
 
@@ -156,10 +172,10 @@ def _title(op) -> str:
 def _forward_lines(key: str, op, fill: tuple[int, int]) -> list[str]:
     if isinstance(op, InputOp):
         return [f'K.input_fwd[(triton.cdiv({op.n}, BN), nb)](vals, x, miss, t["{key}.var"], t["{key}.prow"], '
-                f'{_THETA[op.dist].format(k=op.k)}, {op.start}, {op.n}, B, x.shape[1], '
+                f'{_THETA[op.dist].format(k=op.k)}, t["{key}.rows"], {op.n}, B, x.shape[1], '
                 f"DIST={DISTS[op.dist]}, K={op.k}, BN=BN, BB=BB)"]
     if isinstance(op, ProdOp):
-        return [f'K.prod_fwd[(triton.cdiv({op.n}, BN), nb)](vals, t["{key}.children"], {op.start}, {op.n}, B, '
+        return [f'K.prod_fwd[(triton.cdiv({op.n}, BN), nb)](vals, t["{key}.children"], t["{key}.rows"], {op.n}, B, '
                 f"KMAX={op.children.shape[1]}, BN=BN, BB=BB)"]
     return [f"bb = K.batch_block(B, BB, {len(op.out_rows)}, {fill[0]})",
             f'K.sum_fwd[({len(op.out_rows)}, triton.cdiv(B, bb))](vals, p.sum_w, t["{key}.out"], t["{key}.child"], '

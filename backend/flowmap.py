@@ -75,44 +75,46 @@ def compact_flows(plan: Plan) -> FlowMap:
     order = backward_order(plan)
     own, first = _lifetimes(plan, order)
     overwriting = _overwriting(order, first)
-    stored = {t for t, (key, _) in enumerate(order) if key in overwriting}
+    stored = np.array([key in overwriting for key, _ in order] + [False])
     rows = np.arange(plan.rows, dtype=np.int64)
     # a node no op writes a flow to (none on its path to the root: its flow is 0) reads PAD's zero row
     rows[(own >= 0) & (first == len(order))] = PAD
     node = np.flatnonzero((own >= 0) & (first < len(order)))
     start = first[node]
-    free = np.zeros(0, dtype=np.int64)
-    freed_at = np.full(plan.rows, -2, dtype=np.int64)  # time a flow row's last owner finished (-2: never used)
-    size = FIRST_ROW
-    reuse_lo, reuse_hi, reuse_rows = [], [], []
-    by_start = np.argsort(start, kind="stable")
-    by_end = np.argsort(own[node], kind="stable")
-    ends = own[node][by_end]
-    starts = start[by_start]
-    done = 0
+    rows[node], size, prev = colour_intervals(start, own[node], FIRST_ROW)
+    # a reused row needs clearing after its previous owner's last read, unless an overwriting op writes it first
+    clear = (prev > -2) & ~stored[start]
+    zero = _clear_points(prev[clear] + 1, start[clear], rows[node][clear], order)
+    return FlowMap(rows, size, zero, overwriting)
+
+
+def colour_intervals(start: np.ndarray, end: np.ndarray, first: int) -> tuple[np.ndarray, int, np.ndarray]:
+    """Rows from ``first`` on for the intervals ``[start[i], end[i]]`` (op times), reused once an owner is done.
+
+    Rows are handed out at each start time, free rows (their owners ended before that time) before new
+    ones, so the rows used, ``size - first``, are the most intervals alive at one time: an optimal colouring
+    of an interval graph. Returns ``(rows, size, prev)``, ``prev[i]`` the end of the row's previous owner
+    (-2 for a fresh row).
+    """
+    rows = np.empty(len(start), dtype=np.int64)
+    prev = np.full(len(start), -2, dtype=np.int64)
+    by_start, by_end = np.argsort(start, kind="stable"), np.argsort(end, kind="stable")
+    starts, ends = start[by_start], end[by_end]
+    free, free_end = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    size, done = first, 0
     for t in np.unique(starts):
         upto = np.searchsorted(ends, t, side="left")  # owners whose last op ran before t
         if upto > done:
-            gone = rows[node[by_end[done:upto]]]
-            freed_at[gone] = ends[done:upto]
-            free = np.concatenate([free, gone])
+            gone = by_end[done:upto]
+            free, free_end = np.concatenate([free, rows[gone]]), np.concatenate([free_end, end[gone]])
             done = upto
-        lo, hi = np.searchsorted(starts, t, side="left"), np.searchsorted(starts, t, side="right")
-        want = node[by_start[lo:hi]]
+        want = by_start[np.searchsorted(starts, t, side="left"):np.searchsorted(starts, t, side="right")]
         take = min(len(free), len(want))
-        got = free[len(free) - take:]
-        free = free[:len(free) - take]
-        fresh = np.arange(size, size + len(want) - take, dtype=np.int64)
-        size += len(fresh)
-        # a reused row needs clearing unless an overwriting op writes it first
-        clear = np.full(take, t not in stored)
-        reuse_lo.append(freed_at[got[clear]] + 1)
-        reuse_hi.append(np.full(int(clear.sum()), t, dtype=np.int64))
-        reuse_rows.append(got[clear])
-        rows[want] = np.concatenate([got, fresh])
-    zero = _clear_points(np.concatenate(reuse_lo or [[]]), np.concatenate(reuse_hi or [[]]),
-                         np.concatenate(reuse_rows or [[]]), order)
-    return FlowMap(rows, size, zero, overwriting)
+        rows[want[:take]], prev[want[:take]] = free[len(free) - take:], free_end[len(free) - take:]
+        free, free_end = free[:len(free) - take], free_end[:len(free) - take]
+        rows[want[take:]] = np.arange(size, size + len(want) - take, dtype=np.int64)
+        size += len(want) - take
+    return rows, size, prev
 
 
 def _lifetimes(plan: Plan, order: list) -> tuple[np.ndarray, np.ndarray]:

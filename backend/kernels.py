@@ -10,7 +10,8 @@ no flow, ``s`` a per-sample shift) every edge flow is ``W * exp(C - s) * G``, so
 ``exp(C - s) * (W^T @ G)`` (one program per parent tile and batch block) and parameter flows
 ``W * (G @ exp(C - s)^T)`` summed over the batch inside one program per parent tile and child tile.
 
-Flows are addressed through flow-row tables (``frows``, ``fout``, ``tile_frows``, the flow form of a product's
+Values are addressed through row tables too (``rows``, ``out_rows``, ``child_rows``, ``children``): a node's
+value row depends on the layout (:mod:`pcc.backend.valuemap`). Flows are addressed through flow-row tables (``frows``, ``fout``, ``tile_frows``, the flow form of a product's
 children): a training step keeps flows only while they are alive (:mod:`pcc.backend.flowmap`), so a node's
 flow row differs from its value row; ``zero_rows`` clears reused flow rows.
 """
@@ -58,9 +59,9 @@ def _dot(a, b, PRECISION: tl.constexpr):
 
 
 @triton.jit
-def input_fwd(vals, x, miss, var, prow, theta, start, n, B, V,
+def input_fwd(vals, x, miss, var, prow, theta, rows, n, B, V,
               DIST: tl.constexpr, K: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr):
-    """Rows ``start + i``: log-probability of ``x[:, var[i]]`` under parameter row ``prow[i]`` (0 if missing)."""
+    """Rows ``rows[i]``: log-probability of ``x[:, var[i]]`` under parameter row ``prow[i]`` (0 if missing)."""
     i = tl.program_id(0) * BN + tl.arange(0, BN)
     b = tl.program_id(1) * BB + tl.arange(0, BB)
     ok = (i[:, None] < n) & (b[None, :] < B)
@@ -80,7 +81,8 @@ def input_fwd(vals, x, miss, var, prow, theta, start, n, B, V,
         z = (xy - mu) / sd
         out = -0.5 * z * z - tl.log(sd) - LOG_SQRT_2PI
     out = tl.where(gone, 0.0, out)
-    tl.store(vals + (start + i[:, None]).to(tl.int64) * B + b[None, :], out, mask=ok)
+    at = tl.load(rows + i, mask=i < n, other=0).to(tl.int64)
+    tl.store(vals + at[:, None] * B + b[None, :], out, mask=ok)
 
 
 @triton.jit
@@ -178,13 +180,14 @@ def _add_flows(at, f, mask, OVERWRITE: tl.constexpr):
 
 
 @triton.jit
-def prod_fwd(vals, children, start, n, B, KMAX: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr):
-    """Rows ``start + i``: the sum (log space) of the rows ``children[i, :]``."""
+def prod_fwd(vals, children, rows, n, B, KMAX: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr):
+    """Rows ``rows[i]``: the sum (log space) of the rows ``children[i, :]``."""
     i = tl.program_id(0) * BN + tl.arange(0, BN)
     b = tl.program_id(1) * BB + tl.arange(0, BB)
     ok = (i[:, None] < n) & (b[None, :] < B)
     acc = _row_sum(vals, children, i, b, ok, n, B, KMAX, BN, BB)
-    tl.store(vals + (start + i[:, None]).to(tl.int64) * B + b[None, :], acc, mask=ok)
+    at = tl.load(rows + i, mask=i < n, other=0).to(tl.int64)
+    tl.store(vals + at[:, None] * B + b[None, :], acc, mask=ok)
 
 
 @triton.jit

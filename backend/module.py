@@ -30,7 +30,7 @@ from pcc.ir.diagnostics import Diagnostic, Loc
 from .codegen import generate
 from .plan import InputOp, Plan, ProdOp, SumOp, build_plan
 
-MODULE_FORMAT = "pcc-module-2"  # 2: the backward schedule reads flow-row tables
+MODULE_FORMAT = "pcc-module-3"  # 2: the backward schedule reads flow-row tables; 3: value-row tables (layouts)
 _INIT = '''"""A circuit compiled by pcc {version} from {source}. Load it with `load()`."""
 from pathlib import Path
 

@@ -101,7 +101,8 @@ class CircuitModel(torch.nn.Module):
 
     def _root_values(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         # a copy of the root row: a view would keep the whole [rows, batch] value buffer alive (in a graph, for good)
-        return self.executor.forward(self.params, x, m)[self.plan.root_row].clone()
+        vals = self.executor.forward(self.params, x, m, values="root")  # rows reused once dead (pcc.backend.valuemap)
+        return vals[self.executor.root_row("root")].clone()
 
     @torch.no_grad()
     def node_flows(self, x, missing=None) -> torch.Tensor:
@@ -114,10 +115,12 @@ class CircuitModel(torch.nn.Module):
     def accumulate(self, x, missing=None) -> torch.Tensor:
         """Add this batch's parameter flows to the accumulator; returns the batch's log-likelihoods."""
         x, m = self._inputs(x, missing)
-        vals = self.executor.forward(self.params, x, m)
-        self.executor.backward(self.params, vals, x, m, self.flows, node_flows=False)
+        if self.accumulated == 0:  # a new accumulation: em_step leaves its own batch's flows (or EM scratch) behind
+            self.flows.zero_()
+        vals = self.executor.forward(self.params, x, m, values="train")
+        self.executor.backward(self.params, vals, x, m, self.flows, node_flows=False, values="train")
         self.accumulated += x.shape[0]
-        return vals[self.plan.root_row].clone()
+        return vals[self.executor.root_row("train")].clone()
 
     @torch.no_grad()
     def em_update(self, step_size: float = 1.0, pseudocount: float = 0.0) -> None:
@@ -140,9 +143,9 @@ class CircuitModel(torch.nn.Module):
 
     def _step(self, x: torch.Tensor, m: torch.Tensor, step_size: float, pseudocount: float) -> torch.Tensor:
         self.flows.zero_()
-        vals = self.executor.forward(self.params, x, m)
-        self.executor.backward(self.params, vals, x, m, self.flows, node_flows=False)
-        ll = vals[self.plan.root_row].clone()
+        vals = self.executor.forward(self.params, x, m, values="train")
+        self.executor.backward(self.params, vals, x, m, self.flows, node_flows=False, values="train")
+        ll = vals[self.executor.root_row("train")].clone()
         del vals  # the value buffer is free before the update's parameter-sized temporaries exist
         self.em.apply(self.params, self.flows, step_size, pseudocount)
         return ll

@@ -39,10 +39,15 @@ class TorchExecutor:
                     converted.append(("input", op, dev(op.var), dev(op.prow)))
             self.layers.append(converted)
 
+    def root_row(self, values: str = "all") -> int:
+        """The root's row (every layout keeps each node in its own row here)."""
+        return self.plan.root_row
+
     # --- forward ----------------------------------------------------------------------------------
 
-    def forward(self, p: Params, x: torch.Tensor, missing: torch.Tensor) -> torch.Tensor:
-        """Log-values ``[rows, batch]`` of every node for data ``x [batch, vars]`` (``missing`` marginalised)."""
+    def forward(self, p: Params, x: torch.Tensor, missing: torch.Tensor, values: str = "all") -> torch.Tensor:
+        """Log-values ``[rows, batch]`` of every node for data ``x [batch, vars]`` (``missing`` marginalised);
+        every layout (``values``) is ``"all"`` here."""
         vals = torch.empty(self.plan.rows, x.shape[0], device=self.device, dtype=self.dtype)
         vals[ZERO], vals[NEG], vals[PAD] = 0.0, -math.inf, 0.0
         for ops in self.layers:
@@ -73,10 +78,11 @@ class TorchExecutor:
     # --- backward ---------------------------------------------------------------------------------
 
     def backward(self, p: Params, vals: torch.Tensor, x: torch.Tensor, missing: torch.Tensor, flows: Flows,
-                 node_flows: bool = True) -> torch.Tensor:
+                 node_flows: bool = True, values: str = "all") -> torch.Tensor:
         """Node flows ``[rows, batch]`` (d log p / d log v); parameter flows are added into ``flows``.
 
-        ``node_flows`` is accepted for the Triton executor's interface: this reference always keeps every flow.
+        ``node_flows`` and ``values`` are accepted for the Triton executor's interface: this reference always
+        keeps every value and every flow in the node's own row.
         """
         f = torch.zeros_like(vals)
         f[self.plan.root_row] = torch.isfinite(vals[self.plan.root_row]).to(f.dtype)  # p(x) = 0: no flow

@@ -14,10 +14,11 @@ import numpy as np
 import torch
 import triton
 
-from .codegen import DOT_PRECISION, flow_tables, generate, tables
+from .codegen import DOT_PRECISION, flow_tables, generate, tables, value_tables
 from .flowmap import compact_flows, full_flows
 from .params import Flows, Params
 from .plan import NEG, PAD, ZERO, Plan
+from .valuemap import LAYOUTS, value_map
 
 
 def interpreting() -> bool:
@@ -66,14 +67,24 @@ class TritonExecutor:
         namespace: dict = {}
         exec(compile(self.source, "<pcc generated kernels>", "exec"), namespace)  # our own generated code
         self.schedule = namespace
-        # flow-row tables: each node's own row (node flows) and the compact rows of a training step; the own
-        # rows repeat the value tables (a few int32 per node, next to B floats per node in the buffers)
-        arrays = {"value:" + k: v for k, v in tables(plan).items()}
+        # value rows per layout (pcc.backend.valuemap) and flow rows: each node's own (node flows) and the compact
+        # rows of a training step; the tables repeat row numbers (a few int32 per node, next to B floats per node)
+        self.values = {layout: value_map(plan, layout) for layout in LAYOUTS}
+        arrays = {"shared:" + k: v for k, v in tables(plan).items()}
+        for layout, vmap in self.values.items():
+            arrays.update({f"{layout}:{k}": v for k, v in value_tables(plan, vmap).items()})
         for name, fmap in (("own:", full_flows(plan)), ("compact:", self.compact)):
             arrays.update({name + k: v for k, v in flow_tables(plan, fmap).items()})
         up = upload_tables(arrays, device)
-        self.t, own, compact = ({k[len(n):]: v for k, v in up.items() if k.startswith(n)} for n in ("value:", "own:", "compact:"))
-        self.f = {True: own, False: compact}
+        part = lambda n: {k[len(n):]: v for k, v in up.items() if k.startswith(n)}  # noqa: E731
+        shared = part("shared:")
+        self.tv = {layout: {**shared, **part(layout + ":")} for layout in LAYOUTS}
+        self.t = self.tv["all"]
+        self.f = {True: part("own:"), False: part("compact:")}
+
+    def root_row(self, values: str = "all") -> int:
+        """The root's row in a value buffer of layout ``values``."""
+        return int(self.values[values].rows[self.plan.root_row])
 
     def _blocks(self, batch: int) -> tuple[int, int]:
         bb = max(16, min(64, triton.next_power_of_2(batch)))
@@ -82,27 +93,32 @@ class TritonExecutor:
     def _inputs(self, x: torch.Tensor, missing: torch.Tensor):
         return x.to(torch.float32).contiguous(), missing.to(torch.int8).contiguous()
 
-    def forward(self, p: Params, x: torch.Tensor, missing: torch.Tensor) -> torch.Tensor:
-        """Log-values ``[rows, batch]``; see TorchExecutor.forward."""
+    def forward(self, p: Params, x: torch.Tensor, missing: torch.Tensor, values: str = "all") -> torch.Tensor:
+        """Log-values ``[rows, batch]``; see TorchExecutor.forward. ``values``: the layout
+        (:mod:`~.valuemap`): ``"all"`` every node's row (``plan.rows`` rows), ``"train"`` those a training
+        step's backward reads, ``"root"`` just the root's value at the end (its row: :meth:`root_row`)."""
         xf, mi = self._inputs(x, missing)
-        vals = torch.empty(self.plan.rows, x.shape[0], device=self.device, dtype=torch.float32)
+        vals = torch.empty(self.values[values].size, x.shape[0], device=self.device, dtype=torch.float32)
         vals[ZERO], vals[NEG], vals[PAD] = 0.0, -math.inf, 0.0
-        self.schedule["forward"](vals, xf, mi, self.t, p, x.shape[0], *self._blocks(x.shape[0]))
+        self.schedule["forward"](vals, xf, mi, self.tv[values], p, x.shape[0], *self._blocks(x.shape[0]))
         return vals
 
     def backward(self, p: Params, vals: torch.Tensor, x: torch.Tensor, missing: torch.Tensor, flows: Flows,
-                 node_flows: bool = True) -> torch.Tensor | None:
-        """Node flows ``[rows, batch]``; parameter flows are added into ``flows``.
+                 node_flows: bool = True, values: str = "all") -> torch.Tensor | None:
+        """Node flows ``[rows, batch]``; parameter flows are added into ``flows``. ``vals`` come from
+        ``forward`` with the same ``values`` layout (``"all"`` or ``"train"``).
 
         ``node_flows=False`` (training) keeps each flow only while it is alive, in a buffer of
         ``self.compact.size`` rows (:func:`~.flowmap.compact_flows`), and returns None.
         """
+        if values == "root" or vals.shape[0] != self.values[values].size:
+            raise ValueError(f"backward needs the values of forward(values={values!r}), got {vals.shape[0]} rows")
         xf, mi = self._inputs(x, missing)
         fmap = self.compact if not node_flows else None
-        f = vals.new_zeros(fmap.size if fmap else vals.shape[0], vals.shape[1])
+        f = vals.new_zeros(fmap.size if fmap else self.plan.rows, vals.shape[1])
         root = int(fmap.rows[self.plan.root_row]) if fmap else self.plan.root_row
-        f[root] = torch.isfinite(vals[self.plan.root_row]).to(f.dtype)  # p(x) = 0: no flow
-        self.schedule["backward"](vals, f, xf, mi, self.t, self.f[node_flows], p, flows, x.shape[0],
+        f[root] = torch.isfinite(vals[self.root_row(values)]).to(f.dtype)  # p(x) = 0: no flow
+        self.schedule["backward"](vals, f, xf, mi, self.tv[values], self.f[node_flows], p, flows, x.shape[0],
                                   *self._blocks(x.shape[0]))
         if not node_flows:
             return None

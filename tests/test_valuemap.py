@@ -1,0 +1,107 @@
+"""Value-row layouts (pcc.backend.valuemap): a replay shows no launch reads a value another node has
+overwritten, and training steps, forward passes and EM steps in the compact layouts equal the full layout's."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from randgen import random_inputs
+from test_backend import CIRCUITS, setup
+from test_flowmap import _children, _own
+
+from pcc import optimize, parse
+from pcc.backend.flowmap import backward_order
+from pcc.backend.params import Flows, Params
+from pcc.backend.plan import FIRST_ROW, NEG, PAD, ZERO, SumOp, build_plan
+from pcc.backend.runtime import CircuitModel
+from pcc.backend.triton_exec import TritonExecutor
+from pcc.backend.valuemap import LAYOUTS, forward_order, value_map
+
+
+def _launches(plan, train: bool):
+    """``(rows read, rows written)`` per launch, forward then (``train``) the sums' backward."""
+    out = [(_children(op), _own(op)) for _, op in forward_order(plan)]
+    if train:
+        out += [(np.concatenate([_own(op), _children(op)]), np.zeros(0, dtype=np.int64))
+                for _, op in backward_order(plan) if isinstance(op, SumOp)]
+    return out
+
+
+def _replay(plan, vmap, train: bool) -> None:
+    launches = _launches(plan, train)
+    last = {}  # plan row -> index of its last reading launch
+    for i, (read, _) in enumerate(launches):
+        last.update({int(r): i for r in read})
+    owner = {}  # value row -> plan row whose value it holds
+    for i, (read, written) in enumerate(launches):
+        for r in read:
+            assert owner.get(int(vmap.rows[r])) == r, f"launch {i} reads row {r}, overwritten by {owner.get(int(vmap.rows[r]))}"
+        for r in written:
+            v = int(vmap.rows[r])
+            assert FIRST_ROW <= v < vmap.size
+            prev = owner.get(v)
+            assert prev is None or (last.get(prev, -1) < i and prev != plan.root_row), f"launch {i}: row {r} overwrites live {prev}"
+            owner[v] = int(r)
+    assert owner[int(vmap.rows[plan.root_row])] == plan.root_row  # the root's value is there at the end
+
+
+@pytest.mark.parametrize("name,make", CIRCUITS, ids=[c[0] for c in CIRCUITS])
+def test_no_launch_reads_an_overwritten_value(name, make):
+    c = make()
+    plan = setup(c, 1)[0]
+    for layout in ("train", "root"):
+        vmap = value_map(plan, layout)
+        assert list(vmap.rows[[ZERO, NEG, PAD]]) == [ZERO, NEG, PAD]
+        _replay(plan, vmap, train=layout == "train")
+    sizes = [value_map(plan, layout).size for layout in LAYOUTS]
+    assert sizes[0] == plan.rows and sizes[0] >= sizes[1] >= sizes[2]
+
+
+def test_compact_layouts_save_rows_on_the_examples():
+    """Inputs under products are dead once the products are computed: training keeps fewer rows than nodes
+    (the HMM: its 2048 emission rows, a third); a forward pass fewer again."""
+    for name, most in (("hmm", 0.7), ("pd8x8", 0.8)):  # measured: 4099 of 6116 rows, 1844 of 2356
+        plan = build_plan(optimize(parse(f"examples/{name}.pc")))
+        train, root = value_map(plan, "train").size, value_map(plan, "root").size
+        assert root < train <= plan.rows * most, (name, plan.rows, train, root)
+
+
+@pytest.mark.parametrize("name,make", CIRCUITS[:24], ids=[c[0] for c in CIRCUITS[:24]])
+def test_layouts_give_the_same_values_and_flows(name, make):
+    c = make()
+    plan, ex, p, x, m = setup(c, 4, torch.float32, executor="triton")
+    xt, mt = torch.tensor(x, dtype=torch.float32), torch.tensor(m)
+    full = ex.forward(p, xt, mt)
+    root = ex.forward(p, xt, mt, values="root")
+    train = ex.forward(p, xt, mt, values="train")
+    assert root.shape[0] == value_map(plan, "root").size and train.shape[0] == value_map(plan, "train").size
+    want = full[plan.root_row]
+    for layout, vals in (("root", root), ("train", train)):
+        assert torch.equal(vals[ex.root_row(layout)], want), layout
+    a, b = Flows.zeros_like(p), Flows.zeros_like(p)
+    ex.backward(p, full, xt, mt, a, node_flows=False)
+    ex.backward(p, train, xt, mt, b, node_flows=False, values="train")
+    for fa, fb in zip(a.all(), b.all()):
+        assert torch.equal(fa, fb)  # the same launches on the same numbers, only in other rows
+    with pytest.raises(ValueError):
+        ex.backward(p, root, xt, mt, Flows.zeros_like(p), node_flows=False, values="root")
+
+
+@pytest.mark.parametrize("example", ["hmm", "pd8x8", "mixture"])
+def test_triton_model_steps_equal_the_torch_model_s(example):
+    """CircuitModel on the Triton executor trains in the compact layouts with the fused EM update: its
+    log-likelihoods and parameters after EM steps match the torch executor's (full rows, torch EM)."""
+    circuit = optimize(parse(f"examples/{example}.pc"))
+    x, m = random_inputs(circuit, np.random.default_rng(2), batch=7)
+    fast, ref = CircuitModel(circuit, "cpu", executor="triton"), CircuitModel(circuit, "cpu", executor="torch")
+    for _ in range(2):
+        ll_fast, ll_ref = fast.em_step(x, m, step_size=0.5, pseudocount=0.1), ref.em_step(x, m, step_size=0.5, pseudocount=0.1)
+        torch.testing.assert_close(ll_fast, ll_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast.log_prob(x, m), ref.log_prob(x, m), rtol=1e-5, atol=1e-5)
+    fast.accumulate(x, m)
+    ref.accumulate(x, m)
+    fast.em_update(1.0, 0.1)
+    ref.em_update(1.0, 0.1)
+    torch.testing.assert_close(fast.params.sum_w, ref.params.sum_w, rtol=1e-4, atol=1e-6)
+    for k in ref.params.cat:
+        torch.testing.assert_close(fast.params.cat[k], ref.params.cat[k], rtol=1e-4, atol=1e-6)
