@@ -2,7 +2,7 @@
 
 A training step needs a node's flow only from the first backward op that writes it (its first parent's, in
 backward order) to the node's own backward op, which reads it last (input nodes: the input op at the end).
-Values, by contrast, live all step. :func:`compact_flows` gives each node a flow row for just that interval,
+(Values get the same treatment in :mod:`pcc.backend.valuemap`.) :func:`compact_flows` gives each node a flow row for just that interval,
 reusing rows whose owners are done, so the flow buffer holds the most flows alive at once (on PD-32 21% of the
 rows, on HMMs 34%, on HCLTs about half, on RAT-SPN 58%) instead of one row per node.
 
