@@ -37,6 +37,8 @@ PARAM_FILL = 264
 # HCLT-64 5.04 -> 4.32, PD-32 2.56 -> 2.32, and left HMM-256 at 8192 as it was (32.6); splitting launches
 # that already fill the GPU slowed HMM-1024 by 12%, splitting without a cap HMM-256 at 8192 by 10%
 SPLIT_BLOCKS, SPLIT_MAX, SPLIT_BELOW = 2, 16, 132
+# sum ops with at least SCALE_KMAX child tiles per parent tile precompute G = F exp(s - v) once in training steps
+SCALE_KMAX = 2
 # pipeline depth of the forward loop over child tiles: 4 at full batch blocks, 2 at shrunk ones (bench/fill_sweep.py)
 FWD_STAGES = (4, 2)
 _STATS = {"categorical": "fl.cat[{k}]", "bernoulli": "fl.bern", "gaussian": "fl.gauss"}
@@ -143,8 +145,11 @@ def generate(plan: Plan, precision: str = DOT_PRECISION, source: str = "", pipel
     for li, ops in enumerate(plan.layers):
         for oi, op in enumerate(ops):
             head += [f"    # layer {li}: {_title(op)}"] + ["    " + s for s in _forward_lines(f"L{li}.{oi}", op, fill)]
-    head += ["", "", "def backward(vals, flows, x, miss, t, f, p, fl, B, BN, BB):",
+    head += ["", "", "def backward(vals, flows, x, miss, t, f, p, fl, B, BN, BB, scaled=False):",
              '    """Add node flows into flows (root flow preset to 1) and parameter flows into fl.',
+             "",
+             "    scaled (training steps only): sum ops of several child tiles first turn their parents' flows into",
+             "    G = F exp(s - v) in place (K.sum_scale), so flows no longer holds node flows afterwards.",
              "",
              "    f holds the flow-row tables: every node's own row (flows [ROWS, B]), or compact rows reused once a",
              '    flow is dead, which then come with the rows to clear ("zero") before an op (pcc.backend.flowmap)."""',
@@ -221,12 +226,19 @@ def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool) -> lis
     lines = [f"bb = K.batch_block(B, BB, {programs}, {fill[1]})",
              f"split = max(1, min(triton.cdiv(B, bb) // {SPLIT_BLOCKS}, {max(1, most)}))",
              f"K.sum_bwd_params[({len(op.out_rows)}, {op.kmax}, split)](vals, flows, p.sum_w, fl.sum_w, {tiles}, "
-             f"split, {shape}, {masks}, PRECISION=PRECISION)"]
+             f"split, sc, {shape}, {masks}, PRECISION=PRECISION, SCALED=sc is not flows)"]
+    if op.kmax >= SCALE_KMAX:  # training steps: G once per parent instead of once per child tile (kernels.sum_scale)
+        lines = [f"sc = flows.new_empty({len(op.out_rows)}, B) if scaled else flows",
+                 f'if scaled: K.sum_scale[({len(op.out_rows)}, nb)](vals, flows, t["{key}.out"], f["{key}.fout"], sc, B, '
+                 f"TP={op.tile_p}, BB=BB)"] + lines
+    else:
+        lines = ["sc = flows"] + lines
     tiles_c, r = len(op.child_tiles[0]), op.child_tiles[1].shape[1]
     if not tiles_c:  # every child is padding: no child flows to write
         return lines
     return lines + [
             f"bb = K.batch_block(B, BB, {tiles_c}, {fill[0]})",
             f'K.sum_bwd[({tiles_c}, triton.cdiv(B, bb))](vals, flows, p.sum_w, t["{key}.out"], f["{key}.fout"], '
-            f'{_weight_args(key, op)}, t["{key}.tiles"], f["{key}.ftiles"], t["{key}.uses"], B, {shape}, KMAX={op.kmax}, R={r}, {masks}, '
-            f"ATOMIC={op.child_atomics}, PRECISION=PRECISION, OVERWRITE={overwrite}, num_warps={8 if r >= 8 else 4})"]
+            f'{_weight_args(key, op)}, t["{key}.tiles"], f["{key}.ftiles"], t["{key}.uses"], sc, B, {shape}, KMAX={op.kmax}, R={r}, '
+            f"{masks}, ATOMIC={op.child_atomics}, PRECISION=PRECISION, OVERWRITE={overwrite}, SCALED=sc is not flows, "
+            f"num_warps={8 if r >= 8 else 4})"]

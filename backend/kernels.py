@@ -307,6 +307,32 @@ def _parent_scale(vals, flows, out_rows, fout, t, b, B, TP: tl.constexpr):
 
 
 @triton.jit
+def sum_scale(vals, flows, out_rows, fout, scale, B, TP: tl.constexpr, BB: tl.constexpr):
+    """Training steps, before a sum op's backward: each parent's flow row becomes ``G = F exp(s - v)`` in place
+    and ``scale[t, b] = s`` (:func:`_parent_scale`), so the op's launches read ``G`` instead of recomputing it
+    for every child tile. The parents' flows are dead after their op (:mod:`pcc.backend.flowmap`)."""
+    t = tl.program_id(0).to(tl.int64)
+    b = tl.program_id(1) * BB + tl.arange(0, BB)
+    g, s, _ = _parent_scale(vals, flows, out_rows, fout, t, b, B, TP)
+    frows = tl.load(fout + t * TP + tl.arange(0, TP)).to(tl.int64)
+    tl.store(flows + frows[:, None] * B + b[None, :], g, mask=b[None, :] < B)  # PAD's row gets its own 0
+    tl.store(scale + t * B + b, s, mask=b < B)
+
+
+@triton.jit
+def _parent_g(vals, flows, out_rows, fout, scale, t, b, B, TP: tl.constexpr, SCALED: tl.constexpr):
+    """:func:`_parent_scale`'s ``(G, s, rows)``, read back from :func:`sum_scale`'s output when ``SCALED``."""
+    if SCALED:
+        rows = tl.load(out_rows + t * TP + tl.arange(0, TP)).to(tl.int64)
+        frows = tl.load(fout + t * TP + tl.arange(0, TP)).to(tl.int64)
+        g = tl.load(flows + frows[:, None] * B + b[None, :], mask=b[None, :] < B, other=0.0)
+        s = tl.load(scale + t * B + b, mask=b < B, other=0.0)
+    else:
+        g, s, rows = _parent_scale(vals, flows, out_rows, fout, t, b, B, TP)
+    return g, s, rows
+
+
+@triton.jit
 def _scale_rows(vals, flows, rows, frows, b, B):
     """``(G, s)`` of the parent ``rows`` (flow rows ``frows``) over batch columns ``b`` (see :func:`_parent_scale`)."""
     inb = b[None, :] < B
@@ -319,10 +345,10 @@ def _scale_rows(vals, flows, rows, frows, b, B):
 
 
 @triton.jit
-def sum_bwd(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, tile_rows, tile_frows, uses, B,
+def sum_bwd(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, tile_rows, tile_frows, uses, scale, B,
             TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, KMAX: tl.constexpr, R: tl.constexpr,
             BB: tl.constexpr, PAD: tl.constexpr, NEG: tl.constexpr, ATOMIC: tl.constexpr, AFFINE: tl.constexpr,
-            PRECISION: tl.constexpr, OVERWRITE: tl.constexpr):
+            PRECISION: tl.constexpr, OVERWRITE: tl.constexpr, SCALED: tl.constexpr):
     """Child flows of one child tile x one batch block: ``sum_t exp(C - s_t) * (W_t^T @ G_t)``.
 
     The program visits the ``R`` parent tiles that read its child tile (``uses``: flat ``t * KMAX + k``,
@@ -342,7 +368,7 @@ def sum_bwd(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, tile_rows,
         use = tl.load(uses + u * R + r)
         flat = tl.maximum(use, 0).to(tl.int64)
         t, k = flat // KMAX, (flat % KMAX) * TC
-        g, s, rows = _parent_scale(vals, flows, out_rows, fout, t, b, B, TP)
+        g, s, rows = _parent_g(vals, flows, out_rows, fout, scale, t, b, B, TP, SCALED)
         edge = (rows[:, None] != PAD) & (c[None, :] != NEG) & (use >= 0)
         w = tl.load(_weights(sum_w, wids, wbase, wstride, t, k, TP, TC, KC, AFFINE), mask=edge, other=0.0)
         acc += tl.exp(tl.minimum(cv - s[None, :], CLAMP)) * _dot(tl.trans(w), g, PRECISION)
@@ -355,9 +381,9 @@ def sum_bwd(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, tile_rows,
 
 
 @triton.jit
-def sum_bwd_params(vals, flows, sum_w, wflow, out_rows, fout, child_rows, wids, wbase, wstride, B, split,
+def sum_bwd_params(vals, flows, sum_w, wflow, out_rows, fout, child_rows, wids, wbase, wstride, B, split, scale,
                    TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, BB: tl.constexpr, PAD: tl.constexpr,
-                   NEG: tl.constexpr, AFFINE: tl.constexpr, PRECISION: tl.constexpr):
+                   NEG: tl.constexpr, AFFINE: tl.constexpr, PRECISION: tl.constexpr, SCALED: tl.constexpr):
     """Parameter flows ``W * sum_b G exp(C - s)^T`` of one parent tile x one child tile.
 
     Program ``(t, k, j)`` sums batch blocks ``j, j + split, ...`` in registers, so each edge gets ``split``
@@ -372,7 +398,7 @@ def sum_bwd_params(vals, flows, sum_w, wflow, out_rows, fout, child_rows, wids, 
     b0 = tl.program_id(2) * BB
     while b0 < B:  # a while loop: Triton's interpreter cannot index a range by a runtime scalar under numpy 2.4
         b = b0 + tl.arange(0, BB)
-        g, s, _ = _parent_scale(vals, flows, out_rows, fout, t, b, B, TP)
+        g, s, _ = _parent_g(vals, flows, out_rows, fout, scale, t, b, B, TP, SCALED)
         cv = tl.load(vals + c[:, None] * B + b[None, :], mask=b[None, :] < B, other=float("-inf"))
         e = tl.exp(tl.minimum(cv - s[None, :], CLAMP))
         acc += _dot(g, tl.trans(e), PRECISION)

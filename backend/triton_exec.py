@@ -119,7 +119,7 @@ class TritonExecutor:
         root = int(fmap.rows[self.plan.root_row]) if fmap else self.plan.root_row
         f[root] = torch.isfinite(vals[self.root_row(values)]).to(f.dtype)  # p(x) = 0: no flow
         self.schedule["backward"](vals, f, xf, mi, self.tv[values], self.f[node_flows], p, flows, x.shape[0],
-                                  *self._blocks(x.shape[0]))
+                                  *self._blocks(x.shape[0]), scaled=not node_flows)
         if not node_flows:
             return None
         f[ZERO], f[NEG], f[PAD] = 0.0, 0.0, 0.0

@@ -9,6 +9,7 @@ import torch
 from randgen import random_inputs
 from test_backend import CIRCUITS, setup
 
+from pcc.backend import codegen
 from pcc.backend.flowmap import _lifetimes, backward_order, compact_flows, full_flows, overwriting_ops
 from pcc.backend.params import Flows, Params
 from pcc.backend.plan import FIRST_ROW, NEG, PAD, ZERO, InputOp, ProdOp
@@ -90,8 +91,12 @@ def test_overwriting_ops_write_first_flows():
             assert (first[_children(op)] == t).all()
 
 
+@pytest.mark.parametrize("scale_kmax", [2, 1], ids=["default", "all-sums-prescaled"])
 @pytest.mark.parametrize("name,make", CIRCUITS[:24], ids=[c[0] for c in CIRCUITS[:24]])
-def test_compact_training_flows_match_node_flows_and_reference(name, make):
+def test_compact_training_flows_match_node_flows_and_reference(name, make, scale_kmax, monkeypatch):
+    """Training flows (compact rows, and G precomputed in place where ``SCALE_KMAX`` allows: forced on every
+    sum op by ``all-sums-prescaled``, since the small test circuits have one child tile per parent tile)."""
+    monkeypatch.setattr(codegen, "SCALE_KMAX", scale_kmax)
     c = make()
     plan, ex, p, x, m = setup(c, 5, torch.float32, executor="triton")
     xt, mt = torch.tensor(x, dtype=torch.float32), torch.tensor(m)
