@@ -11,7 +11,7 @@ import numpy as np
 
 from pcc import __version__
 
-from .flowmap import FlowMap, compact_flows
+from .flowmap import FlowMap, compact_flows, forward_order
 from .valuemap import ValueMap
 from .plan import NEG, PAD, ZERO, InputOp, Plan, ProdOp, SumOp
 
@@ -55,19 +55,17 @@ def tables(plan: Plan) -> dict[str, object]:
     """The index arrays the generated code refers to that no value layout changes, by name
     (``L{layer}.{op}.{what}``); :func:`value_tables` gives the rest."""
     out = {}
-    for li, ops in enumerate(plan.layers):
-        for oi, op in enumerate(ops):
-            key = f"L{li}.{oi}"
-            if isinstance(op, SumOp):
-                out[f"{key}.uses"] = op.child_tiles[1]
-                if op.affine is None:  # affine tiles need no [T, tile_p, kmax * tile_c] index table on the device
-                    out[f"{key}.wids"] = op.weight_ids
-                else:
-                    out.update({f"{key}.wbase": op.affine[0], f"{key}.wstride": op.affine[1]})
-            elif isinstance(op, InputOp):
-                out.update({f"{key}.var": op.var, f"{key}.prow": op.prow})
-                if op.dist == "categorical":
-                    out[f"{key}.tiles"] = op.var_tiles(cat_rows(op))
+    for key, op in forward_order(plan):
+        if isinstance(op, SumOp):
+            out[f"{key}.uses"] = op.child_tiles[1]
+            if op.affine is None:  # affine tiles need no [T, tile_p, kmax * tile_c] index table on the device
+                out[f"{key}.wids"] = op.weight_ids
+            else:
+                out.update({f"{key}.wbase": op.affine[0], f"{key}.wstride": op.affine[1]})
+        elif isinstance(op, InputOp):
+            out.update({f"{key}.var": op.var, f"{key}.prow": op.prow})
+            if op.dist == "categorical":
+                out[f"{key}.tiles"] = op.var_tiles(cat_rows(op))
     return out
 
 
@@ -76,15 +74,13 @@ def value_tables(plan: Plan, vmap: ValueMap) -> dict[str, object]:
     rows, child rows and child tiles), ``children`` (a product's) and ``rows`` (a product or input op's own)."""
     v = vmap.rows
     out = {}
-    for li, ops in enumerate(plan.layers):
-        for oi, op in enumerate(ops):
-            key = f"L{li}.{oi}"
-            if isinstance(op, SumOp):
-                out.update({f"{key}.out": v[op.out_rows], f"{key}.child": v[op.child_rows], f"{key}.tiles": v[op.child_tiles[0]]})
-                continue
-            out[f"{key}.rows"] = v[op.start:op.start + op.n]
-            if isinstance(op, ProdOp):
-                out[f"{key}.children"] = v[op.children]
+    for key, op in forward_order(plan):
+        if isinstance(op, SumOp):
+            out.update({f"{key}.out": v[op.out_rows], f"{key}.child": v[op.child_rows], f"{key}.tiles": v[op.child_tiles[0]]})
+            continue
+        out[f"{key}.rows"] = v[op.start:op.start + op.n]
+        if isinstance(op, ProdOp):
+            out[f"{key}.children"] = v[op.children]
     return out
 
 
@@ -94,20 +90,18 @@ def flow_tables(plan: Plan, fmap: FlowMap) -> dict[str, object]:
     children), ``frows`` (an input op's rows) and ``zero`` (flow rows to clear before the op)."""
     f = fmap.rows
     out = {}
-    for li, ops in enumerate(plan.layers):
-        for oi, op in enumerate(ops):
-            key = f"L{li}.{oi}"
-            if isinstance(op, SumOp):
-                out.update({f"{key}.fout": f[op.out_rows], f"{key}.ftiles": f[op.child_tiles[0]]})
-            else:
-                out[f"{key}.frows"] = f[op.start:op.start + op.n]
-                if isinstance(op, ProdOp) and op.gathers:
-                    kids, parents = op.child_parents
-                    out.update({f"{key}.fkids": f[kids], f"{key}.fparents": np.where(parents >= 0, f[op.start + parents], PAD)})
-                elif isinstance(op, ProdOp):
-                    out[f"{key}.fchildren"] = f[op.children]
-            if key in fmap.zero:
-                out[f"{key}.zero"] = fmap.zero[key]
+    for key, op in forward_order(plan):
+        if isinstance(op, SumOp):
+            out.update({f"{key}.fout": f[op.out_rows], f"{key}.ftiles": f[op.child_tiles[0]]})
+        else:
+            out[f"{key}.frows"] = f[op.start:op.start + op.n]
+            if isinstance(op, ProdOp) and op.gathers:
+                kids, parents = op.child_parents
+                out.update({f"{key}.fkids": f[kids], f"{key}.fparents": np.where(parents >= 0, f[op.start + parents], PAD)})
+            elif isinstance(op, ProdOp):
+                out[f"{key}.fchildren"] = f[op.children]
+        if key in fmap.zero:
+            out[f"{key}.zero"] = fmap.zero[key]
     return out
 
 
@@ -223,22 +217,23 @@ def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool) -> lis
     programs = len(op.out_rows) * op.kmax
     # batch splits (see SPLIT_BELOW): only narrow launches split, since splits cost atomics
     most = min(FILL // programs, SPLIT_MAX) if programs < SPLIT_BELOW else 1
-    lines = [f"bb = K.batch_block(B, BB, {programs}, {fill[1]})",
-             f"split = max(1, min(triton.cdiv(B, bb) // {SPLIT_BLOCKS}, {max(1, most)}))",
-             f"K.sum_bwd_params[({len(op.out_rows)}, {op.kmax}, split)](vals, flows, p.sum_w, fl.sum_w, {tiles}, "
-             f"split, sc, {shape}, {masks}, PRECISION=PRECISION, SCALED=sc is not flows)"]
-    if op.kmax >= SCALE_KMAX:  # training steps: G once per parent instead of once per child tile (kernels.sum_scale)
-        lines = [f"sc = flows.new_empty({len(op.out_rows)}, B) if scaled else flows",
-                 f'if scaled: K.sum_scale[({len(op.out_rows)}, nb)](vals, flows, t["{key}.out"], f["{key}.fout"], sc, B, '
-                 f"TP={op.tile_p}, BB=BB)"] + lines
-    else:
-        lines = ["sc = flows"] + lines
+    # training steps (scaled): G once per parent instead of once per child tile (kernels.sum_scale); the scale
+    # argument of unscaled launches is an unread placeholder
+    lines, scale, scaled = [], "flows", "False"
+    if op.kmax >= SCALE_KMAX:
+        lines, scale, scaled = [f"sc = flows.new_empty({len(op.out_rows)}, B) if scaled else flows",
+                                f'if scaled: K.sum_scale[({len(op.out_rows)}, nb)](vals, flows, t["{key}.out"], '
+                                f'f["{key}.fout"], sc, B, TP={op.tile_p}, BB=BB)'], "sc", "scaled"
+    lines += [f"bb = K.batch_block(B, BB, {programs}, {fill[1]})",
+              f"split = max(1, min(triton.cdiv(B, bb) // {SPLIT_BLOCKS}, {max(1, most)}))",
+              f"K.sum_bwd_params[({len(op.out_rows)}, {op.kmax}, split)](vals, flows, p.sum_w, fl.sum_w, {tiles}, "
+              f"split, {scale}, {shape}, {masks}, PRECISION=PRECISION, SCALED={scaled})"]
     tiles_c, r = len(op.child_tiles[0]), op.child_tiles[1].shape[1]
     if not tiles_c:  # every child is padding: no child flows to write
         return lines
     return lines + [
             f"bb = K.batch_block(B, BB, {tiles_c}, {fill[0]})",
             f'K.sum_bwd[({tiles_c}, triton.cdiv(B, bb))](vals, flows, p.sum_w, t["{key}.out"], f["{key}.fout"], '
-            f'{_weight_args(key, op)}, t["{key}.tiles"], f["{key}.ftiles"], t["{key}.uses"], sc, B, {shape}, KMAX={op.kmax}, R={r}, '
-            f"{masks}, ATOMIC={op.child_atomics}, PRECISION=PRECISION, OVERWRITE={overwrite}, SCALED=sc is not flows, "
+            f'{_weight_args(key, op)}, t["{key}.tiles"], f["{key}.ftiles"], t["{key}.uses"], {scale}, B, {shape}, KMAX={op.kmax}, R={r}, '
+            f"{masks}, ATOMIC={op.child_atomics}, PRECISION=PRECISION, OVERWRITE={overwrite}, SCALED={scaled}, "
             f"num_warps={8 if r >= 8 else 4})"]

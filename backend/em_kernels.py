@@ -16,6 +16,8 @@ import numpy as np
 import triton
 import triton.language as tl
 
+from .plan import ranks
+
 RUN = 64  # longest run: 64 edges are a 256-byte row of fp32 flows, a full coalesced load per row
 RUNS_PER_PROGRAM = 32
 
@@ -33,9 +35,7 @@ def edge_runs(parent: np.ndarray, longest: int = RUN) -> tuple[np.ndarray, np.nd
     starts = np.concatenate([[0], cut])
     lengths = np.diff(np.concatenate([starts, [n]]))
     pieces = -(-lengths // longest)  # runs longer than ``longest`` are cut
-    first = np.repeat(starts, pieces)
-    within = np.arange(len(first)) - np.repeat(np.cumsum(pieces) - pieces, pieces)
-    start = first + within * longest
+    start = np.repeat(starts, pieces) + ranks(pieces) * longest
     length = np.minimum(np.repeat(starts + lengths, pieces) - start, longest)
     return start.astype(np.int64), length.astype(np.int32), parent[start].astype(np.int32)
 

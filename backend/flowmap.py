@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .plan import FIRST_ROW, PAD, InputOp, Plan, ProdOp
+from .plan import FIRST_ROW, PAD, InputOp, Plan, ProdOp, SumOp
 
 
 @dataclass
@@ -37,9 +37,30 @@ class FlowMap:
     overwrite: set[str] = field(default_factory=set)  # :func:`overwriting_ops` of the plan
 
 
+def forward_order(plan: Plan) -> list[tuple[str, object]]:
+    """``(key, op)`` in the order the forward pass runs them; ``key`` names the op's tables in codegen."""
+    return [(f"L{li}.{oi}", op) for li, ops in enumerate(plan.layers) for oi, op in enumerate(ops)]
+
+
 def backward_order(plan: Plan) -> list[tuple[str, object]]:
     """``(key, op)`` in the order the backward pass runs them (last layer first); keys as in codegen."""
     return [(f"L{li}.{oi}", op) for li in range(len(plan.layers) - 1, -1, -1) for oi, op in enumerate(plan.layers[li])]
+
+
+def written_rows(op) -> np.ndarray:
+    """The rows an op computes (a sum op's padding left out)."""
+    if isinstance(op, SumOp):
+        out = op.out_rows.reshape(-1)
+        return out[out >= FIRST_ROW]
+    return np.arange(op.start, op.start + op.n)
+
+
+def read_rows(op) -> np.ndarray:
+    """The rows an op's forward launch reads (its children; padding left out, repeats kept)."""
+    if isinstance(op, InputOp):
+        return np.zeros(0, dtype=np.int64)
+    kids = (op.children if isinstance(op, ProdOp) else op.child_rows).reshape(-1)
+    return kids[kids >= FIRST_ROW]
 
 
 def overwriting_ops(plan: Plan) -> set[str]:
@@ -123,16 +144,8 @@ def _lifetimes(plan: Plan, order: list) -> tuple[np.ndarray, np.ndarray]:
     own = np.full(plan.rows, -1, dtype=np.int64)
     first = np.full(plan.rows, len(order), dtype=np.int64)
     for t, (_, op) in enumerate(order):
-        if isinstance(op, (InputOp, ProdOp)):
-            own[op.start:op.start + op.n] = t
-        else:
-            out = op.out_rows.reshape(-1)
-            own[out[out >= FIRST_ROW]] = t
-        if isinstance(op, InputOp):
-            continue
-        kids = (op.children if isinstance(op, ProdOp) else op.child_rows).reshape(-1)
-        kids = kids[kids >= FIRST_ROW]
-        np.minimum.at(first, kids, t)
+        own[written_rows(op)] = t
+        np.minimum.at(first, read_rows(op), t)
     own[:FIRST_ROW] = -1
     first[plan.root_row] = -1
     return own, first

@@ -29,6 +29,13 @@ ZERO, NEG, PAD = 0, 1, 2
 FIRST_ROW = 3
 
 
+def ranks(counts: np.ndarray) -> np.ndarray:
+    """Each element's position within its group, for consecutive groups of ``counts[g]`` elements
+    (``[2, 3]`` gives ``[0, 1, 0, 1, 2]``)."""
+    counts = np.asarray(counts)
+    return np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+
+
 @dataclass
 class InputOp:
     """Rows ``start .. start+n`` hold ``dist`` inputs over ``var[i]`` with parameter row ``prow[i]``."""
@@ -56,7 +63,7 @@ class InputOp:
         """
         runs, lengths = self.var_runs()
         per_run = -(-lengths // size)
-        return np.repeat(runs, per_run) + size * (np.arange(per_run.sum()) - np.repeat(np.cumsum(per_run) - per_run, per_run))
+        return np.repeat(runs, per_run) + size * ranks(per_run)
 
 
 @dataclass
@@ -101,7 +108,7 @@ class ProdOp:
         if not len(rows) or len(rows) * counts.max() > 4 * len(owner):
             return None
         order = np.argsort(inverse, kind="stable")
-        rank = np.arange(len(order)) - np.repeat(np.cumsum(counts) - counts, counts)
+        rank = ranks(counts)
         parents = np.full((len(rows), int(counts.max())), -1, dtype=np.int64)
         parents[inverse[order], rank] = owner[order]
         return rows, parents
@@ -136,7 +143,7 @@ class SumOp:
         order = np.argsort(inverse, kind="stable")
         counts = np.bincount(inverse, minlength=len(rows))
         uses = np.full((len(rows), max(int(counts.max()), 1)), -1, dtype=np.int64)
-        rank = np.arange(len(order)) - np.repeat(np.cumsum(counts) - counts, counts)
+        rank = ranks(counts)
         uses[inverse[order], rank] = order
         return rows[keep], uses[keep]
 
@@ -346,7 +353,7 @@ def _sum_tiles(circuit: Circuit, b: SumBlock, start: int, rows: list[int], param
     counts = present.sum(axis=1)
     k = int(counts.max())
     pt, ct = np.nonzero(present)
-    rank = np.arange(len(pt)) - np.repeat(np.cumsum(counts) - counts, counts)
+    rank = ranks(counts)
     sel = np.full((tn, k), -1)
     sel[pt, rank] = ct
     safe = np.maximum(sel, 0)

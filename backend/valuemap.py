@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .flowmap import backward_order, colour_intervals
-from .plan import FIRST_ROW, InputOp, Plan, ProdOp, SumOp
+from .flowmap import backward_order, colour_intervals, forward_order, read_rows, written_rows
+from .plan import FIRST_ROW, Plan, SumOp
 
 LAYOUTS = ("all", "train", "root")
 
@@ -43,26 +43,6 @@ def full_values(plan: Plan) -> ValueMap:
     return ValueMap(np.arange(plan.rows, dtype=np.int64), plan.rows)
 
 
-def forward_order(plan: Plan) -> list[tuple[str, object]]:
-    """``(key, op)`` in the order the forward pass runs them; keys as in codegen."""
-    return [(f"L{li}.{oi}", op) for li, ops in enumerate(plan.layers) for oi, op in enumerate(ops)]
-
-
-def _written(op) -> np.ndarray:
-    if isinstance(op, SumOp):
-        out = op.out_rows.reshape(-1)
-        return out[out >= FIRST_ROW]
-    return np.arange(op.start, op.start + op.n)
-
-
-def _read(op) -> np.ndarray:
-    """Rows an op's forward launch reads."""
-    if isinstance(op, InputOp):
-        return np.zeros(0, dtype=np.int64)
-    kids = (op.children if isinstance(op, ProdOp) else op.child_rows).reshape(-1)
-    return kids[kids >= FIRST_ROW]
-
-
 def lifetimes(plan: Plan, backward: bool) -> tuple[np.ndarray, np.ndarray]:
     """``(start, end)`` per plan row: the time of the launch that writes it and of its last reader.
 
@@ -73,12 +53,12 @@ def lifetimes(plan: Plan, backward: bool) -> tuple[np.ndarray, np.ndarray]:
     start = np.full(plan.rows, -1, dtype=np.int64)
     end = np.full(plan.rows, -1, dtype=np.int64)
     for t, (_, op) in enumerate(fwd):
-        start[_written(op)] = t
-        np.maximum.at(end, _read(op), t)
+        start[written_rows(op)] = t
+        np.maximum.at(end, read_rows(op), t)
     if backward:
         for t, (_, op) in enumerate(backward_order(plan), start=len(fwd)):
             if isinstance(op, SumOp):  # sum_bwd and sum_bwd_params read the parents' and the children's values
-                np.maximum.at(end, np.concatenate([_written(op), _read(op)]), t)
+                np.maximum.at(end, np.concatenate([written_rows(op), read_rows(op)]), t)
     end = np.maximum(end, start)
     end[plan.root_row] = 2 * len(fwd)
     start[:FIRST_ROW] = -1

@@ -6,7 +6,9 @@ from a scratch buffer filled by one elementwise kernel (``stage``): ``bwd_g``/``
 fewer loads and no per-pair reduction) and ``bwd_gc`` (also one exponential per child value instead of one
 per parent tile: ``exp(C - m) * sum_t exp(m - s_t) W_t^T G_t`` with ``m`` the child tile's maximum);
 ``par_rows`` is pcc's parameter-flow arithmetic with the parent rows loaded once and a pipelined batch loop.
-Each variant's result is checked against pcc's kernel (``err``).
+Each variant's result is checked against pcc's kernel (``err``). (Training steps now stage ``G`` in place, in
+the parents' dead flow rows: ``kernels.sum_scale`` and the kernels' ``SCALED`` path; this sweep keeps the
+separate buffer it measured first.)
 """
 import sys
 from pathlib import Path
@@ -123,9 +125,9 @@ def sweep(prec: str) -> None:
         nw = 8 if R >= 8 else 4
         runs = {
             "sum_bwd": lambda: K.sum_bwd[(len(tile_rows), nb)](
-                vals, flows, sum_w, out, out, wbase, wbase, wstride, tile_rows, tile_rows, uses, B, TP=64, TC=64, KC=C,
-                KMAX=KMAX, R=R, BB=64, PAD=2, NEG=1, ATOMIC=False, AFFINE=True, PRECISION=prec, OVERWRITE=False,
-                num_warps=nw),
+                vals, flows, sum_w, out, out, wbase, wbase, wstride, tile_rows, tile_rows, uses, flows, B, TP=64, TC=64,
+                KC=C, KMAX=KMAX, R=R, BB=64, PAD=2, NEG=1, ATOMIC=False, AFFINE=True, PRECISION=prec, OVERWRITE=False,
+                SCALED=False, num_warps=nw),
             "stage": lambda: stage[(T, nb)](vals, flows, out, gbuf, sbuf, B, TP=64, BB=64),
             "bwd_g": lambda: bwd_g[(len(tile_rows), nb)](
                 vals, flows, sum_w, gbuf, sbuf, wbase, wstride, tile_rows, uses, B, TP=64, TC=64, KC=C, KMAX=KMAX,
@@ -149,8 +151,8 @@ def sweep(prec: str) -> None:
             print(f"  {key:10s} {us:8.1f} us  err {float((got - ref).abs().max() / ref.abs().max()):.1e}", flush=True)
         wflow = torch.zeros_like(sum_w)
         pruns = {"params": lambda: K.sum_bwd_params[(T, KMAX, 1)](
-            vals, flows, sum_w, wflow, out, out, child, wbase, wbase, wstride, B, 1, TP=64, TC=64, KC=C, BB=64,
-            PAD=2, NEG=1, AFFINE=True, PRECISION=prec)}
+            vals, flows, sum_w, wflow, out, out, child, wbase, wbase, wstride, B, 1, flows, TP=64, TC=64, KC=C, BB=64,
+            PAD=2, NEG=1, AFFINE=True, PRECISION=prec, SCALED=False)}
         for st in (1, 2, 3):
             for nw in (4, 8):
                 pruns[f"par_rows st{st} w{nw}"] = lambda st=st, nw=nw: par_variant[(T, KMAX)](

@@ -10,12 +10,12 @@ from test_backend import CIRCUITS, setup
 from test_flowmap import _children, _own
 
 from pcc import optimize, parse
-from pcc.backend.flowmap import backward_order
+from pcc.backend.flowmap import backward_order, forward_order
 from pcc.backend.params import Flows, Params
 from pcc.backend.plan import FIRST_ROW, NEG, PAD, ZERO, SumOp, build_plan
 from pcc.backend.runtime import CircuitModel
 from pcc.backend.triton_exec import TritonExecutor
-from pcc.backend.valuemap import LAYOUTS, forward_order, value_map
+from pcc.backend.valuemap import LAYOUTS, value_map
 
 
 def _launches(plan, train: bool):
