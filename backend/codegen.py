@@ -170,7 +170,7 @@ def _title(op) -> str:
 
 def _forward_lines(key: str, op, fill: tuple[int, int]) -> list[str]:
     if isinstance(op, InputOp):
-        return [f'K.input_fwd[(triton.cdiv({op.n}, BN), nb)](vals, x, miss, t["{key}.var"], t["{key}.prow"], '
+        return [f'K.input_fwd[(triton.cdiv({op.n}, BN) * nb,)](vals, x, miss, t["{key}.var"], t["{key}.prow"], '
                 f'{_THETA[op.dist].format(k=op.k)}, t["{key}.rows"], {op.n}, B, x.shape[1], '
                 f"DIST={DISTS[op.dist]}, K={op.k}, BN=BN, BB=BB)"]
     if isinstance(op, ProdOp):
@@ -195,9 +195,10 @@ def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool) -> lis
         stats = _STATS[op.dist].format(k=op.k)
         if op.dist == "categorical":
             kb, rows = min(64, max(16, 1 << (op.k - 1).bit_length())), cat_rows(op)
-            launch = (f'K.input_bwd_cat[({len(op.var_tiles(rows))}, {-(-op.k // kb)})](flows, f["{key}.frows"], x, miss, '
+            kblocks = -(-op.k // kb)
+            launch = (f'K.input_bwd_cat[({len(op.var_tiles(rows)) * kblocks},)](flows, f["{key}.frows"], x, miss, '
                       f't["{key}.var"], t["{key}.prow"], t["{key}.tiles"], {stats}, mass, {op.n}, B, x.shape[1], K={op.k}, '
-                      f"BN={rows}, KB={kb}, BB={CAT_BATCH}, PRECISION=PRECISION)")
+                      f"BN={rows}, KB={kb}, BB={CAT_BATCH}, PRECISION=PRECISION, KBLOCKS={kblocks})")
         else:
             launch = (f'K.input_bwd[(triton.cdiv({op.n}, BN), nb)](flows, f["{key}.frows"], x, miss, t["{key}.var"], '
                       f't["{key}.prow"], {stats}, mass, {op.n}, B, x.shape[1], DIST={DISTS[op.dist]}, K={op.k}, BN=BN, BB=BB)')

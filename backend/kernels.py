@@ -10,6 +10,9 @@ no flow, ``s`` a per-sample shift) every edge flow is ``W * exp(C - s) * G``, so
 ``exp(C - s) * (W^T @ G)`` (one program per parent tile and batch block) and parameter flows
 ``W * (G @ exp(C - s)^T)`` summed over the batch inside one program per parent tile and child tile.
 
+Atomic adds are ``sem="relaxed"``: they only accumulate, and launches are ordered by the stream (Triton's
+default, ``acq_rel``, orders memory around every atomic).
+
 Values are addressed through row tables too (``rows``, ``out_rows``, ``child_rows``, ``children``): a node's
 value row depends on the layout (:mod:`pcc.backend.valuemap`). Flows are addressed through flow-row tables (``frows``, ``fout``, ``tile_frows``, the flow form of a product's
 children): a training step keeps flows only while they are alive (:mod:`pcc.backend.flowmap`), so a node's
@@ -61,9 +64,16 @@ def _dot(a, b, PRECISION: tl.constexpr):
 @triton.jit
 def input_fwd(vals, x, miss, var, prow, theta, rows, n, B, V,
               DIST: tl.constexpr, K: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr):
-    """Rows ``rows[i]``: log-probability of ``x[:, var[i]]`` under parameter row ``prow[i]`` (0 if missing)."""
-    i = tl.program_id(0) * BN + tl.arange(0, BN)
-    b = tl.program_id(1) * BB + tl.arange(0, BB)
+    """Rows ``rows[i]``: log-probability of ``x[:, var[i]]`` under parameter row ``prow[i]`` (0 if missing).
+
+    Program ``tile * nb + j`` computes rows ``tile * BN ..`` for batch block ``j``: a tile's batch blocks are
+    adjacent in the grid, so they read its parameter rows from L2. (Batch-block-major, every batch block
+    streamed the whole table from memory: 3.9 ms of HCLT-128's step at batch 8192, whose 100 MB table does
+    not fit in L2.)
+    """
+    nb = tl.cdiv(B, BB)
+    i = (tl.program_id(0) // nb) * BN + tl.arange(0, BN)
+    b = (tl.program_id(0) % nb) * BB + tl.arange(0, BB)
     ok = (i[:, None] < n) & (b[None, :] < B)
     v = tl.load(var + i, mask=i < n, other=0)
     r = tl.load(prow + i, mask=i < n, other=0).to(tl.int64)
@@ -105,21 +115,22 @@ def input_bwd(flows, frows, x, miss, var, prow, stats, mass, n, B, V,
     gone = tl.load(miss + b[None, :].to(tl.int64) * V + v[:, None], mask=ok, other=1) != 0
     seen = ok & (~gone) & (f != 0.0)
     if DIST == 0:
-        tl.atomic_add(stats + r[:, None] * K + xy.to(tl.int64), f, mask=seen)
+        tl.atomic_add(stats + r[:, None] * K + xy.to(tl.int64), f, mask=seen, sem="relaxed")
     elif DIST == 1:
-        tl.atomic_add(stats + r[:, None] * 2 + (xy > 0.5).to(tl.int64), f, mask=seen)
+        tl.atomic_add(stats + r[:, None] * 2 + (xy > 0.5).to(tl.int64), f, mask=seen, sem="relaxed")
     else:
         at = stats + r[:, None] * 3 + tl.zeros((BN, BB), dtype=tl.int64)  # one pointer per (node, sample)
-        tl.atomic_add(at, f, mask=seen)
-        tl.atomic_add(at + 1, f * xy, mask=seen)
-        tl.atomic_add(at + 2, f * xy * xy, mask=seen)
+        tl.atomic_add(at, f, mask=seen, sem="relaxed")
+        tl.atomic_add(at + 1, f * xy, mask=seen, sem="relaxed")
+        tl.atomic_add(at + 2, f * xy * xy, mask=seen, sem="relaxed")
     lost = tl.sum(tl.where(ok & gone, f, 0.0), axis=1)
-    tl.atomic_add(mass + i, lost, mask=(i < n) & (lost != 0.0))
+    tl.atomic_add(mass + i, lost, mask=(i < n) & (lost != 0.0), sem="relaxed")
 
 
 @triton.jit
 def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, mass, n, B, V,
-                  K: tl.constexpr, BN: tl.constexpr, KB: tl.constexpr, BB: tl.constexpr, PRECISION: tl.constexpr):
+                  K: tl.constexpr, BN: tl.constexpr, KB: tl.constexpr, BB: tl.constexpr, PRECISION: tl.constexpr,
+                  KBLOCKS: tl.constexpr):
     """Categorical EM counts of one tile of rows over one variable, as a matrix product over the batch.
 
     ``stats[prow[i], k] += sum_b F[i, b] [x[b, v] = k]``: the one-hot of the data column times the flows,
@@ -128,13 +139,19 @@ def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, mass, n, B, V,
     entries in ``mass`` (rows are unique to their tile). At ``tf32x3`` the flows are split into a tf32 high
     part and the rest (``hi + lo`` keeps ~22 bits), since the one-hot needs no split: 2.2x faster than
     three products on an H100 (bench/cat_sweep.py).
+
+    Program ``tile * KBLOCKS + j`` counts categories ``j * KB ..`` of its tile: the ``KBLOCKS`` programs that
+    read the same flows are adjacent, so they run together and all but one read them from L2 (with the
+    category block as the slower grid axis, each tile's flows came from memory ``KBLOCKS`` times: HCLT-128's
+    counts at batch 8192 took 12.9 of a 47 ms step).
     """
-    i0 = tl.load(tiles + tl.program_id(0))
+    tile, kblock = tl.program_id(0) // KBLOCKS, tl.program_id(0) % KBLOCKS
+    i0 = tl.load(tiles + tile)
     i = i0 + tl.arange(0, BN)
     v = tl.load(var + i0)
     rows_ok = (i < n) & (tl.load(var + i, mask=i < n, other=-1) == v)
     fr = tl.load(frows + i, mask=rows_ok, other=0).to(tl.int64)
-    k = tl.program_id(1) * KB + tl.arange(0, KB)
+    k = kblock * KB + tl.arange(0, KB)
     acc = tl.zeros((BN, KB), dtype=tl.float32)
     lost = tl.zeros((BN,), dtype=tl.float32)
     b0 = 0
@@ -153,8 +170,9 @@ def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, mass, n, B, V,
         lost += tl.sum(tl.where(gone[None, :], f, 0.0), axis=1)
         b0 += BB
     r = tl.load(prow + i, mask=rows_ok, other=0).to(tl.int64)
-    tl.atomic_add(stats + r[:, None] * K + k[None, :], acc, mask=rows_ok[:, None] & (k[None, :] < K) & (acc != 0.0))
-    if tl.program_id(1) == 0:
+    tl.atomic_add(stats + r[:, None] * K + k[None, :], acc, mask=rows_ok[:, None] & (k[None, :] < K) & (acc != 0.0),
+                  sem="relaxed")
+    if kblock == 0:
         tl.store(mass + i, lost, mask=rows_ok)
 
 
@@ -209,7 +227,7 @@ def prod_bwd(flows, frows, children, n, B, KMAX: tl.constexpr, BN: tl.constexpr,
         c = tl.load(children + i.to(tl.int64) * KMAX + k, mask=i < n, other=0).to(tl.int64)
         at = flows + c[:, None] * B + b[None, :]
         if ATOMIC:
-            tl.atomic_add(at, f, mask=ok & (f != 0.0))
+            tl.atomic_add(at, f, mask=ok & (f != 0.0), sem="relaxed")
         else:
             _add_flows(at, f, ok & (c[:, None] != ZERO), OVERWRITE)
 
@@ -375,7 +393,7 @@ def sum_bwd(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, tile_rows,
     at = flows + tl.load(tile_frows + u * TC + tl.arange(0, TC)).to(tl.int64)[:, None] * B + b[None, :]
     real = inb & (c[:, None] != NEG)
     if ATOMIC:
-        tl.atomic_add(at, acc, mask=real & (acc != 0.0))
+        tl.atomic_add(at, acc, mask=real & (acc != 0.0), sem="relaxed")
     else:
         _add_flows(at, acc, real, OVERWRITE)
 
@@ -405,4 +423,5 @@ def sum_bwd_params(vals, flows, sum_w, wflow, out_rows, fout, child_rows, wids, 
         b0 += split * BB
     edge = (tl.load(out_rows + t * TP + p)[:, None] != PAD) & (c[None, :] != NEG)
     edge_f = tl.load(_weights(sum_w, wids, wbase, wstride, t, k, TP, TC, KC, AFFINE), mask=edge, other=0.0) * acc
-    tl.atomic_add(_weights(wflow, wids, wbase, wstride, t, k, TP, TC, KC, AFFINE), edge_f, mask=edge & (edge_f != 0.0))
+    tl.atomic_add(_weights(wflow, wids, wbase, wstride, t, k, TP, TC, KC, AFFINE), edge_f, mask=edge & (edge_f != 0.0),
+                  sem="relaxed")

@@ -103,6 +103,11 @@ class TritonExecutor:
         self.schedule["forward"](vals, xf, mi, self.tv[values], p, x.shape[0], *self._blocks(x.shape[0]))
         return vals
 
+    @staticmethod
+    def _uninitialised(rows: int, vals: torch.Tensor) -> torch.Tensor:
+        """A ``[rows, batch]`` buffer whose contents are garbage (tests fill it with NaN to prove nothing reads it)."""
+        return vals.new_empty(rows, vals.shape[1])
+
     def backward(self, p: Params, vals: torch.Tensor, x: torch.Tensor, missing: torch.Tensor, flows: Flows,
                  node_flows: bool = True, values: str = "all") -> torch.Tensor | None:
         """Node flows ``[rows, batch]``; parameter flows are added into ``flows``. ``vals`` come from
@@ -115,7 +120,11 @@ class TritonExecutor:
             raise ValueError(f"backward needs the values of forward(values={values!r}), got {vals.shape[0]} rows")
         xf, mi = self._inputs(x, missing)
         fmap = self.compact if not node_flows else None
-        f = vals.new_zeros(fmap.size if fmap else self.plan.rows, vals.shape[1])
+        if fmap:  # compact rows are cleared or overwritten before their first write (flowmap): no memset
+            f = self._uninitialised(fmap.size, vals)
+            f[ZERO], f[NEG], f[PAD] = 0.0, 0.0, 0.0
+        else:
+            f = vals.new_zeros(self.plan.rows, vals.shape[1])
         root = int(fmap.rows[self.plan.root_row]) if fmap else self.plan.root_row
         f[root] = torch.isfinite(vals[self.root_row(values)]).to(f.dtype)  # p(x) = 0: no flow
         self.schedule["backward"](vals, f, xf, mi, self.tv[values], self.f[node_flows], p, flows, x.shape[0],

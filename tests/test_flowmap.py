@@ -31,14 +31,16 @@ def _own(op) -> np.ndarray:
     return rows[rows >= FIRST_ROW]
 
 
-def _replay(plan, fmap) -> None:
+def _replay(plan, fmap, zeroed: bool) -> None:
     """Walk the backward pass over the flow rows: a row an op adds to must hold zero or its owner's flow
-    (fresh, cleared, or first stored by an overwriting op), and no two live nodes may share a row."""
+    (zeroed at the start, cleared, or first stored by an overwriting op), and no two live nodes may share a
+    row. ``zeroed``: the buffer starts all zeros (node flows); else only the reserved rows are (training)."""
     order = backward_order(plan)
     overwriting = overwriting_ops(plan)
     owner = {}                     # flow row -> value row whose flow it holds now
-    stale = set()                  # flow rows holding a finished owner's flow
+    stale = set() if zeroed else set(range(FIRST_ROW, fmap.size))  # rows holding garbage or a finished flow
     owner[int(fmap.rows[plan.root_row])] = plan.root_row
+    stale.discard(int(fmap.rows[plan.root_row]))
     for key, op in order:
         for r in fmap.zero.get(key, ()):
             assert int(r) not in owner, f"{key} clears row {r} of a live flow"
@@ -62,13 +64,13 @@ def _replay(plan, fmap) -> None:
 
 
 @pytest.mark.parametrize("name,make", CIRCUITS, ids=[c[0] for c in CIRCUITS])
-def test_compact_rows_never_overlap_and_reuse_is_cleared(name, make):
+def test_compact_rows_never_overlap_and_every_added_row_is_cleared(name, make):
     plan, _, _, _, _ = setup(make(), 3)
     fmap = compact_flows(plan)
     assert list(fmap.rows[:FIRST_ROW]) == [ZERO, NEG, PAD]
     assert FIRST_ROW <= fmap.size <= plan.rows and fmap.rows.max() < fmap.size
-    _replay(plan, fmap)
-    _replay(plan, full_flows(plan))
+    _replay(plan, fmap, zeroed=False)
+    _replay(plan, full_flows(plan), zeroed=True)
     # the buffer holds exactly the most flows alive at once (the colouring is optimal)
     order = backward_order(plan)
     own, first = _lifetimes(plan, order)
@@ -95,8 +97,10 @@ def test_overwriting_ops_write_first_flows():
 @pytest.mark.parametrize("name,make", CIRCUITS[:24], ids=[c[0] for c in CIRCUITS[:24]])
 def test_compact_training_flows_match_node_flows_and_reference(name, make, scale_kmax, monkeypatch):
     """Training flows (compact rows, and G precomputed in place where ``SCALE_KMAX`` allows: forced on every
-    sum op by ``all-sums-prescaled``, since the small test circuits have one child tile per parent tile)."""
+    sum op by ``all-sums-prescaled``, since the small test circuits have one child tile per parent tile).
+    The compact buffer starts as NaN: a flow row read before it is cleared or stored would poison the flows."""
     monkeypatch.setattr(codegen, "SCALE_KMAX", scale_kmax)
+    monkeypatch.setattr(TritonExecutor, "_uninitialised", staticmethod(_garbage))
     c = make()
     plan, ex, p, x, m = setup(c, 5, torch.float32, executor="triton")
     xt, mt = torch.tensor(x, dtype=torch.float32), torch.tensor(m)
@@ -114,9 +118,15 @@ def test_compact_training_flows_match_node_flows_and_reference(name, make, scale
         assert torch.allclose(a.double(), b, rtol=1e-4, atol=1e-5)
 
 
-def test_atomic_product_backward_still_matches_the_reference():
+def _garbage(rows: int, vals: torch.Tensor) -> torch.Tensor:
+    return torch.full((rows, vals.shape[1]), float("nan"), dtype=vals.dtype, device=vals.device)
+
+
+def test_atomic_product_backward_still_matches_the_reference(monkeypatch):
     """Product ops whose shared children would need a badly padded gather table add atomically instead
-    (``child_parents`` is None): forced here on every shared op, in compact and in node-flow mode."""
+    (``child_parents`` is None): forced here on every shared op, in compact and in node-flow mode (the compact
+    buffer starting as NaN: atomics add to rows that must have been cleared)."""
+    monkeypatch.setattr(TritonExecutor, "_uninitialised", staticmethod(_garbage))
     checked = 0
     for name, make in CIRCUITS:
         c = make()
