@@ -196,12 +196,13 @@ def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool) -> lis
         if op.dist == "categorical":
             kb, rows = min(64, max(16, 1 << (op.k - 1).bit_length())), cat_rows(op)
             kblocks = -(-op.k // kb)
-            launch = (f'K.input_bwd_cat[({len(op.var_tiles(rows)) * kblocks},)](flows, f["{key}.frows"], x, miss, '
-                      f't["{key}.var"], t["{key}.prow"], t["{key}.tiles"], {stats}, mass, {op.n}, B, x.shape[1], K={op.k}, '
-                      f"BN={rows}, KB={kb}, BB={CAT_BATCH}, PRECISION=PRECISION, KBLOCKS={kblocks})")
-        else:
-            launch = (f'K.input_bwd[(triton.cdiv({op.n}, BN), nb)](flows, f["{key}.frows"], x, miss, t["{key}.var"], '
-                      f't["{key}.prow"], {stats}, mass, {op.n}, B, x.shape[1], DIST={DISTS[op.dist]}, K={op.k}, BN=BN, BB=BB)')
+            # missing entries' expected counts are added in the kernel (no mass buffer, no torch passes)
+            return [f'K.input_bwd_cat[({len(op.var_tiles(rows)) * kblocks},)](flows, f["{key}.frows"], x, miss, '
+                    f't["{key}.var"], t["{key}.prow"], t["{key}.tiles"], {stats}, {_THETA[op.dist].format(k=op.k)}, '
+                    f"{op.n}, B, x.shape[1], K={op.k}, BN={rows}, KB={kb}, BB={CAT_BATCH}, PRECISION=PRECISION, "
+                    f"KBLOCKS={kblocks})"]
+        launch = (f'K.input_bwd[(triton.cdiv({op.n}, BN), nb)](flows, f["{key}.frows"], x, miss, t["{key}.var"], '
+                  f't["{key}.prow"], {stats}, mass, {op.n}, B, x.shape[1], DIST={DISTS[op.dist]}, K={op.k}, BN=BN, BB=BB)')
         return [f"mass = vals.new_zeros({op.n})", launch,
                 f'expected_missing_stats("{op.dist}", {op.k}, t["{key}.prow"], mass, p, fl)']
     if isinstance(op, ProdOp) and op.gathers:

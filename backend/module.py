@@ -30,7 +30,8 @@ from pcc.ir.diagnostics import Diagnostic, Loc
 from .codegen import generate
 from .plan import InputOp, Plan, ProdOp, SumOp, build_plan
 
-MODULE_FORMAT = "pcc-module-3"  # 2: the backward schedule reads flow-row tables; 3: value-row tables (layouts)
+MODULE_FORMAT = "pcc-module-4"  # 2: the backward schedule reads flow-row tables; 3: value-row tables (layouts);
+# 4: kernel arguments changed (categorical counts take the table, not a mass buffer; flattened grids)
 _INIT = '''"""A circuit compiled by pcc {version} from {source}. Load it with `load()`."""
 from pathlib import Path
 

@@ -91,12 +91,11 @@ def main() -> None:
     key, B, V = f"L{li}.{oi}", xb.shape[0], xb.shape[1]
     var, prow = ex.t[f"{key}.var"], ex.t[f"{key}.prow"]
     stats = model.flows.cat[op.k]
-    mass = torch.zeros(op.n, device="cuda")
     tiles0 = torch.as_tensor(op.var_tiles(codegen.cat_rows(op)), device="cuda", dtype=torch.int32)
     frows = torch.arange(op.start, op.start + op.n, device="cuda", dtype=torch.int32)  # node flows: own rows
     kb0 = -(-op.k // 64)
     ref_fn = lambda: K.input_bwd_cat[(len(tiles0) * kb0,)](  # noqa: E731
-        node, frows, xb, miss, var, prow, tiles0, stats, mass, op.n, B, V, K=op.k, BN=codegen.cat_rows(op),
+        node, frows, xb, miss, var, prow, tiles0, stats, model.params.cat[op.k], op.n, B, V, K=op.k, BN=codegen.cat_rows(op),
         KB=64, BB=codegen.CAT_BATCH, PRECISION=args.precision, KBLOCKS=kb0)
     stats.zero_()
     ref_fn()
@@ -123,3 +122,7 @@ def main() -> None:
 VARIANTS = [(64, 64, 32, 4, 2, False), (64, 64, 32, 4, 2, True), (64, 64, 32, 4, 3, True), (64, 64, 64, 4, 3, True),
             (64, 128, 32, 8, 2, True), (64, 128, 32, 8, 3, True), (64, 64, 64, 4, 2, True), (32, 64, 32, 4, 2, True),
             (64, 256, 32, 8, 3, True), (64, 128, 64, 8, 3, True), (64, 32, 32, 4, 2, True), (64, 32, 64, 4, 3, True)]
+
+
+if __name__ == "__main__":
+    main()

@@ -17,6 +17,7 @@ from pcc import data as datasets
 from pcc.backend.runtime import CircuitModel
 from pcc.backend.triton_exec import TritonExecutor
 from pcc.frontend import load_text
+from pcc.passes import DEFAULT_PIPELINE
 from pcc.structures import hclt
 from pcc.structures.hmm import hmm_source
 
@@ -80,6 +81,7 @@ def main() -> None:
     ap.add_argument("--precision", default="ieee", help="comma-separated tl.dot input precisions to compare")
     ap.add_argument("--fill", type=int, default=None, help="codegen fill override (0: whole launches)")
     ap.add_argument("--config", help="a bench/vs_pyjuice.py configuration (e.g. rat64, pd64) instead of --structure")
+    ap.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="pass pipeline (e.g. with layerize{max-prod-padding=1.25})")
     args = ap.parse_args()
     x = datasets.load(args.mnist)
     start = time.perf_counter()
@@ -91,7 +93,7 @@ def main() -> None:
     else:
         text, title = hclt(x, args.latents, "categorical", num_cats=256), f"HCLT 784x256 L={args.latents}"
     circuit = pcc.parse(text) if args.config else load_text(text, f"{args.structure}.pc")
-    model = CircuitModel(pcc.optimize(circuit), "cuda", executor="triton")
+    model = CircuitModel(pcc.optimize(circuit, args.pipeline), "cuda", executor="triton")
     print(f"{title}: compiled in {time.perf_counter() - start:.1f}s", flush=True)
     xb = torch.as_tensor(x[:args.batch], device="cuda", dtype=torch.float32)
     for precision in args.precision.split(","):

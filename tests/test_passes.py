@@ -18,7 +18,7 @@ def test_pipeline_parsing_with_options():
     passes = parse_pipeline("dce, layerize{max-padding=2.5}, collapse-chains{max-growth=3,shared=true}")
     assert [p.name for p in passes] == ["dce", "layerize", "collapse-chains"]
     assert passes[1].max_padding == 2.5 and passes[2].max_growth == 3.0 and passes[2].shared is True
-    assert passes[1].spec() == "layerize{max-padding=2.5}"
+    assert passes[1].spec() == "layerize{max-padding=2.5,max-prod-padding=4.0}"
 
 
 def test_every_pass_has_a_contract_docstring():
