@@ -171,7 +171,7 @@ def _title(op) -> str:
 def _forward_lines(key: str, op, fill: tuple[int, int]) -> list[str]:
     if isinstance(op, InputOp):
         return [f'K.input_fwd[(triton.cdiv({op.n}, BN) * nb,)](vals, x, miss, t["{key}.var"], t["{key}.prow"], '
-                f'{_THETA[op.dist].format(k=op.k)}, t["{key}.rows"], {op.n}, B, x.shape[1], '
+                f'{_THETA[op.dist].format(k=op.k)}, t["{key}.rows"], {op.n}, B, '
                 f"DIST={DISTS[op.dist]}, K={op.k}, BN=BN, BB=BB)"]
     if isinstance(op, ProdOp):
         return [f'K.prod_fwd[(triton.cdiv({op.n}, BN), nb)](vals, t["{key}.children"], t["{key}.rows"], {op.n}, B, '
@@ -199,10 +199,10 @@ def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool) -> lis
             # missing entries' expected counts are added in the kernel (no mass buffer, no torch passes)
             return [f'K.input_bwd_cat[({len(op.var_tiles(rows)) * kblocks},)](flows, f["{key}.frows"], x, miss, '
                     f't["{key}.var"], t["{key}.prow"], t["{key}.tiles"], {stats}, {_THETA[op.dist].format(k=op.k)}, '
-                    f"{op.n}, B, x.shape[1], K={op.k}, BN={rows}, KB={kb}, BB={CAT_BATCH}, PRECISION=PRECISION, "
+                    f"{op.n}, B, K={op.k}, BN={rows}, KB={kb}, BB={CAT_BATCH}, PRECISION=PRECISION, "
                     f"KBLOCKS={kblocks})"]
         launch = (f'K.input_bwd[(triton.cdiv({op.n}, BN), nb)](flows, f["{key}.frows"], x, miss, t["{key}.var"], '
-                  f't["{key}.prow"], {stats}, mass, {op.n}, B, x.shape[1], DIST={DISTS[op.dist]}, K={op.k}, BN=BN, BB=BB)')
+                  f't["{key}.prow"], {stats}, mass, {op.n}, B, DIST={DISTS[op.dist]}, K={op.k}, BN=BN, BB=BB)')
         return [f"mass = vals.new_zeros({op.n})", launch,
                 f'expected_missing_stats("{op.dist}", {op.k}, t["{key}.prow"], mass, p, fl)']
     if isinstance(op, ProdOp) and op.gathers:

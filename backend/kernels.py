@@ -1,7 +1,8 @@
 """Triton kernel templates for the plan's ops, specialised by ``tl.constexpr`` (tiles, fan-in, distribution).
 
-Buffers: ``vals``/``flows`` are ``[rows, B]`` float32 row-major (row stride ``B``); ``x`` is ``[B, V]``
-float32 and ``miss`` ``[B, V]`` int8. Row offsets are computed in int64 (rows x B can pass 2^31).
+Buffers: ``vals``/``flows`` are ``[rows, B]`` float32 row-major (row stride ``B``); the data come transposed,
+``x`` ``[V, B]`` float32 and ``miss`` ``[V, B]`` int8, so a variable's samples are contiguous (a warp's loads
+of one variable over a batch block are one transaction, not one per sample). Row offsets are computed in int64 (rows x B can pass 2^31).
 
 Sum layers (forward): per parent tile and batch block, the per-sample maximum ``m`` of the child values,
 then ``acc = W @ exp(C - m)`` over the child tiles with ``tl.dot`` and ``log(acc) + m``: one exp per child
@@ -62,7 +63,7 @@ def _dot(a, b, PRECISION: tl.constexpr):
 
 
 @triton.jit
-def input_fwd(vals, x, miss, var, prow, theta, rows, n, B, V,
+def input_fwd(vals, x, miss, var, prow, theta, rows, n, B,
               DIST: tl.constexpr, K: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr):
     """Rows ``rows[i]``: log-probability of ``x[:, var[i]]`` under parameter row ``prow[i]`` (0 if missing).
 
@@ -77,8 +78,8 @@ def input_fwd(vals, x, miss, var, prow, theta, rows, n, B, V,
     ok = (i[:, None] < n) & (b[None, :] < B)
     v = tl.load(var + i, mask=i < n, other=0)
     r = tl.load(prow + i, mask=i < n, other=0).to(tl.int64)
-    xy = tl.load(x + b[None, :].to(tl.int64) * V + v[:, None], mask=ok, other=0.0)
-    gone = tl.load(miss + b[None, :].to(tl.int64) * V + v[:, None], mask=ok, other=1) != 0
+    xy = tl.load(x + v[:, None].to(tl.int64) * B + b[None, :], mask=ok, other=0.0)
+    gone = tl.load(miss + v[:, None].to(tl.int64) * B + b[None, :], mask=ok, other=1) != 0
     if DIST == 0:  # categorical: theta [R, K]
         idx = tl.where(gone, 0, xy.to(tl.int64))
         out = tl.log(tl.load(theta + r[:, None] * K + idx, mask=ok, other=1.0))
@@ -96,7 +97,7 @@ def input_fwd(vals, x, miss, var, prow, theta, rows, n, B, V,
 
 
 @triton.jit
-def input_bwd(flows, frows, x, miss, var, prow, stats, mass, n, B, V,
+def input_bwd(flows, frows, x, miss, var, prow, stats, mass, n, B,
               DIST: tl.constexpr, K: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr):
     """EM statistics of input rows: observed entries add their flow to ``stats``; missing ones to ``mass``.
 
@@ -111,8 +112,8 @@ def input_bwd(flows, frows, x, miss, var, prow, stats, mass, n, B, V,
     r = tl.load(prow + i, mask=i < n, other=0).to(tl.int64)
     fr = tl.load(frows + i, mask=i < n, other=0).to(tl.int64)
     f = tl.load(flows + fr[:, None] * B + b[None, :], mask=ok, other=0.0)
-    xy = tl.load(x + b[None, :].to(tl.int64) * V + v[:, None], mask=ok, other=0.0)
-    gone = tl.load(miss + b[None, :].to(tl.int64) * V + v[:, None], mask=ok, other=1) != 0
+    xy = tl.load(x + v[:, None].to(tl.int64) * B + b[None, :], mask=ok, other=0.0)
+    gone = tl.load(miss + v[:, None].to(tl.int64) * B + b[None, :], mask=ok, other=1) != 0
     seen = ok & (~gone) & (f != 0.0)
     if DIST == 0:
         tl.atomic_add(stats + r[:, None] * K + xy.to(tl.int64), f, mask=seen, sem="relaxed")
@@ -128,7 +129,7 @@ def input_bwd(flows, frows, x, miss, var, prow, stats, mass, n, B, V,
 
 
 @triton.jit
-def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B, V,
+def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B,
                   K: tl.constexpr, BN: tl.constexpr, KB: tl.constexpr, BB: tl.constexpr, PRECISION: tl.constexpr,
                   KBLOCKS: tl.constexpr):
     """Categorical EM counts of one tile of rows over one variable, as a matrix product over the batch.
@@ -159,8 +160,8 @@ def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B, V
         b = b0 + tl.arange(0, BB)
         inb = b < B
         f = tl.load(flows + fr[:, None] * B + b[None, :], mask=rows_ok[:, None] & inb[None, :], other=0.0)
-        xv = tl.load(x + b.to(tl.int64) * V + v, mask=inb, other=-1.0).to(tl.int32)
-        gone = tl.load(miss + b.to(tl.int64) * V + v, mask=inb, other=1) != 0
+        xv = tl.load(x + v.to(tl.int64) * B + b, mask=inb, other=-1.0).to(tl.int32)
+        gone = tl.load(miss + v.to(tl.int64) * B + b, mask=inb, other=1) != 0
         hot = ((xv[:, None] == k[None, :]) & ~gone[:, None]).to(tl.float32)
         if PRECISION == "tf32x3":  # the one-hot is exact in tf32: split only the flows, two products not three
             hi = (f.to(tl.int32, bitcast=True) & -8192).to(tl.float32, bitcast=True)  # top 11 significant bits

@@ -91,7 +91,8 @@ class TritonExecutor:
         return (64 if interpreting() else 32), bb
 
     def _inputs(self, x: torch.Tensor, missing: torch.Tensor):
-        return x.to(torch.float32).contiguous(), missing.to(torch.int8).contiguous()
+        """The data and mask transposed to ``[V, B]`` (the kernels read a variable's samples contiguously)."""
+        return x.to(torch.float32).t().contiguous(), missing.to(torch.int8).t().contiguous()
 
     def forward(self, p: Params, x: torch.Tensor, missing: torch.Tensor, values: str = "all") -> torch.Tensor:
         """Log-values ``[rows, batch]``; see TorchExecutor.forward. ``values``: the layout

@@ -32,7 +32,7 @@ from pcc.backend.plan import InputOp  # noqa: E402
 
 
 @triton.jit
-def cat_var(flows, x, miss, var, prow, tiles, stats, start, n, B, V,
+def cat_var(flows, x, miss, var, prow, tiles, stats, start, n, B,
             K: tl.constexpr, BN: tl.constexpr, KB: tl.constexpr, BB: tl.constexpr, PRECISION: tl.constexpr,
             SPLIT: tl.constexpr, KBLOCKS: tl.constexpr, KFAST: tl.constexpr):
     """``SPLIT``: 0 one product at ``PRECISION``, 2 flows split hi + lo in two tf32 products, 3 flows split in three
@@ -52,8 +52,8 @@ def cat_var(flows, x, miss, var, prow, tiles, stats, start, n, B, V,
         b = b0 + tl.arange(0, BB)
         inb = b < B
         f = tl.load(flows + (start + i[:, None]).to(tl.int64) * B + b[None, :], mask=rows_ok[:, None] & inb[None, :], other=0.0)
-        xv = tl.load(x + b.to(tl.int64) * V + v, mask=inb, other=-1.0).to(tl.int32)
-        gone = tl.load(miss + b.to(tl.int64) * V + v, mask=inb, other=1) != 0
+        xv = tl.load(x + v.to(tl.int64) * B + b, mask=inb, other=-1.0).to(tl.int32)
+        gone = tl.load(miss + v.to(tl.int64) * B + b, mask=inb, other=1) != 0
         if SPLIT == 2:
             hot = ((xv[:, None] == k[None, :]) & ~gone[:, None]).to(tl.float32)
             hi = (f.to(tl.int32, bitcast=True) & -8192).to(tl.float32, bitcast=True)  # f's top 11 mantissa bits
@@ -88,14 +88,15 @@ def main() -> None:
     node = ex.backward(model.params, vals, xb, miss, Flows.zeros_like(model.params))
     li, oi, op = next((li, oi, op) for li, ops in enumerate(model.plan.layers) for oi, op in enumerate(ops)
                       if isinstance(op, InputOp) and op.dist == "categorical")
-    key, B, V = f"L{li}.{oi}", xb.shape[0], xb.shape[1]
+    key, B = f"L{li}.{oi}", xb.shape[0]
+    xt, mt = ex._inputs(xb, miss)  # the kernels read the data transposed, [V, B]
     var, prow = ex.t[f"{key}.var"], ex.t[f"{key}.prow"]
     stats = model.flows.cat[op.k]
     tiles0 = torch.as_tensor(op.var_tiles(codegen.cat_rows(op)), device="cuda", dtype=torch.int32)
     frows = torch.arange(op.start, op.start + op.n, device="cuda", dtype=torch.int32)  # node flows: own rows
     kb0 = -(-op.k // 64)
     ref_fn = lambda: K.input_bwd_cat[(len(tiles0) * kb0,)](  # noqa: E731
-        node, frows, xb, miss, var, prow, tiles0, stats, model.params.cat[op.k], op.n, B, V, K=op.k, BN=codegen.cat_rows(op),
+        node, frows, xt, mt, var, prow, tiles0, stats, model.params.cat[op.k], op.n, B, K=op.k, BN=codegen.cat_rows(op),
         KB=64, BB=codegen.CAT_BATCH, PRECISION=args.precision, KBLOCKS=kb0)
     stats.zero_()
     ref_fn()
@@ -105,7 +106,7 @@ def main() -> None:
         tiles = torch.as_tensor(op.var_tiles(bn), device="cuda", dtype=torch.int32)
         kbl = -(-op.k // kb)
         fn = lambda: cat_var[(len(tiles) * kbl,)](  # noqa: E731
-            node, xb, miss, var, prow, tiles, stats, op.start, op.n, B, V, K=op.k, BN=bn, KB=kb, BB=bb,
+            node, xt, mt, var, prow, tiles, stats, op.start, op.n, B, K=op.k, BN=bn, KB=kb, BB=bb,
             PRECISION=args.precision, SPLIT=split, KBLOCKS=kbl, KFAST=fast, num_warps=nw)
         try:
             stats.zero_()
