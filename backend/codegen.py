@@ -20,8 +20,9 @@ _THETA = {"categorical": "p.cat[{k}]", "bernoulli": "p.bern", "gaussian": "p.gau
 # tl.dot inputs: three tf32 tensor-core products per fp32 product ("tf32x3") keep fp32 accuracy (tests compare
 # against float64) at tensor-core speed; "ieee" (plain fp32 FMA) and "tf32" (one product, ~1e-3) also work
 DOT_PRECISION = "tf32x3"
-# bf16: operands rounded to bfloat16 for the products (a reduced-precision mode, tested for accuracy)
-PRECISIONS = ("tf32x3", "ieee", "tf32", "bf16")
+# bf16: operands rounded to bfloat16 for the products (a reduced-precision mode, tested for accuracy); bf16x3:
+# each operand split into two bfloat16 parts, three bf16 products (~1e-5, half of tf32x3's tensor-core time)
+PRECISIONS = ("tf32x3", "ieee", "tf32", "bf16", "bf16x3")
 # categorical-backward tiles: at most CAT_ROWS rows (one variable per tile) x CAT_BATCH samples; 64 x 32 was
 # fastest on an H100 (bench/cat_sweep.py)
 CAT_ROWS, CAT_BATCH = 64, 32

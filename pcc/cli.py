@@ -74,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                    help="float64 uses the plain-torch executor")
     t.add_argument("--precision", choices=PRECISIONS, default=DOT_PRECISION,
-                   help="Triton executor's matrix products: tf32x3 keeps fp32 accuracy; bf16 is faster and "
-                        "reduced (log-likelihoods within about 1e-2 relative)")
+                   help="Triton executor's matrix products: tf32x3 keeps fp32 accuracy; bf16x3 (about 1e-5) and "
+                        "bf16 are faster and reduced (bf16: log-likelihoods within about 1e-2 relative)")
     t.add_argument("--keep-best", action="store_true", help="write the checkpoint only when --valid improves")
     t.add_argument("--patience", type=int, default=0, help="stop after N epochs without --valid improvement")
     t.add_argument("-o", "--output", required=True, help="checkpoint file (rewritten atomically every epoch)")
