@@ -7,7 +7,7 @@ import pytest
 from conftest import EXAMPLES
 from randgen import random_circuits
 
-from pcc.frontend import load_file
+from pcc.frontend import load_file, load_text
 from pcc.ir import UserError
 from pcc.passes import REGISTRY, Options, Pass, PassFailure, parse_pipeline, run_pipeline
 from pcc.passes.layerize import assign_layers
@@ -93,14 +93,44 @@ def test_layer_invariants_on_random_circuits():
                 assert layers[i] % 2 == (1 if b.kind == "prod" else 0)
 
 
-def test_layerize_padding_bound():
-    from pcc.passes.layerize import fan_in
-    c = run_pipeline(load_file(next(p for p in EXAMPLES if p.stem == "pd8x8")), parse_pipeline("layerize{max-padding=1.25}"))
+def _groups(c) -> dict:
     groups = {}
     for b in c.blocks:
         groups.setdefault((b.attrs["layer"], b.kind, b.attrs["group"]), []).append(b)
-    for members in groups.values():
-        fans = [fan_in(c, b) for b in members]
-        real = sum(f * b.n for f, b in zip(fans, members))
-        if real:
-            assert max(fans) * sum(b.n for b in members) <= 1.25 * real + 1e-9
+    return groups
+
+
+@pytest.mark.parametrize("sum_pad,prod_pad", [(1.25, 1.25), (1.25, 4.0), (2.0, 1.0)])
+def test_layerize_padding_bound(sum_pad, prod_pad):
+    """Sums keep ``max-padding``, products ``max-prod-padding`` (they pad cheaply: a padded child is a ZERO row)."""
+    from pcc.passes.layerize import fan_in
+    spec = f"layerize{{max-padding={sum_pad},max-prod-padding={prod_pad}}}"
+    for c in [load_file(p) for p in EXAMPLES] + random_circuits(5, 20):
+        c = run_pipeline(c, parse_pipeline(spec))
+        for (_, kind, _), members in _groups(c).items():
+            fans = [fan_in(c, b) for b in members]
+            real = sum(f * b.n for f, b in zip(fans, members))
+            if real:
+                bound = prod_pad if kind == "prod" else sum_pad
+                assert max(fans) * sum(b.n for b in members) <= bound * real + 1e-9
+
+
+def test_product_groups_merge_under_the_product_padding():
+    """Products of arity 2 and 5 in one layer: two groups at 1.25 (5 x 8 nodes > 1.25 x 28 edges), one at 4."""
+    src = """
+var X[7] : binary
+for i in 0..7 {
+    a[i] = input(X[i], bernoulli, n=4)
+}
+p = prod(a[0], a[1])
+q = prod(a[2], a[3], a[4], a[5], a[6])
+sp = sum(p, n=1)
+sq = sum(q, n=1)
+r = prod(sp, sq)
+root r
+"""
+    counts = {}
+    for pad in (1.25, 4.0):
+        c = run_pipeline(load_text(src, "t.pc"), parse_pipeline(f"layerize{{max-prod-padding={pad}}}"))
+        counts[pad] = len({k for k in _groups(c) if k[:2] == (1, "prod")})  # p and q's layer (r is higher)
+    assert counts == {1.25: 2, 4.0: 1}
