@@ -2,7 +2,8 @@
 
 Buffers: ``vals``/``flows`` are ``[rows, B]`` float32 row-major (row stride ``B``); the data come transposed,
 ``x`` ``[V, B]`` float32 and ``miss`` ``[V, B]`` int8, so a variable's samples are contiguous (a warp's loads
-of one variable over a batch block are one transaction, not one per sample). Row offsets are computed in int64 (rows x B can pass 2^31).
+of one variable over a batch block are one transaction, not one per sample). Row offsets are computed in
+int64 (rows x B can pass 2^31).
 
 Sum layers (forward): per parent tile and batch block, the per-sample maximum ``m`` of the child values,
 then ``acc = W @ exp(C - m)`` over the child tiles with ``tl.dot`` and ``log(acc) + m``: one exp per child
@@ -15,9 +16,10 @@ Atomic adds are ``sem="relaxed"``: they only accumulate, and launches are ordere
 default, ``acq_rel``, orders memory around every atomic).
 
 Values are addressed through row tables too (``rows``, ``out_rows``, ``child_rows``, ``children``): a node's
-value row depends on the layout (:mod:`pcc.backend.valuemap`). Flows are addressed through flow-row tables (``frows``, ``fout``, ``tile_frows``, the flow form of a product's
-children): a training step keeps flows only while they are alive (:mod:`pcc.backend.flowmap`), so a node's
-flow row differs from its value row; ``zero_rows`` clears reused flow rows.
+value row depends on the layout (:mod:`pcc.backend.valuemap`). Flows are addressed through flow-row tables
+(``frows``, ``fout``, ``tile_frows``, the flow form of a product's children): a training step keeps flows
+only while they are alive (:mod:`pcc.backend.flowmap`), so a node's flow row differs from its value row;
+``zero_rows`` clears reused flow rows.
 """
 from __future__ import annotations
 
@@ -56,11 +58,6 @@ def _bf16(a):
 
 
 @triton.jit
-def _f32(a):
-    return a.to(tl.float32)
-
-
-@triton.jit
 def _bf16_dot(a, b):
     """A bf16 tensor-core product with fp32 accumulation (the interpreter multiplies the rounded values in fp32)."""
     if INTERPRETED:
@@ -84,7 +81,7 @@ def _dot(a, b, PRECISION: tl.constexpr):
         out = _bf16_dot(a, b)
     elif PRECISION == "bf16x3":
         a_hi, b_hi = _bf16(a), _bf16(b)
-        a_lo, b_lo = _bf16(a - _f32(a_hi)), _bf16(b - _f32(b_hi))
+        a_lo, b_lo = _bf16(a - a_hi.to(tl.float32)), _bf16(b - b_hi.to(tl.float32))
         out = _bf16_dot(a_lo, b_hi) + _bf16_dot(a_hi, b_lo) + _bf16_dot(a_hi, b_hi)
     else:
         out = tl.dot(a, b, input_precision=PRECISION)
@@ -97,9 +94,9 @@ def input_fwd(vals, x, miss, var, prow, theta, rows, n, B,
     """Rows ``rows[i]``: log-probability of ``x[:, var[i]]`` under parameter row ``prow[i]`` (0 if missing).
 
     Program ``tile * nb + j`` computes rows ``tile * BN ..`` for batch block ``j``: a tile's batch blocks are
-    adjacent in the grid, so they read its parameter rows from L2. (Batch-block-major, every batch block
-    streamed the whole table from memory: 3.9 ms of HCLT-128's step at batch 8192, whose 100 MB table does
-    not fit in L2.)
+    adjacent in the grid, so they read its parameter rows from L2 together (HCLT-128's 100 MB table does not
+    fit in L2). Measured on an H100 against the batch-block-major grid, it made no difference (HCLT-128 at
+    batch 8192: 3.9 and 3.7 ms), so the kernel's time there is not the table's traffic.
     """
     nb = tl.cdiv(B, BB)
     i = (tl.program_id(0) // nb) * BN + tl.arange(0, BN)
@@ -166,9 +163,9 @@ def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B,
     ``stats[prow[i], k] += sum_b F[i, b] [x[b, v] = k]``: the one-hot of the data column times the flows,
     ``tl.dot`` over batch blocks in registers, then one atomic per count (tied tables share rows). This
     replaces one contended atomic per (row, sample). A row's flow on missing entries adds that much of its own
-    distribution ``theta[prow[i]]`` (the E-step with missing data), in the same atomics. At ``tf32x3`` the flows are split into a tf32 high
-    part and the rest (``hi + lo`` keeps ~22 bits), since the one-hot needs no split: 2.2x faster than
-    three products on an H100 (bench/cat_sweep.py).
+    distribution ``theta[prow[i]]`` (the E-step with missing data), in the same atomics. At ``tf32x3`` the
+    flows are split into a tf32 high part and the rest (``hi + lo`` keeps ~22 bits), since the one-hot needs no
+    split: 2.2x faster than three products on an H100 (bench/cat_sweep.py). ``bf16x3`` does the same.
 
     Program ``tile * KBLOCKS + j`` counts categories ``j * KB ..`` of its tile: the ``KBLOCKS`` programs that
     read the same flows are adjacent, so they run together and all but one read them from L2 (with the
@@ -360,8 +357,9 @@ def sum_scale(vals, flows, out_rows, fout, scale, B, TP: tl.constexpr, BB: tl.co
     for every child tile. The parents' flows are dead after their op (:mod:`pcc.backend.flowmap`)."""
     t = tl.program_id(0).to(tl.int64)
     b = tl.program_id(1) * BB + tl.arange(0, BB)
-    g, s, _ = _parent_scale(vals, flows, out_rows, fout, t, b, B, TP)
+    rows = tl.load(out_rows + t * TP + tl.arange(0, TP)).to(tl.int64)
     frows = tl.load(fout + t * TP + tl.arange(0, TP)).to(tl.int64)
+    g, s = _scale_rows(vals, flows, rows, frows, b, B)
     tl.store(flows + frows[:, None] * B + b[None, :], g, mask=b[None, :] < B)  # PAD's row gets its own 0
     tl.store(scale + t * B + b, s, mask=b < B)
 
