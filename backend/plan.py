@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 
 import numpy as np
@@ -116,17 +116,48 @@ class ProdOp:
 
 @dataclass
 class SumOp:
-    """Block-sparse sum layer: ``T`` parent tiles of ``tile_p`` rows, each over ``kmax`` child tiles."""
+    """Block-sparse sum layer: ``T`` parent tiles of ``tile_p`` rows, each over ``kmax`` child tiles.
+
+    The weights of parent tile ``t`` are ``sum_w[weight_ids[t]]``. They are given either as that table
+    (``table``) or, for dense sums, as ``strided = (base, stride, pad_slot)`` (see :attr:`affine`): HMM 4096's
+    table would be 2.1·10^9 int64 (17 GB), so it is only built when something asks for ``weight_ids``.
+    """
 
     tile_p: int
     tile_c: int
     out_rows: np.ndarray    # [T, tile_p]            (PAD where the tile is short)
     child_rows: np.ndarray  # [T, kmax * tile_c]     (NEG where padded)
-    weight_ids: np.ndarray  # [T, tile_p, kmax * tile_c] into sum_w (pad_slot where no edge)
+    table: np.ndarray | None = None  # [T, tile_p, kmax * tile_c] into sum_w (pad_slot where no edge)
+    strided: tuple[np.ndarray, np.ndarray, int] | None = None  # (base [T, kmax], stride [T, kmax], pad_slot)
+
+    def __post_init__(self) -> None:
+        if (self.table is None) == (self.strided is None):
+            raise ValueError("a SumOp needs exactly one of a weight-id table and a strided layout")
 
     @property
     def kmax(self) -> int:
         return self.child_rows.shape[1] // self.tile_c
+
+    @property
+    def padded_edges(self) -> int:
+        """Weight slots of the padded tiles, ``T * tile_p * kmax * tile_c`` (edges plus padding)."""
+        return self.out_rows.size * self.child_rows.shape[1]
+
+    @cached_property
+    def weight_ids(self) -> np.ndarray:
+        """``[T, tile_p, kmax * tile_c]`` weight index of every (parent, child) slot; pad_slot where no edge."""
+        if self.table is not None:
+            return self.table
+        base, stride, pad = self.strided
+        t, tp, tc = len(self.out_rows), self.tile_p, self.tile_c
+        ids = (base[:, None, :, None] + np.arange(tp)[None, :, None, None] * stride[:, None, :, None]
+               + np.arange(tc))
+        return np.where(self._edges(slice(0, t)), ids, pad).reshape(t, tp, self.kmax * tc)
+
+    def _edges(self, span: slice) -> np.ndarray:
+        """``[t, tile_p, kmax, tile_c]``: which slots of parent tiles ``span`` pair a real parent and a real child."""
+        real_child = (self.child_rows[span] != NEG).reshape(-1, self.kmax, self.tile_c)
+        return (self.out_rows[span] != PAD)[:, :, None, None] & real_child[:, None, :, :]
 
     @cached_property
     def child_tiles(self) -> tuple[np.ndarray, np.ndarray]:
@@ -166,30 +197,36 @@ class SumOp:
         ``PAD``) and a real child (not ``NEG``) are edges. Dense sums and aligned block-sparse ones (HCLT,
         HMM, PD, RAT-SPN) are like this; kernels then compute weight addresses instead of gathering them
         through ``weight_ids`` (whose loads dominated the sum kernels). ``None`` when some tile is not.
+        Where entries are masked (no edge in the slot's first row or column) they are 0.
         """
-        t, tp, kc = self.weight_ids.shape
-        ids = self.weight_ids.reshape(t, tp, self.kmax, self.tile_c)
-        real_child = (self.child_rows != NEG).reshape(t, self.kmax, self.tile_c)
-        real_parent = self.out_rows != PAD
-        base = ids[:, 0, :, 0]
-        if tp > 1:
-            stride = np.where(real_parent[:, 1, None] & real_child[:, :, 0], ids[:, 1, :, 0] - base, 0)
-        else:
-            stride = np.zeros_like(base)
-        pad = self.weight_ids.max() if self.weight_ids.size else 0  # the pad slot is the largest id
-        if not (base >= 0).all():
+        if self.strided is not None:
+            return self.strided[0], self.strided[1]
+        ids = self.table.reshape(len(self.out_rows), self.tile_p, self.kmax, self.tile_c)
+        base, stride = _mask_affine(self, ids[:, 0, :, 0], ids[:, min(1, self.tile_p - 1), :, 0] - ids[:, 0, :, 0])
+        if not (ids[:, 0, :, 0] >= 0).all():
             return None
+        pad = self.table.max() if self.table.size else 0  # the pad slot is the largest id
         # checked a few parent tiles at a time: the [t, tp, kmax, tc] guesses of HMM-1024 would take GBs
-        step = max(1, (1 << 20) // max(1, tp * kc))
+        t = len(self.out_rows)
+        step = max(1, (1 << 20) // max(1, self.tile_p * self.child_rows.shape[1]))
         for lo in range(0, t, step):
-            hi = min(t, lo + step)
-            edge = real_parent[lo:hi, :, None, None] & real_child[lo:hi, None, :, :]
-            guess = (base[lo:hi, None, :, None] + np.arange(tp)[None, :, None, None] * stride[lo:hi, None, :, None]
+            span = slice(lo, min(t, lo + step))
+            guess = (base[span, None, :, None] + np.arange(self.tile_p)[None, :, None, None] * stride[span, None, :, None]
                      + np.arange(self.tile_c))
-            if not np.array_equal(np.where(edge, guess, pad), ids[lo:hi]):
+            if not np.array_equal(np.where(self._edges(span), guess, pad), ids[span]):
                 return None
-        edge0 = real_parent[:, 0, None] & real_child[:, :, 0]
-        return np.where(edge0, base, 0), stride
+        return base, stride
+
+
+def _mask_affine(op: SumOp, base: np.ndarray, stride: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(base, stride)`` [T, kmax] with 0 where the slot's first parent and first child are not both real
+    (base) or its second parent and first child (stride): the one form both layouts of a SumOp share."""
+    real_child = (op.child_rows != NEG).reshape(len(op.out_rows), op.kmax, op.tile_c)[:, :, 0]
+    real_parent = op.out_rows != PAD
+    base = np.where(real_parent[:, 0, None] & real_child, base, 0)
+    if op.tile_p == 1:
+        return base, np.zeros_like(base)
+    return base, np.where(real_parent[:, 1, None] & real_child, stride, 0)
 
 
 def _repeats(rows: np.ndarray, pad: int) -> bool:
@@ -239,8 +276,9 @@ class Plan:
         h = hashlib.sha256(json.dumps([self.rows, self.domains]).encode())
         for ops in self.layers:
             for op in ops:
-                for v in vars(op).values():
-                    h.update(v.tobytes() if isinstance(v, np.ndarray) else repr(v).encode())
+                for v in (getattr(op, f.name) for f in fields(op)):  # not the cached properties in vars(op)
+                    for part in (v if isinstance(v, tuple) else (v,)):  # SumOp.strided is a tuple of arrays
+                        h.update(part.tobytes() if isinstance(part, np.ndarray) else repr(part).encode())
         return h.hexdigest()
 
 
@@ -250,7 +288,7 @@ def _describe_op(op) -> str:
     if isinstance(op, ProdOp):
         return f"prod rows [{op.start}, {op.start + op.n}) fan-in {op.children.shape[1]} grid=(ceil({op.n}/BLOCK_N), ceil(B/BLOCK_B))"
     return (f"sum {op.out_rows.shape[0]} parent tiles of {op.tile_p} x {op.kmax} child tiles of {op.tile_c} "
-            f"(padded edges {op.weight_ids.size}) grid=({op.out_rows.shape[0]}, ceil(B/BLOCK_B))")
+            f"(padded edges {op.padded_edges}) grid=({op.out_rows.shape[0]}, ceil(B/BLOCK_B))")
 
 
 def build_plan(circuit: Circuit) -> Plan:
@@ -317,27 +355,51 @@ def _sum_op(circuit: Circuit, members: list[int], rows: list[int], params: "_Par
     b0 = circuit.blocks[members[0]]
     tp, tc = b0.attrs.get("tile_p", 16), b0.attrs.get("tile_c", 16)
     tiles = [_sum_tiles(circuit, circuit.blocks[i], rows[i], rows, params, tp, tc) for i in members]
-    kmax = max(t[1].shape[1] for t in tiles)
-    out = np.concatenate([t[0] for t in tiles]).astype(np.int64, copy=False)
-    # child tiles padded to kmax with NEG rows; weights [T, tp, kmax, tc], each block's written in place
-    # (HMM-1024's are a GB: no per-block copy is concatenated, no slot is written twice)
+    kmax = max(t.kids.shape[1] for t in tiles)
+    out = np.concatenate([t.out_rows for t in tiles]).astype(np.int64, copy=False)
+    # child tiles padded to kmax with NEG rows
     child = np.full((len(out), kmax, tc), NEG, dtype=np.int64)
+    at = 0
+    for t in tiles:
+        child[at:at + len(t.out_rows), :t.kids.shape[1]] = t.kids
+        at += len(t.out_rows)
+    child = child.reshape(len(out), kmax * tc)
+    if all(t.strided is not None for t in tiles):  # dense: addresses, no table
+        base, stride = np.zeros((len(out), kmax), dtype=np.int64), np.zeros((len(out), kmax), dtype=np.int64)
+        at = 0
+        for t in tiles:
+            span, k = slice(at, at + len(t.out_rows)), t.kids.shape[1]
+            base[span, :k], stride[span, :k] = t.strided
+            at += len(t.out_rows)
+        op = SumOp(tp, tc, out, child, strided=(base, stride, params.pad_id))
+        op.strided = (*_mask_affine(op, base, stride), params.pad_id)
+        return op
+    # weights [T, tp, kmax, tc], each block's written in place (no per-block copy is concatenated)
     wids = np.empty((len(out), tp, kmax, tc), dtype=np.int64)
     at = 0
-    for t_out, t_child, write_weights in tiles:
-        k, span = t_child.shape[1], slice(at, at + len(t_out))
-        child[span, :k] = t_child
-        write_weights(wids[span, :, :k])
+    for t in tiles:
+        k, span = t.kids.shape[1], slice(at, at + len(t.out_rows))
+        t.write_weights(wids[span, :, :k])
         wids[span, :, k:] = params.pad_id
-        at += len(t_out)
-    return SumOp(tp, tc, out, child.reshape(len(out), kmax * tc), wids.reshape(len(out), tp, kmax * tc))
+        at += len(t.out_rows)
+    return SumOp(tp, tc, out, child, wids.reshape(len(out), tp, kmax * tc))
 
 
-def _sum_tiles(circuit: Circuit, b: SumBlock, start: int, rows: list[int], params: "_ParamTables", tp: int, tc: int):
-    """(out_rows [T, tp], child_rows [T, k, tc], write_weights) of one sum block.
+@dataclass
+class _BlockTiles:
+    """One sum block cut into tiles: ``out_rows`` [T, tp], ``kids`` [T, k, tc], and its weights either as
+    ``write_weights(dst)`` (fills ``dst`` [T, tp, k, tc] with ids, ``pad_id`` where no edge) or, dense, as
+    ``strided`` (base [T, k], row stride) with edge (i, j) at ``base + i * total + j``."""
 
-    ``write_weights(dst)`` fills ``dst`` [T, tp, k, tc] with the weight ids (``pad_id`` where no edge).
-    """
+    out_rows: np.ndarray
+    kids: np.ndarray
+    write_weights: object
+    strided: tuple[np.ndarray, int] | None = None
+
+
+def _sum_tiles(circuit: Circuit, b: SumBlock, start: int, rows: list[int], params: "_ParamTables", tp: int,
+               tc: int) -> _BlockTiles:
+    """The tiles of one sum block (see :class:`_BlockTiles`)."""
     n, total = b.n, sum(circuit.child_sizes(b))
     tn, tcn = -(-n // tp), -(-total // tc)
     child_rows = np.concatenate([rows[c] + np.arange(circuit.blocks[c].n) for c in b.children])
@@ -345,7 +407,10 @@ def _sum_tiles(circuit: Circuit, b: SumBlock, start: int, rows: list[int], param
     out_rows = np.pad(start + np.arange(n), (0, tn * tp - n), constant_values=PAD).reshape(tn, tp)
     if b.tiles is None:  # dense: every tile holds an edge (its first row and column are real)
         kids = np.broadcast_to(child_rows, (tn, tcn, tc))
-        return out_rows, kids, lambda dst: _dense_weight_ids(dst, params.slots[b.params][1], n, total, params.pad_id)
+        first = params.slots[b.params][1]
+        base = first + (np.arange(tn, dtype=np.int64) * tp * total)[:, None] + np.arange(tcn, dtype=np.int64) * tc
+        return _BlockTiles(out_rows, kids, lambda dst: _dense_weight_ids(dst, first, n, total, params.pad_id),
+                           (base, total))
     ids = params.edge_ids(b)  # [n, C], -1 where there is no edge
     ids = np.pad(ids, ((0, tn * tp - n), (0, tcn * tc - total)), constant_values=-1)
     grid = ids.reshape(tn, tp, tcn, tc)
@@ -363,7 +428,7 @@ def _sum_tiles(circuit: Circuit, b: SumBlock, start: int, rows: list[int], param
 
     def write_weights(dst: np.ndarray) -> None:
         dst[...] = w.transpose(0, 2, 1, 3)
-    return out_rows, kids, write_weights
+    return _BlockTiles(out_rows, kids, write_weights)
 
 
 def _dense_weight_ids(dst: np.ndarray, base: int, n: int, total: int, pad_id: int) -> None:

@@ -61,6 +61,7 @@ class Row:
     em_err: float = float("nan")
     extra_err: dict = field(default_factory=dict)  # precision -> [LL err, LL err after EM]
     error: str = ""
+    pyjuice_error: str = ""  # PyJuice failed (e.g. out of memory) but pcc was still measured
 
     @property
     def floor_ms(self) -> float:
@@ -191,16 +192,25 @@ def compare(name: str, images: np.ndarray, batch: int, steps: int, workdir: Path
     fresh_memory()
     ns = structure(name, x)
     row.base_mib["pyjuice"] = torch.cuda.memory_allocated() / 2**20
-    pj = PyJuiceRunner(ns)
-    row.compile_s["pyjuice"] = pj.compile_s
+    ll_pj = after_pj = pj = None
+    try:
+        pj = PyJuiceRunner(ns)
+        row.compile_s["pyjuice"] = pj.compile_s
+    except Exception as e:  # pcc is still measured (on PyJuice's initial parameters); the row says why not PyJuice
+        _pyjuice_failed(row, e)
     start = time.perf_counter()
-    path = convert(ns, workdir / f"{name}.pc")
+    path = convert(ns, workdir / f"{name}.pc")  # after juice.compile, which rewrites the DAG in place
     row.convert_s = time.perf_counter() - start
-    ll_pj, after_pj = one_step(pj, xb)
-    print(f"  {name}: PyJuice built, compiled and checked in {time.perf_counter() - clock:.0f}s", flush=True)
-    row.step_ms["pyjuice"], row.fwd_ms["pyjuice"] = measure(pj, xb, steps)
-    row.peak_mib["pyjuice"] = torch.cuda.max_memory_allocated() / 2**20
-    del pj
+    if pj is not None:
+        try:
+            ll_pj, after_pj = one_step(pj, xb)
+            print(f"  {name}: PyJuice built, compiled and checked in {time.perf_counter() - clock:.0f}s", flush=True)
+            row.step_ms["pyjuice"], row.fwd_ms["pyjuice"] = measure(pj, xb, steps)
+            row.peak_mib["pyjuice"] = torch.cuda.max_memory_allocated() / 2**20
+        except Exception as e:
+            ll_pj = after_pj = None
+            _pyjuice_failed(row, e)
+    pj = None
     fresh_memory()
     for i, precision in enumerate(precisions):
         key = "pcc" if i == 0 else f"pcc-{precision}"
@@ -209,8 +219,9 @@ def compare(name: str, images: np.ndarray, batch: int, steps: int, workdir: Path
         row.compile_s[key], row.nodes = ours.compile_s, ours.nodes
         row.edges = ours.edges
         ll_pcc, after_pcc = one_step(ours, xb)
-        errs = [float((ll_pcc - ll_pj).abs().max() / ll_pj.abs().max()),
-                float((after_pcc - after_pj).abs().max() / after_pj.abs().max())]
+        errs = [float("nan")] * 2 if ll_pj is None else [
+            float((ll_pcc - ll_pj).abs().max() / ll_pj.abs().max()),
+            float((after_pcc - after_pj).abs().max() / after_pj.abs().max())]
         if i == 0:
             row.ll_err, row.em_err = errs
         else:
@@ -221,6 +232,12 @@ def compare(name: str, images: np.ndarray, batch: int, steps: int, workdir: Path
         del ours
         fresh_memory()
     return row
+
+
+def _pyjuice_failed(row: Row, e: Exception) -> None:
+    row.pyjuice_error = f"{type(e).__name__}: {str(e)[:120]}"
+    row.compile_s.pop("pyjuice", None)
+    print(f"  {row.name}: PyJuice failed: {row.pyjuice_error}", flush=True)
 
 
 def read_rows(paths: list[str]) -> list[Row]:
@@ -254,18 +271,25 @@ def table(rows: list[Row]) -> str:
             out.append(f"| {r.name} | {r.batch} | | | | {r.error} | | | | | | |" + " |" * len(extra))
             continue
         c, s, f, m = r.compile_s, r.step_ms, r.fwd_ms, r.peak_mib
-        out.append(f"| {r.name} | {r.batch} | {r.nodes:,} | {r.edges:,} | {c['pcc']:.2f} / {c['pyjuice']:.2f} "
-                   f"| {s['pcc']:.2f} / {s['pyjuice']:.2f} ({s['pcc'] / s['pyjuice']:.2f}) "
-                   f"| {f['pcc']:.2f} / {f['pyjuice']:.2f} ({f['pcc'] / f['pyjuice']:.2f}) "
-                   f"| {m['pcc']:.0f} / {m['pyjuice']:.0f} ({m['pcc'] / m['pyjuice']:.2f}) | {_own(r)} "
+        out.append(f"| {r.name} | {r.batch} | {r.nodes:,} | {r.edges:,} | {_pair(c, ratio=False)} "
+                   f"| {_pair(s)} | {_pair(f)} | {_pair(m, '.0f')} | {_own(r)} "
                    f"| {r.ll_err:.1e} | {r.em_err:.1e} | {100 * r.floor_ms / s['pcc']:.1f} |"
                    + "".join(_extra_cell(r, p) for p in extra))
+        if r.pyjuice_error:
+            out[-1] = out[-1].replace("| –", f"| – (PyJuice: {r.pyjuice_error})", 1)
     return "\n".join(out)
+
+
+def _pair(d: dict, fmt: str = ".2f", ratio: bool = True) -> str:
+    """``pcc / PyJuice (ratio)``; ``pcc / –`` where PyJuice has no number."""
+    if "pyjuice" not in d:
+        return f"{d['pcc']:{fmt}} / –"
+    return f"{d['pcc']:{fmt}} / {d['pyjuice']:{fmt}}" + (f" ({d['pcc'] / d['pyjuice']:.2f})" if ratio else "")
 
 
 def _own(r: Row) -> str:
     """Peak minus what was allocated when each system's phase began (rows from before base_mib: "–")."""
-    if "pcc" not in r.base_mib:
+    if "pcc" not in r.base_mib or "pyjuice" not in r.peak_mib:
         return "–"
     a, b = (r.peak_mib[k] - r.base_mib[k] for k in ("pcc", "pyjuice"))
     return f"{a:.0f} / {b:.0f} ({a / b:.2f})"
@@ -276,6 +300,8 @@ def _extra_cell(r: Row, precision: str) -> str:
         return " |"
     key, (ll, em) = f"pcc-{precision}", r.extra_err[precision]
     s, f = r.step_ms[key], r.fwd_ms[key]
+    if "pyjuice" not in r.step_ms:
+        return f" {s:.2f}, {f:.2f}, {ll:.1e}, {em:.1e} |"
     return f" {s:.2f} ({s / r.step_ms['pyjuice']:.2f}), {f:.2f} ({f / r.fwd_ms['pyjuice']:.2f}), {ll:.1e}, {em:.1e} |"
 
 

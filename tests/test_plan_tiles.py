@@ -3,7 +3,10 @@ import numpy as np
 
 import pytest
 
-from pcc import optimize
+from conftest import EXAMPLES
+from randgen import random_circuits
+
+from pcc import optimize, parse
 from pcc.backend.plan import NEG, PAD, ZERO, InputOp, ProdOp, SumOp, build_plan
 from pcc.frontend import load_text
 from pcc.structures.hmm import hmm_source
@@ -67,3 +70,36 @@ def test_library_structures_are_affine(text):
     plan = build_plan(optimize(load_text(text, "s.pc")))
     sums = [op for ops in plan.layers for op in ops if isinstance(op, SumOp)]
     assert sums and all(op.affine is not None for op in sums)
+
+
+def _sum_ops(plan):
+    return [op for ops in plan.layers for op in ops if isinstance(op, SumOp)]
+
+
+def test_strided_layout_agrees_with_the_table_it_stands_for():
+    """Dense sums carry (base, stride) instead of a table; the table built from it is checked affine
+    again from scratch and must give the same layout (examples and random circuits, padded tiles included)."""
+    circuits = [parse(p) for p in EXAMPLES] + random_circuits(7, 20)
+    seen = 0
+    for circuit in circuits:
+        for op in _sum_ops(build_plan(optimize(circuit))):
+            if op.strided is None:
+                continue
+            seen += 1
+            again = SumOp(op.tile_p, op.tile_c, op.out_rows, op.child_rows, op.weight_ids).affine
+            assert again is not None
+            assert np.array_equal(again[0], op.affine[0]) and np.array_equal(again[1], op.affine[1])
+    assert seen > 20
+
+
+def test_dense_sums_never_build_their_weight_table():
+    """HMM 4096's table would be 17 GB: the plan and the Triton module's tables must not ask for it."""
+    from pcc.backend.codegen import tables
+    plan = build_plan(optimize(load_text(hmm_source(4, 32, 5), "s.pc")))
+    tables(plan)
+    assert all(op.strided is not None and "weight_ids" not in vars(op) for op in _sum_ops(plan))
+
+
+def test_a_sum_op_takes_exactly_one_weight_layout():
+    with pytest.raises(ValueError):
+        SumOp(2, 2, np.array([[5, 6]]), np.array([[10, 11]]))
