@@ -31,6 +31,8 @@ import triton.language as tl
 LOG_SQRT_2PI = tl.constexpr(0.9189385332046727)
 # exp(80) ~ 5.5e34: clamping m - v at 80 keeps F * exp(m - v) finite; edges it cuts have weights below fp32's range
 CLAMP = tl.constexpr(80.0)
+# sum_bwd unrolls its loop over a child tile's parent tiles up to this many (beyond, compile time explodes)
+UNROLL_USES = tl.constexpr(16)
 # Triton's CPU interpreter miscomputes bf16 tl.dot, so there "bf16" rounds the operands and multiplies in fp32
 INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")
 
@@ -390,6 +392,21 @@ def _scale_rows(vals, flows, rows, frows, b, B):
 
 
 @triton.jit
+def _use_flows(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, uses, scale, B, u, r, b, c, cv,
+               TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, KMAX: tl.constexpr, R: tl.constexpr,
+               PAD: tl.constexpr, NEG: tl.constexpr, AFFINE: tl.constexpr, PRECISION: tl.constexpr,
+               SCALED: tl.constexpr):
+    """The flows ``[TC, BB]`` that use ``r`` of child tile ``u`` (one parent tile's slot) sends its children."""
+    use = tl.load(uses + u * R + r)
+    flat = tl.maximum(use, 0).to(tl.int64)
+    t, k = flat // KMAX, (flat % KMAX) * TC
+    g, s, rows = _parent_g(vals, flows, out_rows, fout, scale, t, b, B, TP, SCALED)
+    edge = (rows[:, None] != PAD) & (c[None, :] != NEG) & (use >= 0)
+    w = tl.load(_weights(sum_w, wids, wbase, wstride, t, k, TP, TC, KC, AFFINE), mask=edge, other=0.0)
+    return tl.exp(tl.minimum(cv - s[None, :], CLAMP)) * _dot(tl.trans(w), g, PRECISION)
+
+
+@triton.jit
 def sum_bwd(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, tile_rows, tile_frows, uses, scale, B,
             TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, KMAX: tl.constexpr, R: tl.constexpr,
             BB: tl.constexpr, PAD: tl.constexpr, NEG: tl.constexpr, ATOMIC: tl.constexpr, AFFINE: tl.constexpr,
@@ -409,14 +426,14 @@ def sum_bwd(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, tile_rows,
     c = tl.load(tile_rows + u * TC + tl.arange(0, TC)).to(tl.int64)
     cv = tl.load(vals + c[:, None] * B + b[None, :], mask=inb, other=float("-inf"))
     acc = tl.zeros((TC, BB), dtype=tl.float32)
-    for r in tl.static_range(R):
-        use = tl.load(uses + u * R + r)
-        flat = tl.maximum(use, 0).to(tl.int64)
-        t, k = flat // KMAX, (flat % KMAX) * TC
-        g, s, rows = _parent_g(vals, flows, out_rows, fout, scale, t, b, B, TP, SCALED)
-        edge = (rows[:, None] != PAD) & (c[None, :] != NEG) & (use >= 0)
-        w = tl.load(_weights(sum_w, wids, wbase, wstride, t, k, TP, TC, KC, AFFINE), mask=edge, other=0.0)
-        acc += tl.exp(tl.minimum(cv - s[None, :], CLAMP)) * _dot(tl.trans(w), g, PRECISION)
+    if R <= UNROLL_USES:  # unrolled: the loads of the next use overlap this one's products
+        for r in tl.static_range(R):
+            acc += _use_flows(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, uses, scale, B, u, r, b, c, cv,
+                              TP, TC, KC, KMAX, R, PAD, NEG, AFFINE, PRECISION, SCALED)
+    else:  # HMM 4096's 64 uses unrolled took Triton two minutes to compile
+        for r in tl.range(0, R):
+            acc += _use_flows(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, uses, scale, B, u, r, b, c, cv,
+                              TP, TC, KC, KMAX, R, PAD, NEG, AFFINE, PRECISION, SCALED)
     at = flows + tl.load(tile_frows + u * TC + tl.arange(0, TC)).to(tl.int64)[:, None] * B + b[None, :]
     real = inb & (c[:, None] != NEG)
     if ATOMIC:

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +31,9 @@ from pcc.ir.diagnostics import Diagnostic, Loc
 from .codegen import generate
 from .plan import InputOp, Plan, ProdOp, SumOp, build_plan
 
-MODULE_FORMAT = "pcc-module-4"  # 2: the backward schedule reads flow-row tables; 3: value-row tables (layouts);
-# 4: kernel arguments changed (categorical counts take the table, not a mass buffer; flattened grids)
+MODULE_FORMAT = "pcc-module-5"  # 2: the backward schedule reads flow-row tables; 3: value-row tables (layouts);
+# 4: kernel arguments changed (categorical counts take the table, not a mass buffer; flattened grids);
+# 5: dense sum ops store (base, stride) (``SumOp.strided``) instead of a weight-id table
 _INIT = '''"""A circuit compiled by pcc {version} from {source}. Load it with `load()`."""
 from pathlib import Path
 
@@ -107,8 +109,15 @@ def save_plan(plan: Plan, path: Path) -> None:
     for li, layer in enumerate(plan.layers):
         for oi, op in enumerate(layer):
             key = f"L{li}.{oi}"
-            scalars = {k: v for k, v in vars(op).items() if not isinstance(v, np.ndarray)}
-            arrays.update({f"{key}.{k}": v for k, v in vars(op).items() if isinstance(v, np.ndarray)})
+            scalars = {}
+            for name, v in ((f.name, getattr(op, f.name)) for f in fields(op)):  # not cached properties
+                if isinstance(v, np.ndarray):
+                    arrays[f"{key}.{name}"] = v
+                elif isinstance(v, tuple):  # SumOp.strided: its arrays apart, a template with None in their place
+                    arrays.update({f"{key}.{name}.{i}": x for i, x in enumerate(v) if isinstance(x, np.ndarray)})
+                    scalars[name] = [None if isinstance(x, np.ndarray) else x for x in v]
+                else:
+                    scalars[name] = v
             ops.append({"layer": li, "kind": type(op).__name__, **scalars})
     meta = {"num_vars": plan.num_vars, "domains": plan.domains, "rows": plan.rows, "root_row": plan.root_row,
             "sum_groups": plan.sum_groups, "tensor_slots": plan.tensor_slots, "layers": len(plan.layers), "ops": ops}
@@ -126,8 +135,10 @@ def load_plan(path: Path) -> Plan:
         li = op.pop("layer")
         key = f"L{li}.{counts[li]}"
         counts[li] += 1
-        fields = {k[len(key) + 1:]: v for k, v in arrays.items() if k.startswith(key + ".")}
-        layers[li].append(kinds[op.pop("kind")](**op, **fields))
+        parts = {k[len(key) + 1:]: v for k, v in arrays.items() if k.startswith(key + ".")}
+        for name, template in [(k, v) for k, v in op.items() if isinstance(v, list)]:
+            op[name] = tuple(parts.pop(f"{name}.{i}") if x is None else x for i, x in enumerate(template))
+        layers[li].append(kinds[op.pop("kind")](**op, **parts))
     cats = {int(k[3:]): v for k, v in arrays.items() if k.startswith("cat")}
     return Plan(meta["num_vars"], [tuple(d) for d in meta["domains"]], meta["rows"], meta["root_row"], layers,
                 [int(r) for r in arrays["block_rows"]], arrays["sum_w"], arrays["sum_parent"], meta["sum_groups"],

@@ -104,6 +104,16 @@ def test_flows_match_autograd(name, make, executor, dtype, _, rtol):
         np.testing.assert_allclose(flows.bern[start : start + size].numpy(), expected_input_flows(ref, name), rtol=rtol, atol=atol)
 
 
+@pytest.mark.parametrize("name,make", CIRCUITS[:16], ids=[c[0] for c in CIRCUITS[:16]])
+def test_flows_with_the_rolled_loop_over_parent_tiles(name, make, monkeypatch):
+    """sum_bwd's runtime loop over a child tile's parent tiles (taken past UNROLL_USES, as on HMM 4096)."""
+    import triton.language as tl
+
+    from pcc.backend import kernels
+    monkeypatch.setattr(kernels, "UNROLL_USES", tl.constexpr(0))
+    test_flows_match_autograd(name, make, "triton", torch.float32, None, 1e-4)
+
+
 def _double(f: Flows) -> Flows:
     return Flows(f.sum_w.double(), {k: v.double() for k, v in f.cat.items()}, f.bern.double(), f.gauss.double())
 
