@@ -42,6 +42,10 @@ SPLIT_BLOCKS, SPLIT_MAX, SPLIT_BELOW = 2, 16, 132
 SCALE_KMAX = 2
 # pipeline depth of the forward loop over child tiles: 4 at full batch blocks, 2 at shrunk ones (bench/fill_sweep.py)
 FWD_STAGES = (4, 2)
+# dense sums over at least PAIR_MIN_CHILDREN children run two parent tiles per forward program (128 rows)
+# when that still gives PAIR_FILL programs: on an H100 (bench/fwd_tile_sweep.py, tf32x3) 4096 x 4096 at batch
+# 512 852 -> 663 us, 1024 x 1024 at 4096 416 -> 359 us; 1024 x 1024 at 512 (64 paired programs) 91 -> 161 us
+PAIR_MIN_CHILDREN, PAIR_FILL = 1024, 256
 _STATS = {"categorical": "fl.cat[{k}]", "bernoulli": "fl.bern", "gaussian": "fl.gauss"}
 
 
@@ -177,11 +181,20 @@ def _forward_lines(key: str, op, fill: tuple[int, int]) -> list[str]:
     if isinstance(op, ProdOp):
         return [f'K.prod_fwd[(triton.cdiv({op.n}, BN), nb)](vals, t["{key}.children"], t["{key}.rows"], {op.n}, B, '
                 f"KMAX={op.children.shape[1]}, BN=BN, BB=BB)"]
-    return [f"bb = K.batch_block(B, BB, {len(op.out_rows)}, {fill[0]})",
-            f'K.sum_fwd[({len(op.out_rows)}, triton.cdiv(B, bb))](vals, p.sum_w, t["{key}.out"], t["{key}.child"], '
-            f"{_weight_args(key, op)}, B, TP={op.tile_p}, TC={op.tile_c}, KC={op.child_rows.shape[1]}, BB=bb, "
-            f"PAD={PAD}, NEG={NEG}, AFFINE={op.affine is not None}, PRECISION=PRECISION, "
-            f"STAGES={FWD_STAGES[0]} if bb == BB else {FWD_STAGES[1]})"]
+    tiles = len(op.out_rows)
+    lines = [f"bb = K.batch_block(B, BB, {tiles}, {fill[0]})"]
+    if op.pairable and op.child_rows.shape[1] >= PAIR_MIN_CHILDREN:
+        lines += [f"if {tiles // 2} * triton.cdiv(B, bb) >= {PAIR_FILL}:  # parent tiles in pairs (PAIR_FILL)",
+                  "    " + _sum_fwd_launch(key, op, 2), "else:", "    " + _sum_fwd_launch(key, op, 1)]
+        return lines
+    return lines + [_sum_fwd_launch(key, op, 1)]
+
+
+def _sum_fwd_launch(key: str, op: SumOp, pair: int) -> str:
+    return (f'K.sum_fwd[({len(op.out_rows) // pair}, triton.cdiv(B, bb))](vals, p.sum_w, t["{key}.out"], '
+            f't["{key}.child"], {_weight_args(key, op)}, B, TP={pair * op.tile_p}, TC={op.tile_c}, '
+            f"KC={op.child_rows.shape[1]}, BB=bb, PAD={PAD}, NEG={NEG}, AFFINE={op.affine is not None}, "
+            f"PRECISION=PRECISION, STAGES={FWD_STAGES[0]} if bb == BB else {FWD_STAGES[1]}, PAIR={pair})")
 
 
 def _weight_args(key: str, op: SumOp) -> str:

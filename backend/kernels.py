@@ -310,28 +310,32 @@ def _weights(table, wids, wbase, wstride, t, k, TP: tl.constexpr, TC: tl.constex
 @triton.jit
 def sum_fwd(vals, sum_w, out_rows, child_rows, wids, wbase, wstride, B,
             TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, BB: tl.constexpr, PAD: tl.constexpr,
-            NEG: tl.constexpr, AFFINE: tl.constexpr, PRECISION: tl.constexpr, STAGES: tl.constexpr):
+            NEG: tl.constexpr, AFFINE: tl.constexpr, PRECISION: tl.constexpr, STAGES: tl.constexpr,
+            PAIR: tl.constexpr = 1):
     """One parent tile x one batch block: ``log(W @ exp(C - m)) + m`` in one pass over the child tiles.
 
     ``m`` is the running per-sample maximum of the child values read so far; when it grows, the partial
     sum is rescaled by ``exp(m_old - m_new) <= 1`` (so every child value is read and exponentiated once).
     The loop over child tiles is software-pipelined (``STAGES`` deep): loads of the next tiles overlap the
-    products of this one.
+    products of this one. ``PAIR = 2``: the program's ``TP`` rows are the plan's parent tiles ``2t`` and
+    ``2t + 1``, which must read the same child tiles with weights that continue one strided block
+    (``SumOp.pairable``); larger tiles use the tensor cores better where the grid stays full.
     """
     t = tl.program_id(0).to(tl.int64)
+    tw = t * PAIR  # the plan's tile whose children and weight addresses the program reads
     b = tl.program_id(1) * BB + tl.arange(0, BB)
     p = tl.arange(0, TP)
     rows = tl.load(out_rows + t * TP + p).to(tl.int64)
     m = tl.full((BB,), float("-inf"), dtype=tl.float32)
     acc = tl.zeros((TP, BB), dtype=tl.float32)
     for k in tl.range(0, KC, TC, num_stages=STAGES):
-        c = tl.load(child_rows + t * KC + k + tl.arange(0, TC)).to(tl.int64)
+        c = tl.load(child_rows + tw * KC + k + tl.arange(0, TC)).to(tl.int64)
         cv = tl.load(vals + c[:, None] * B + b[None, :], mask=b[None, :] < B, other=float("-inf"))
         m_new = tl.maximum(m, tl.max(cv, axis=0))
         shift = tl.where(m_new == float("-inf"), 0.0, m_new)
         acc = acc * tl.where(m == float("-inf"), 0.0, tl.exp(m - shift))[None, :]
         edge = (rows[:, None] != PAD) & (c[None, :] != NEG)
-        w = tl.load(_weights(sum_w, wids, wbase, wstride, t, k, TP, TC, KC, AFFINE), mask=edge, other=0.0)
+        w = tl.load(_weights(sum_w, wids, wbase, wstride, tw, k, TP, TC, KC, AFFINE), mask=edge, other=0.0)
         acc += _dot(w, tl.exp(cv - shift[None, :]), PRECISION)
         m = m_new
     out = tl.log(acc) + tl.where(m == float("-inf"), 0.0, m)[None, :]

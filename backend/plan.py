@@ -217,6 +217,22 @@ class SumOp:
                 return None
         return base, stride
 
+    @cached_property
+    def pairable(self) -> bool:
+        """Whether parent tiles ``2t`` and ``2t + 1`` can run as one tile of ``2 * tile_p`` rows (``sum_fwd``'s
+        ``PAIR``): an even number of affine tiles, each pair over the same child tiles, the second's weights
+        continuing the first's strided block (dense sums: ``base + tile_p * stride``)."""
+        if self.affine is None or len(self.out_rows) % 2:
+            return False
+        base, stride = self.affine
+        first, second = slice(0, None, 2), slice(1, None, 2)
+        if not np.array_equal(self.child_rows[first], self.child_rows[second]):
+            return False
+        real_child = (self.child_rows[second] != NEG).reshape(-1, self.kmax, self.tile_c)[:, :, 0]
+        real = (self.out_rows[second, 0] != PAD)[:, None] & real_child  # the second tile's slots with edges
+        follows = (base[second] == base[first] + self.tile_p * stride[first]) & (stride[second] == stride[first])
+        return bool(np.where(real, follows, True).all())
+
 
 def _mask_affine(op: SumOp, base: np.ndarray, stride: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(base, stride)`` [T, kmax] with 0 where the slot's first parent and first child are not both real

@@ -17,6 +17,8 @@ from pcc.backend.params import EMUpdate, Flows, Params
 from pcc.backend.plan import SumOp, build_plan
 from pcc.backend.torch_exec import TorchExecutor
 from pcc.backend.triton_exec import TritonExecutor
+from pcc.frontend import load_text
+from pcc.structures.hmm import hmm_source
 
 def gathering_executor(plan, device, dtype):
     """The Triton executor with every sum op on its gather path (weights read through ``weight_ids``)."""
@@ -60,6 +62,26 @@ def test_forward_matches_reference(name, make, executor, dtype, tol, _):
     finite = np.isfinite(ref)
     assert np.array_equal(finite, np.isfinite(got))
     np.testing.assert_allclose(got[finite], ref[finite], rtol=tol, atol=tol)
+
+
+PAIRED = [(f"hmm{L}", lambda L=L: load_text(hmm_source(3, L, 5), "h.pc")) for L in (128, 192, 256)]
+
+
+@pytest.mark.parametrize("name,make", CIRCUITS[:20] + PAIRED, ids=[c[0] for c in CIRCUITS[:20] + PAIRED])
+def test_forward_with_parent_tiles_in_pairs(name, make, monkeypatch):
+    """sum_fwd's PAIR = 2 launches (taken on large dense sums at large grids), forced on every pairable op."""
+    from pcc.backend import codegen
+    monkeypatch.setattr(codegen, "PAIR_MIN_CHILDREN", 0)
+    monkeypatch.setattr(codegen, "PAIR_FILL", 0)
+    test_forward_matches_reference(name, make, "triton", torch.float32, 1e-5, None)
+
+
+def test_dense_hmm_layers_pair_and_odd_tile_counts_do_not():
+    plans = {L: build_plan(optimize(load_text(hmm_source(3, L, 5), "h.pc"))) for L in (128, 192)}
+    sums = {L: [op for ops in p.layers for op in ops if isinstance(op, SumOp) and len(op.out_rows) > 1]
+            for L, p in plans.items()}
+    assert sums[128] and all(op.pairable for op in sums[128])  # 2 tiles of 64 over the same 128 children
+    assert sums[192] and not any(op.pairable for op in sums[192])  # 3 tiles
 
 
 def _flows(c, seed, executor="torch", dtype=torch.float64):
