@@ -46,6 +46,8 @@ FWD_STAGES = (4, 2)
 # when that still gives PAIR_FILL programs: on an H100 (bench/fwd_tile_sweep.py, tf32x3) 4096 x 4096 at batch
 # 512 852 -> 663 us, 1024 x 1024 at 4096 416 -> 359 us; 1024 x 1024 at 512 (64 paired programs) 91 -> 161 us
 PAIR_MIN_CHILDREN, PAIR_FILL = 1024, 256
+# the backward of those sums reads two parent tiles per iteration (sum_bwd's PAIR; sum_scale's shift per pair)
+BWD_PAIRS = True
 _STATS = {"categorical": "fl.cat[{k}]", "bernoulli": "fl.bern", "gaussian": "fl.gauss"}
 
 
@@ -235,21 +237,23 @@ def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool) -> lis
     most = min(FILL // programs, SPLIT_MAX) if programs < SPLIT_BELOW else 1
     # training steps (scaled): G once per parent instead of once per child tile (kernels.sum_scale); the scale
     # argument of unscaled launches is an unread placeholder
+    pair = 2 if BWD_PAIRS and op.bwd_pairable and op.child_rows.shape[1] >= PAIR_MIN_CHILDREN else 1
     lines, scale, scaled = [], "flows", "False"
     if op.kmax >= SCALE_KMAX:
-        lines, scale, scaled = [f"sc = flows.new_empty({len(op.out_rows)}, B) if scaled else flows",
-                                f'if scaled: K.sum_scale[({len(op.out_rows)}, nb)](vals, flows, t["{key}.out"], '
-                                f'f["{key}.fout"], sc, B, TP={op.tile_p}, BB=BB)'], "sc", "scaled"
+        lines, scale, scaled = [f"sc = flows.new_empty({len(op.out_rows) // pair}, B) if scaled else flows",
+                                f'if scaled: K.sum_scale[({len(op.out_rows) // pair}, nb)](vals, flows, t["{key}.out"], '
+                                f'f["{key}.fout"], sc, B, TP={pair * op.tile_p}, BB=BB)'], "sc", "scaled"
     lines += [f"bb = K.batch_block(B, BB, {programs}, {fill[1]})",
               f"split = max(1, min(triton.cdiv(B, bb) // {SPLIT_BLOCKS}, {max(1, most)}))",
               f"K.sum_bwd_params[({len(op.out_rows)}, {op.kmax}, split)](vals, flows, p.sum_w, fl.sum_w, {tiles}, "
-              f"split, {scale}, {shape}, {masks}, PRECISION=PRECISION, SCALED={scaled})"]
+              f"split, {scale}, {shape}, {masks}, PRECISION=PRECISION, SCALED={scaled}, SCALE_PAIR={pair})"]
     tiles_c, r = len(op.child_tiles[0]), op.child_tiles[1].shape[1]
     if not tiles_c:  # every child is padding: no child flows to write
         return lines
     return lines + [
             f"bb = K.batch_block(B, BB, {tiles_c}, {fill[0]})",
             f'K.sum_bwd[({tiles_c}, triton.cdiv(B, bb))](vals, flows, p.sum_w, t["{key}.out"], f["{key}.fout"], '
-            f'{_weight_args(key, op)}, t["{key}.tiles"], f["{key}.ftiles"], t["{key}.uses"], {scale}, B, {shape}, KMAX={op.kmax}, R={r}, '
+            f'{_weight_args(key, op)}, t["{key}.tiles"], f["{key}.ftiles"], t["{key}.uses"], {scale}, B, '
+            f"{shape.replace(f'TP={op.tile_p}', f'TP={pair * op.tile_p}')}, KMAX={op.kmax}, R={r}, "
             f"{masks}, ATOMIC={op.child_atomics}, PRECISION=PRECISION, OVERWRITE={overwrite}, SCALED={scaled}, "
-            f"num_warps={8 if r >= 8 else 4})"]
+            f"PAIR={pair}, num_warps={8 if r >= 8 else 4})"]

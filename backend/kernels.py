@@ -371,13 +371,15 @@ def sum_scale(vals, flows, out_rows, fout, scale, B, TP: tl.constexpr, BB: tl.co
 
 
 @triton.jit
-def _parent_g(vals, flows, out_rows, fout, scale, t, b, B, TP: tl.constexpr, SCALED: tl.constexpr):
-    """:func:`_parent_scale`'s ``(G, s, rows)``, read back from :func:`sum_scale`'s output when ``SCALED``."""
+def _parent_g(vals, flows, out_rows, fout, scale, t, b, B, TP: tl.constexpr, SCALED: tl.constexpr,
+              SCALE_PAIR: tl.constexpr = 1):
+    """:func:`_parent_scale`'s ``(G, s, rows)``, read back from :func:`sum_scale`'s output when ``SCALED``
+    (``SCALE_PAIR = 2``: sum_scale ran on pairs of tiles, so tile ``t``'s shift is pair ``t // 2``'s)."""
     if SCALED:
         rows = tl.load(out_rows + t * TP + tl.arange(0, TP)).to(tl.int64)
         frows = tl.load(fout + t * TP + tl.arange(0, TP)).to(tl.int64)
         g = tl.load(flows + frows[:, None] * B + b[None, :], mask=b[None, :] < B, other=0.0)
-        s = tl.load(scale + t * B + b, mask=b < B, other=0.0)
+        s = tl.load(scale + (t // SCALE_PAIR) * B + b, mask=b < B, other=0.0)
     else:
         g, s, rows = _parent_scale(vals, flows, out_rows, fout, t, b, B, TP)
     return g, s, rows
@@ -399,12 +401,13 @@ def _scale_rows(vals, flows, rows, frows, b, B):
 def _use_flows(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, uses, scale, B, u, r, b, c, cv,
                TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, KMAX: tl.constexpr, R: tl.constexpr,
                PAD: tl.constexpr, NEG: tl.constexpr, AFFINE: tl.constexpr, PRECISION: tl.constexpr,
-               SCALED: tl.constexpr):
-    """The flows ``[TC, BB]`` that use ``r`` of child tile ``u`` (one parent tile's slot) sends its children."""
-    use = tl.load(uses + u * R + r)
+               SCALED: tl.constexpr, PAIR: tl.constexpr):
+    """The flows ``[TC, BB]`` that use ``r`` of child tile ``u`` (one parent tile's slot; ``PAIR = 2``: uses
+    ``2r`` and ``2r + 1``, parent tiles ``t`` and ``t + 1`` as one tile of ``TP`` rows) sends its children."""
+    use = tl.load(uses + u * R + r * PAIR)
     flat = tl.maximum(use, 0).to(tl.int64)
     t, k = flat // KMAX, (flat % KMAX) * TC
-    g, s, rows = _parent_g(vals, flows, out_rows, fout, scale, t, b, B, TP, SCALED)
+    g, s, rows = _parent_g(vals, flows, out_rows, fout, scale, t // PAIR, b, B, TP, SCALED)
     edge = (rows[:, None] != PAD) & (c[None, :] != NEG) & (use >= 0)
     w = tl.load(_weights(sum_w, wids, wbase, wstride, t, k, TP, TC, KC, AFFINE), mask=edge, other=0.0)
     return tl.exp(tl.minimum(cv - s[None, :], CLAMP)) * _dot(tl.trans(w), g, PRECISION)
@@ -414,7 +417,7 @@ def _use_flows(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, uses, s
 def sum_bwd(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, tile_rows, tile_frows, uses, scale, B,
             TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, KMAX: tl.constexpr, R: tl.constexpr,
             BB: tl.constexpr, PAD: tl.constexpr, NEG: tl.constexpr, ATOMIC: tl.constexpr, AFFINE: tl.constexpr,
-            PRECISION: tl.constexpr, OVERWRITE: tl.constexpr, SCALED: tl.constexpr):
+            PRECISION: tl.constexpr, OVERWRITE: tl.constexpr, SCALED: tl.constexpr, PAIR: tl.constexpr = 1):
     """Child flows of one child tile x one batch block: ``sum_t exp(C - s_t) * (W_t^T @ G_t)``.
 
     The program visits the ``R`` parent tiles that read its child tile (``uses``: flat ``t * KMAX + k``,
@@ -422,7 +425,8 @@ def sum_bwd(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, tile_rows,
     in another child tile of this launch (``ATOMIC``); ``OVERWRITE``: these are the rows' first flows, stored
     rather than added (:func:`pcc.backend.flowmap.overwriting_ops`). (Splitting the ``R`` tiles over programs, with
     atomics, was slower on an H100 on every model tried, HMM-256's 32-program launches included:
-    docs/benchmarks.md.)
+    docs/benchmarks.md.) ``PAIR = 2`` (``SumOp.bwd_pairable``): ``TP`` is two parent tiles whose uses come in
+    adjacent pairs, read as one (half the iterations and exponentials, products twice as deep).
     """
     u = tl.program_id(0).to(tl.int64)
     b = tl.program_id(1) * BB + tl.arange(0, BB)
@@ -430,14 +434,14 @@ def sum_bwd(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, tile_rows,
     c = tl.load(tile_rows + u * TC + tl.arange(0, TC)).to(tl.int64)
     cv = tl.load(vals + c[:, None] * B + b[None, :], mask=inb, other=float("-inf"))
     acc = tl.zeros((TC, BB), dtype=tl.float32)
-    if R <= UNROLL_USES:  # unrolled: the loads of the next use overlap this one's products
-        for r in tl.static_range(R):
+    if R // PAIR <= UNROLL_USES:  # unrolled: the loads of the next use overlap this one's products
+        for r in tl.static_range(R // PAIR):
             acc += _use_flows(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, uses, scale, B, u, r, b, c, cv,
-                              TP, TC, KC, KMAX, R, PAD, NEG, AFFINE, PRECISION, SCALED)
+                              TP, TC, KC, KMAX, R, PAD, NEG, AFFINE, PRECISION, SCALED, PAIR)
     else:  # HMM 4096's 64 uses unrolled took Triton two minutes to compile
-        for r in tl.range(0, R):
+        for r in tl.range(0, R // PAIR):
             acc += _use_flows(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, uses, scale, B, u, r, b, c, cv,
-                              TP, TC, KC, KMAX, R, PAD, NEG, AFFINE, PRECISION, SCALED)
+                              TP, TC, KC, KMAX, R, PAD, NEG, AFFINE, PRECISION, SCALED, PAIR)
     at = flows + tl.load(tile_frows + u * TC + tl.arange(0, TC)).to(tl.int64)[:, None] * B + b[None, :]
     real = inb & (c[:, None] != NEG)
     if ATOMIC:
@@ -449,7 +453,8 @@ def sum_bwd(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, tile_rows,
 @triton.jit
 def sum_bwd_params(vals, flows, sum_w, wflow, out_rows, fout, child_rows, wids, wbase, wstride, B, split, scale,
                    TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, BB: tl.constexpr, PAD: tl.constexpr,
-                   NEG: tl.constexpr, AFFINE: tl.constexpr, PRECISION: tl.constexpr, SCALED: tl.constexpr):
+                   NEG: tl.constexpr, AFFINE: tl.constexpr, PRECISION: tl.constexpr, SCALED: tl.constexpr,
+                   SCALE_PAIR: tl.constexpr = 1):
     """Parameter flows ``W * sum_b G exp(C - s)^T`` of one parent tile x one child tile.
 
     Program ``(t, k, j)`` sums batch blocks ``j, j + split, ...`` in registers, so each edge gets ``split``
@@ -464,7 +469,7 @@ def sum_bwd_params(vals, flows, sum_w, wflow, out_rows, fout, child_rows, wids, 
     b0 = tl.program_id(2) * BB
     while b0 < B:  # a while loop: Triton's interpreter cannot index a range by a runtime scalar under numpy 2.4
         b = b0 + tl.arange(0, BB)
-        g, s, _ = _parent_g(vals, flows, out_rows, fout, scale, t, b, B, TP, SCALED)
+        g, s, _ = _parent_g(vals, flows, out_rows, fout, scale, t, b, B, TP, SCALED, SCALE_PAIR)
         cv = tl.load(vals + c[:, None] * B + b[None, :], mask=b[None, :] < B, other=float("-inf"))
         e = tl.exp(tl.minimum(cv - s[None, :], CLAMP))
         acc += _dot(g, tl.trans(e), PRECISION)

@@ -234,6 +234,21 @@ class SumOp:
         return bool(np.where(real, follows, True).all())
 
 
+    @cached_property
+    def bwd_pairable(self) -> bool:
+        """:attr:`pairable`, and every child tile's uses come in adjacent pairs ``(2t, k), (2t + 1, k)`` (or
+        padding pairs), so ``sum_bwd`` can read two parent tiles per iteration (its ``PAIR``)."""
+        if not self.pairable:
+            return False
+        uses = self.child_tiles[1]
+        if uses.shape[1] % 2:
+            return False
+        first, second = uses[:, 0::2], uses[:, 1::2]
+        real = first >= 0
+        even = (first // self.kmax) % 2 == 0
+        return bool(np.where(real, even & (second == first + self.kmax), second < 0).all())
+
+
 def _mask_affine(op: SumOp, base: np.ndarray, stride: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(base, stride)`` [T, kmax] with 0 where the slot's first parent and first child are not both real
     (base) or its second parent and first child (stride): the one form both layouts of a SumOp share."""

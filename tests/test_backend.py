@@ -76,11 +76,19 @@ def test_forward_with_parent_tiles_in_pairs(name, make, monkeypatch):
     test_forward_matches_reference(name, make, "triton", torch.float32, 1e-5, None)
 
 
+@pytest.mark.parametrize("name,make", CIRCUITS[:12] + PAIRED, ids=[c[0] for c in CIRCUITS[:12] + PAIRED])
+def test_node_flows_with_parent_tiles_in_pairs(name, make, monkeypatch):
+    """sum_bwd's PAIR = 2 (two parent tiles per iteration) on node flows, forced on every bwd-pairable op."""
+    from pcc.backend import codegen
+    monkeypatch.setattr(codegen, "PAIR_MIN_CHILDREN", 0)
+    test_flows_match_autograd(name, make, "triton", torch.float32, None, 1e-4)
+
+
 def test_dense_hmm_layers_pair_and_odd_tile_counts_do_not():
     plans = {L: build_plan(optimize(load_text(hmm_source(3, L, 5), "h.pc"))) for L in (128, 192)}
     sums = {L: [op for ops in p.layers for op in ops if isinstance(op, SumOp) and len(op.out_rows) > 1]
             for L, p in plans.items()}
-    assert sums[128] and all(op.pairable for op in sums[128])  # 2 tiles of 64 over the same 128 children
+    assert sums[128] and all(op.pairable and op.bwd_pairable for op in sums[128])  # 2 tiles of 64, same children
     assert sums[192] and not any(op.pairable for op in sums[192])  # 3 tiles
 
 

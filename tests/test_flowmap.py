@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from randgen import random_inputs
-from test_backend import CIRCUITS, setup
+from test_backend import CIRCUITS, PAIRED, setup
 
 from pcc.backend import codegen
 from pcc.backend.flowmap import _lifetimes, backward_order, compact_flows, full_flows, overwriting_ops
@@ -116,6 +116,15 @@ def test_compact_training_flows_match_node_flows_and_reference(name, make, scale
     exact.backward(p64, exact.forward(p64, xt.double(), mt), xt.double(), mt, ref)
     for a, b in zip(compact.all(), ref.all()):
         assert torch.allclose(a.double(), b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name,make", CIRCUITS[:12] + PAIRED, ids=[c[0] for c in CIRCUITS[:12] + PAIRED])
+def test_training_flows_with_parent_tiles_in_pairs(name, make, monkeypatch):
+    """Paired launches (sum_fwd and sum_bwd PAIR, sum_scale per pair, the parameter flows' SCALE_PAIR) forced
+    on every pairable sum, every sum prescaled: training flows still equal node flows and the reference."""
+    monkeypatch.setattr(codegen, "PAIR_MIN_CHILDREN", 0)
+    monkeypatch.setattr(codegen, "PAIR_FILL", 0)
+    test_compact_training_flows_match_node_flows_and_reference(name, make, 1, monkeypatch)
 
 
 def _garbage(rows: int, vals: torch.Tensor) -> torch.Tensor:
