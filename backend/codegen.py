@@ -47,7 +47,10 @@ FWD_STAGES = (4, 2)
 # 512 852 -> 663 us, 1024 x 1024 at 4096 416 -> 359 us; 1024 x 1024 at 512 (64 paired programs) 91 -> 161 us
 PAIR_MIN_CHILDREN, PAIR_FILL = 1024, 256
 # the backward of those sums reads two parent tiles per iteration (sum_bwd's PAIR; sum_scale's shift per pair)
-BWD_PAIRS = True
+# where a child tile has at least BWD_PAIR_USES parent tiles (beyond kernels.UNROLL_USES, a runtime loop): on
+# an H100 (bench/results/bwd_pairs_probe_2026-11-25_h100.txt) HMM 4096 at 512 sum_bwd 148 -> 126 ms; HMM 1024's
+# 16 (unrolled) uses got slower paired (77 -> 90 ms at 4096), so they stay single
+BWD_PAIRS, BWD_PAIR_USES = True, 32
 _STATS = {"categorical": "fl.cat[{k}]", "bernoulli": "fl.bern", "gaussian": "fl.gauss"}
 
 
@@ -237,7 +240,9 @@ def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool) -> lis
     most = min(FILL // programs, SPLIT_MAX) if programs < SPLIT_BELOW else 1
     # training steps (scaled): G once per parent instead of once per child tile (kernels.sum_scale); the scale
     # argument of unscaled launches is an unread placeholder
-    pair = 2 if BWD_PAIRS and op.bwd_pairable and op.child_rows.shape[1] >= PAIR_MIN_CHILDREN else 1
+    pair = 1
+    if BWD_PAIRS and op.bwd_pairable and op.child_rows.shape[1] >= PAIR_MIN_CHILDREN:
+        pair = 2 if op.child_tiles[1].shape[1] >= BWD_PAIR_USES else 1
     lines, scale, scaled = [], "flows", "False"
     if op.kmax >= SCALE_KMAX:
         lines, scale, scaled = [f"sc = flows.new_empty({len(op.out_rows) // pair}, B) if scaled else flows",

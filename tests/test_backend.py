@@ -72,6 +72,7 @@ def test_forward_with_parent_tiles_in_pairs(name, make, monkeypatch):
     """sum_fwd's PAIR = 2 launches (taken on large dense sums at large grids), forced on every pairable op."""
     from pcc.backend import codegen
     monkeypatch.setattr(codegen, "PAIR_MIN_CHILDREN", 0)
+    monkeypatch.setattr(codegen, "BWD_PAIR_USES", 0)
     monkeypatch.setattr(codegen, "PAIR_FILL", 0)
     test_forward_matches_reference(name, make, "triton", torch.float32, 1e-5, None)
 
@@ -81,6 +82,7 @@ def test_node_flows_with_parent_tiles_in_pairs(name, make, monkeypatch):
     """sum_bwd's PAIR = 2 (two parent tiles per iteration) on node flows, forced on every bwd-pairable op."""
     from pcc.backend import codegen
     monkeypatch.setattr(codegen, "PAIR_MIN_CHILDREN", 0)
+    monkeypatch.setattr(codegen, "BWD_PAIR_USES", 0)
     test_flows_match_autograd(name, make, "triton", torch.float32, None, 1e-4)
 
 

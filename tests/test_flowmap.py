@@ -123,6 +123,7 @@ def test_training_flows_with_parent_tiles_in_pairs(name, make, monkeypatch):
     """Paired launches (sum_fwd and sum_bwd PAIR, sum_scale per pair, the parameter flows' SCALE_PAIR) forced
     on every pairable sum, every sum prescaled: training flows still equal node flows and the reference."""
     monkeypatch.setattr(codegen, "PAIR_MIN_CHILDREN", 0)
+    monkeypatch.setattr(codegen, "BWD_PAIR_USES", 0)
     monkeypatch.setattr(codegen, "PAIR_FILL", 0)
     test_compact_training_flows_match_node_flows_and_reference(name, make, 1, monkeypatch)
 
