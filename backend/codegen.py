@@ -202,6 +202,13 @@ def _sum_fwd_launch(key: str, op: SumOp, pair: int) -> str:
             f"PRECISION=PRECISION, STAGES={FWD_STAGES[0]} if bb == BB else {FWD_STAGES[1]}, PAIR={pair})")
 
 
+def _bwd_pair(op: SumOp) -> int:
+    """2 when the op's backward reads parent tiles in pairs (see ``BWD_PAIR_USES``), else 1."""
+    if BWD_PAIRS and op.bwd_pairable and op.child_rows.shape[1] >= PAIR_MIN_CHILDREN:
+        return 2 if op.child_tiles[1].shape[1] >= BWD_PAIR_USES else 1
+    return 1
+
+
 def _weight_args(key: str, op: SumOp) -> str:
     """``wids, wbase, wstride``: the tables of the op's weight addressing; the unused ones repeat a used one."""
     if op.affine is None:
@@ -232,17 +239,15 @@ def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool) -> lis
         return [f'K.prod_bwd[(triton.cdiv({op.n}, BN), nb)](flows, f["{key}.frows"], f["{key}.fchildren"], {op.n}, B, '
                 f"KMAX={op.children.shape[1]}, BN=BN, BB=BB, ZERO={ZERO}, ATOMIC={op.child_atomics}, OVERWRITE={overwrite})"]
     tiles = f't["{key}.out"], f["{key}.fout"], t["{key}.child"], {_weight_args(key, op)}, B'
-    shape = f"TP={op.tile_p}, TC={op.tile_c}, KC={op.child_rows.shape[1]}, BB=bb"
+    shape = lambda tp: f"TP={tp}, TC={op.tile_c}, KC={op.child_rows.shape[1]}, BB=bb"  # noqa: E731
     masks = f"PAD={PAD}, NEG={NEG}, AFFINE={op.affine is not None}"
     # parameter flows first: they read the parents' flows before anything else changes the buffer
     programs = len(op.out_rows) * op.kmax
     # batch splits (see SPLIT_BELOW): only narrow launches split, since splits cost atomics
     most = min(FILL // programs, SPLIT_MAX) if programs < SPLIT_BELOW else 1
+    pair = _bwd_pair(op)
     # training steps (scaled): G once per parent instead of once per child tile (kernels.sum_scale); the scale
     # argument of unscaled launches is an unread placeholder
-    pair = 1
-    if BWD_PAIRS and op.bwd_pairable and op.child_rows.shape[1] >= PAIR_MIN_CHILDREN:
-        pair = 2 if op.child_tiles[1].shape[1] >= BWD_PAIR_USES else 1
     lines, scale, scaled = [], "flows", "False"
     if op.kmax >= SCALE_KMAX:
         lines, scale, scaled = [f"sc = flows.new_empty({len(op.out_rows) // pair}, B) if scaled else flows",
@@ -251,7 +256,7 @@ def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool) -> lis
     lines += [f"bb = K.batch_block(B, BB, {programs}, {fill[1]})",
               f"split = max(1, min(triton.cdiv(B, bb) // {SPLIT_BLOCKS}, {max(1, most)}))",
               f"K.sum_bwd_params[({len(op.out_rows)}, {op.kmax}, split)](vals, flows, p.sum_w, fl.sum_w, {tiles}, "
-              f"split, {scale}, {shape}, {masks}, PRECISION=PRECISION, SCALED={scaled}, SCALE_PAIR={pair})"]
+              f"split, {scale}, {shape(op.tile_p)}, {masks}, PRECISION=PRECISION, SCALED={scaled}, SCALE_PAIR={pair})"]
     tiles_c, r = len(op.child_tiles[0]), op.child_tiles[1].shape[1]
     if not tiles_c:  # every child is padding: no child flows to write
         return lines
@@ -259,6 +264,6 @@ def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool) -> lis
             f"bb = K.batch_block(B, BB, {tiles_c}, {fill[0]})",
             f'K.sum_bwd[({tiles_c}, triton.cdiv(B, bb))](vals, flows, p.sum_w, t["{key}.out"], f["{key}.fout"], '
             f'{_weight_args(key, op)}, t["{key}.tiles"], f["{key}.ftiles"], t["{key}.uses"], {scale}, B, '
-            f"{shape.replace(f'TP={op.tile_p}', f'TP={pair * op.tile_p}')}, KMAX={op.kmax}, R={r}, "
+            f"{shape(pair * op.tile_p)}, KMAX={op.kmax}, R={r}, "
             f"{masks}, ATOMIC={op.child_atomics}, PRECISION=PRECISION, OVERWRITE={overwrite}, SCALED={scaled}, "
             f"PAIR={pair}, num_warps={8 if r >= 8 else 4})"]

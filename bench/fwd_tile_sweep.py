@@ -6,13 +6,16 @@ launches of ``kernels.sum_fwd`` (computed weight addresses, as pcc's dense sums)
 first variant's output, and the tensor-core rate it reaches (2 L^2 B flops per launch).
 """
 import itertools
-import statistics
 import sys
+from pathlib import Path
 
 import torch
 import triton
 
 from pcc.backend import kernels as K
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from vs_pyjuice import median_ms  # noqa: E402
 
 PAD, NEG, FIRST = 2, 1, 3
 
@@ -38,17 +41,7 @@ def run(L, B, TP, BB, warps, stages, precision):
     def go():
         K.sum_fwd[grid](vals, w, out, child, wbase, wbase, wstride, B, TP=TP, TC=64, KC=L, BB=BB, PAD=PAD, NEG=NEG,
                         AFFINE=True, PRECISION=precision, STAGES=stages, num_warps=warps)
-    go()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(20):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        go()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times), vals[FIRST + L:].clone()
+    return median_ms(go, 20, warmup=1), vals[FIRST + L:].clone()
 
 
 def main() -> None:
