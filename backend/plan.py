@@ -133,6 +133,9 @@ class SumOp:
     def __post_init__(self) -> None:
         if (self.table is None) == (self.strided is None):
             raise ValueError("a SumOp needs exactly one of a weight-id table and a strided layout")
+        if self.strided is not None:  # the form :attr:`affine` gives (masking is idempotent: loaded plans too)
+            base, stride, pad = self.strided
+            self.strided = (*self._masked(base, stride), pad)
 
     @property
     def kmax(self) -> int:
@@ -158,6 +161,20 @@ class SumOp:
         """``[t, tile_p, kmax, tile_c]``: which slots of parent tiles ``span`` pair a real parent and a real child."""
         real_child = (self.child_rows[span] != NEG).reshape(-1, self.kmax, self.tile_c)
         return (self.out_rows[span] != PAD)[:, :, None, None] & real_child[:, None, :, :]
+
+    def _slot_real(self, span: slice = slice(None)) -> np.ndarray:
+        """``[t, kmax]``: whether child slot ``k`` of parent tiles ``span`` holds a real child (its first column;
+        child tiles are padded at the end only)."""
+        return (self.child_rows[span] != NEG).reshape(-1, self.kmax, self.tile_c)[:, :, 0]
+
+    def _masked(self, base: np.ndarray, stride: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(base, stride)`` [T, kmax] with 0 where the slot's first parent and first child are not both real
+        (base) or its second parent and first child (stride): the one form both weight layouts share."""
+        real_child, real_parent = self._slot_real(), self.out_rows != PAD
+        base = np.where(real_parent[:, 0, None] & real_child, base, 0)
+        if self.tile_p == 1:
+            return base, np.zeros_like(base)
+        return base, np.where(real_parent[:, 1, None] & real_child, stride, 0)
 
     @cached_property
     def child_tiles(self) -> tuple[np.ndarray, np.ndarray]:
@@ -202,9 +219,9 @@ class SumOp:
         if self.strided is not None:
             return self.strided[0], self.strided[1]
         ids = self.table.reshape(len(self.out_rows), self.tile_p, self.kmax, self.tile_c)
-        base, stride = _mask_affine(self, ids[:, 0, :, 0], ids[:, min(1, self.tile_p - 1), :, 0] - ids[:, 0, :, 0])
         if not (ids[:, 0, :, 0] >= 0).all():
             return None
+        base, stride = self._masked(ids[:, 0, :, 0], ids[:, min(1, self.tile_p - 1), :, 0] - ids[:, 0, :, 0])
         pad = self.table.max() if self.table.size else 0  # the pad slot is the largest id
         # checked a few parent tiles at a time: the [t, tp, kmax, tc] guesses of HMM-1024 would take GBs
         t = len(self.out_rows)
@@ -228,11 +245,9 @@ class SumOp:
         first, second = slice(0, None, 2), slice(1, None, 2)
         if not np.array_equal(self.child_rows[first], self.child_rows[second]):
             return False
-        real_child = (self.child_rows[second] != NEG).reshape(-1, self.kmax, self.tile_c)[:, :, 0]
-        real = (self.out_rows[second, 0] != PAD)[:, None] & real_child  # the second tile's slots with edges
+        real = (self.out_rows[second, 0] != PAD)[:, None] & self._slot_real(second)  # the second tile's edge slots
         follows = (base[second] == base[first] + self.tile_p * stride[first]) & (stride[second] == stride[first])
         return bool(np.where(real, follows, True).all())
-
 
     @cached_property
     def bwd_pairable(self) -> bool:
@@ -247,17 +262,6 @@ class SumOp:
         real = first >= 0
         even = (first // self.kmax) % 2 == 0
         return bool(np.where(real, even & (second == first + self.kmax), second < 0).all())
-
-
-def _mask_affine(op: SumOp, base: np.ndarray, stride: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(base, stride)`` [T, kmax] with 0 where the slot's first parent and first child are not both real
-    (base) or its second parent and first child (stride): the one form both layouts of a SumOp share."""
-    real_child = (op.child_rows != NEG).reshape(len(op.out_rows), op.kmax, op.tile_c)[:, :, 0]
-    real_parent = op.out_rows != PAD
-    base = np.where(real_parent[:, 0, None] & real_child, base, 0)
-    if op.tile_p == 1:
-        return base, np.zeros_like(base)
-    return base, np.where(real_parent[:, 1, None] & real_child, stride, 0)
 
 
 def _repeats(rows: np.ndarray, pad: int) -> bool:
@@ -388,31 +392,23 @@ def _sum_op(circuit: Circuit, members: list[int], rows: list[int], params: "_Par
     tiles = [_sum_tiles(circuit, circuit.blocks[i], rows[i], rows, params, tp, tc) for i in members]
     kmax = max(t.kids.shape[1] for t in tiles)
     out = np.concatenate([t.out_rows for t in tiles]).astype(np.int64, copy=False)
+    ends = np.cumsum([len(t.out_rows) for t in tiles])
+    spans = [(slice(end - len(t.out_rows), end), t.kids.shape[1], t) for end, t in zip(ends, tiles)]
     # child tiles padded to kmax with NEG rows
     child = np.full((len(out), kmax, tc), NEG, dtype=np.int64)
-    at = 0
-    for t in tiles:
-        child[at:at + len(t.out_rows), :t.kids.shape[1]] = t.kids
-        at += len(t.out_rows)
+    for span, k, t in spans:
+        child[span, :k] = t.kids
     child = child.reshape(len(out), kmax * tc)
-    if all(t.strided is not None for t in tiles):  # dense: addresses, no table
+    if all(t.strided is not None for t in tiles):  # dense: addresses, no table (SumOp masks the padding)
         base, stride = np.zeros((len(out), kmax), dtype=np.int64), np.zeros((len(out), kmax), dtype=np.int64)
-        at = 0
-        for t in tiles:
-            span, k = slice(at, at + len(t.out_rows)), t.kids.shape[1]
+        for span, k, t in spans:
             base[span, :k], stride[span, :k] = t.strided
-            at += len(t.out_rows)
-        op = SumOp(tp, tc, out, child, strided=(base, stride, params.pad_id))
-        op.strided = (*_mask_affine(op, base, stride), params.pad_id)
-        return op
+        return SumOp(tp, tc, out, child, strided=(base, stride, params.pad_id))
     # weights [T, tp, kmax, tc], each block's written in place (no per-block copy is concatenated)
     wids = np.empty((len(out), tp, kmax, tc), dtype=np.int64)
-    at = 0
-    for t in tiles:
-        k, span = t.kids.shape[1], slice(at, at + len(t.out_rows))
+    for span, k, t in spans:
         t.write_weights(wids[span, :, :k])
         wids[span, :, k:] = params.pad_id
-        at += len(t.out_rows)
     return SumOp(tp, tc, out, child, wids.reshape(len(out), tp, kmax * tc))
 
 

@@ -271,12 +271,11 @@ def table(rows: list[Row]) -> str:
             out.append(f"| {r.name} | {r.batch} | | | | {r.error} | | | | | | |" + " |" * len(extra))
             continue
         c, s, f, m = r.compile_s, r.step_ms, r.fwd_ms, r.peak_mib
+        why = f" (PyJuice: {r.pyjuice_error})" if r.pyjuice_error else ""
         out.append(f"| {r.name} | {r.batch} | {r.nodes:,} | {r.edges:,} | {_pair(c, ratio=False)} "
-                   f"| {_pair(s)} | {_pair(f)} | {_pair(m, '.0f')} | {_own(r)} "
+                   f"| {_pair(s)}{why} | {_pair(f)} | {_pair(m, '.0f')} | {_own(r)} "
                    f"| {r.ll_err:.1e} | {r.em_err:.1e} | {100 * r.floor_ms / s['pcc']:.1f} |"
                    + "".join(_extra_cell(r, p) for p in extra))
-        if r.pyjuice_error:
-            out[-1] = out[-1].replace("| –", f"| – (PyJuice: {r.pyjuice_error})", 1)
     return "\n".join(out)
 
 

@@ -56,3 +56,14 @@ def test_report_shows_memory_above_each_phase_start(tmp_path):
     assert "own MiB pcc / PyJuice (ratio)" in out[0]
     assert "| 70 / 120 (0.58) | 50 / 100 (0.50) |" in out[2]
     assert "| 70 / 120 (0.58) | – |" in out[3]
+
+
+def test_report_keeps_pcc_numbers_when_pyjuice_failed(tmp_path):
+    row = {"name": "hmm4096", "batch": 512, "nodes": 10, "edges": 100, "convert_s": 0.1,
+           "compile_s": {"pcc": 1.0}, "step_ms": {"pcc": 3.0}, "fwd_ms": {"pcc": 1.0},
+           "peak_mib": {"pcc": 70.0}, "base_mib": {"pyjuice": 20.0, "pcc": 20.0}, "ll_err": float("nan"),
+           "em_err": float("nan"), "pyjuice_error": "OutOfMemoryError: CUDA out of memory"}
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    out = _report(path).splitlines()
+    assert "| 1.00 / – | 3.00 / – (PyJuice: OutOfMemoryError: CUDA out of memory) | 1.00 / – | 70 / – | – |" in out[2]
