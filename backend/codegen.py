@@ -51,6 +51,17 @@ PAIR_MIN_CHILDREN, PAIR_FILL = 1024, 256
 # an H100 (bench/results/bwd_pairs_probe_2026-11-25_h100.txt) HMM 4096 at 512 sum_bwd 148 -> 126 ms; HMM 1024's
 # 16 (unrolled) uses got slower paired (77 -> 90 ms at 4096), so they stay single
 BWD_PAIRS, BWD_PAIR_USES = True, 32
+# dense sums (SumOp.dense) of at least DENSE_MIN_EDGES edges run as matrix products with one shift per sample
+# (pcc.backend.dense_kernels). Tiles (BM, BN, BK, warps, stages) of the forward, child-flow and parameter-flow
+# products, each for full grids and for grids under one wave (SUM_FILL programs at the full tiles; the parameter
+# flows: under FILL), from bench/dense_sweep.py on an H100 (bench/results/dense_sweep_2026-11-25_h100.txt):
+# 4096 x 4096 at batch 512 forward 397 us, child flows 361, parameter flows 345; 1024 x 1024 at 512 with the
+# small-grid tiles 75, 86 and 72 (full tiles: 109, 101, 97). The shifts reduce DENSE_CHUNK rows per program.
+DENSE_MIN_EDGES = 1 << 20
+DENSE_FWD = {"full": (128, 64, 32, 4, 4), "small": (128, 64, 64, 8, 3)}
+DENSE_BWD = {"full": (128, 64, 32, 4, 4), "small": (64, 64, 32, 4, 4)}
+DENSE_PARAMS = {"full": (128, 64, 32, 4, 4), "small": (64, 64, 64, 4, 3)}
+DENSE_CHUNK, DENSE_GROUP = 64, 8
 _STATS = {"categorical": "fl.cat[{k}]", "bernoulli": "fl.bern", "gaussian": "fl.gauss"}
 
 
@@ -103,6 +114,8 @@ def flow_tables(plan: Plan, fmap: FlowMap) -> dict[str, object]:
     for key, op in forward_order(plan):
         if isinstance(op, SumOp):
             out.update({f"{key}.fout": f[op.out_rows], f"{key}.ftiles": f[op.child_tiles[0]]})
+            if op.dense is not None:  # the dense kernels' children in order (ftiles are sorted tiles)
+                out[f"{key}.fchild"] = f[op.child_rows[0]]
         else:
             out[f"{key}.frows"] = f[op.start:op.start + op.n]
             if isinstance(op, ProdOp) and op.gathers:
@@ -135,6 +148,7 @@ def generate(plan: Plan, precision: str = DOT_PRECISION, source: str = "", pipel
             '"""',
             "import triton",
             "",
+            "from pcc.backend import dense_kernels as D",
             "from pcc.backend import kernels as K",
             "from pcc.backend.params import expected_missing_stats",
             "",
@@ -186,6 +200,8 @@ def _forward_lines(key: str, op, fill: tuple[int, int]) -> list[str]:
     if isinstance(op, ProdOp):
         return [f'K.prod_fwd[(triton.cdiv({op.n}, BN), nb)](vals, t["{key}.children"], t["{key}.rows"], {op.n}, B, '
                 f"KMAX={op.children.shape[1]}, BN=BN, BB=BB)"]
+    if _is_dense(op):
+        return _dense_forward_lines(key, op)
     tiles = len(op.out_rows)
     lines = [f"bb = K.batch_block(B, BB, {tiles}, {fill[0]})"]
     if op.pairable and op.child_rows.shape[1] >= PAIR_MIN_CHILDREN:
@@ -238,6 +254,8 @@ def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool) -> lis
     if isinstance(op, ProdOp):
         return [f'K.prod_bwd[(triton.cdiv({op.n}, BN), nb)](flows, f["{key}.frows"], f["{key}.fchildren"], {op.n}, B, '
                 f"KMAX={op.children.shape[1]}, BN=BN, BB=BB, ZERO={ZERO}, ATOMIC={op.child_atomics}, OVERWRITE={overwrite})"]
+    if _is_dense(op):
+        return _dense_backward_lines(key, op, overwrite)
     tiles = f't["{key}.out"], f["{key}.fout"], t["{key}.child"], {_weight_args(key, op)}, B'
     shape = lambda tp: f"TP={tp}, TC={op.tile_c}, KC={op.child_rows.shape[1]}, BB=bb"  # noqa: E731
     masks = f"PAD={PAD}, NEG={NEG}, AFFINE={op.affine is not None}"
@@ -267,3 +285,72 @@ def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool) -> lis
             f"{shape(pair * op.tile_p)}, KMAX={op.kmax}, R={r}, "
             f"{masks}, ATOMIC={op.child_atomics}, PRECISION=PRECISION, OVERWRITE={overwrite}, SCALED={scaled}, "
             f"PAIR={pair}, num_warps={8 if r >= 8 else 4})"]
+
+
+def _is_dense(op: SumOp) -> bool:
+    """Whether the op runs on the dense kernels (:attr:`SumOp.dense`, at least :data:`DENSE_MIN_EDGES` edges)."""
+    return op.dense is not None and op.dense[2] * op.dense[3] >= DENSE_MIN_EDGES
+
+
+def _fit(tiles: tuple[int, int, int, int, int], m: int, n: int | None, k: int | None) -> tuple[int, ...]:
+    """A dense product's tiles with ``BM``, ``BN``, ``BK`` shrunk (to at least 16) where ``m``, ``n``, ``k``
+    (None: the batch, unknown here) are smaller."""
+    fit = lambda t, size: t if size is None else min(t, max(16, 1 << (size - 1).bit_length()))  # noqa: E731
+    bm, bn, bk, warps, stages = tiles
+    return fit(bm, m), fit(bn, n), fit(bk, k), warps, stages
+
+
+def _tile_args(tiles: tuple[int, ...]) -> str:
+    bm, bn, bk, warps, stages = tiles
+    return (f"BM={bm}, BN={bn}, BK={bk}, PRECISION=PRECISION, STAGES={stages}, GROUP={DENSE_GROUP}, "
+            f"num_warps={warps}")
+
+
+def _dense_shift(key: str, n: int, forward: bool) -> tuple[str, int]:
+    """The launch that reduces the op's shift over ``n`` rows in chunks, and the number of chunks."""
+    chunk = min(DENSE_CHUNK, max(32, 1 << (n - 1).bit_length()))
+    parts = -(-n // chunk)
+    rows = f't["{key}.child"], t["{key}.child"]' if forward else f't["{key}.out"], f["{key}.fout"]'
+    buf = "vals, vals" if forward else "vals, flows"
+    return (f"D.dense_shift[({parts}, triton.cdiv(B, 64))]({buf}, {rows}, part, {n}, B, FORWARD={forward}, "
+            f"CHUNK={chunk}, BN=32, BB=64)"), parts
+
+
+def _dense_launch(kernel: str, m: int, k: int, tiles: dict, args: str) -> list[str]:
+    """A dense product over ``m`` rows x the batch (contraction ``k``): the full tiles, or the small-grid ones
+    where the full tiles' grid would not fill one wave at this batch size."""
+    full, small = _fit(tiles["full"], m, None, k), _fit(tiles["small"], m, None, k)
+    launch = lambda t: (f"D.{kernel}[({-(-m // t[0])} * triton.cdiv(B, {t[1]}),)]({args}, "  # noqa: E731
+                        f"{_tile_args(t)})")
+    if full == small:
+        return [launch(full)]
+    return [f"if {-(-m // full[0])} * triton.cdiv(B, {full[1]}) >= {SUM_FILL}:", "    " + launch(full),
+            "else:  # under one wave: the small-grid tiles", "    " + launch(small)]
+
+
+def _dense_forward_lines(key: str, op: SumOp) -> list[str]:
+    base, stride, P, C = op.dense
+    shift, parts = _dense_shift(key, C, True)
+    args = f'vals, p.sum_w, t["{key}.out"], t["{key}.child"], part, {base}, {stride}, B, P={P}, C={C}, NPART={parts}'
+    return [f"# dense {P} x {C}: W[p, c] = sum_w[{base} + p * {stride} + c] (pcc.backend.dense_kernels)",
+            f"part = vals.new_empty({parts}, B)", shift] + _dense_launch("dense_fwd", P, C, DENSE_FWD, args)
+
+
+def _dense_backward_lines(key: str, op: SumOp, overwrite: bool) -> list[str]:
+    base, stride, P, C = op.dense
+    shift, parts = _dense_shift(key, P, False)
+    full = _fit(DENSE_PARAMS["full"], P, C, None)
+    pt = full if -(-P // full[0]) * -(-C // full[1]) >= FILL else _fit(DENSE_PARAMS["small"], P, C, None)
+    programs = -(-P // pt[0]) * -(-C // pt[1])
+    # batch splits as in the generic parameter flows (SPLIT_BELOW): only launches that leave SMs idle
+    most = min(FILL // programs, SPLIT_MAX) if programs < SPLIT_BELOW else 1
+    args = (f'vals, flows, p.sum_w, g, sh, t["{key}.child"], f["{key}.fchild"], {base}, {stride}, B, P={P}, C={C}, '
+            f"OVERWRITE={overwrite}")
+    return [f"# dense {P} x {C}: W[p, c] = sum_w[{base} + p * {stride} + c] (pcc.backend.dense_kernels)",
+            f"part, g, sh = flows.new_empty({parts}, B), flows.new_empty({P}, B), flows.new_empty(B)", shift,
+            f'D.dense_scale[(triton.cdiv({P}, 32), triton.cdiv(B, 64))](vals, flows, t["{key}.out"], f["{key}.fout"], '
+            f"part, g, sh, {P}, B, NPART={parts}, BN=32, BB=64)",
+            f"split = max(1, min(triton.cdiv(B, {pt[2]}) // {SPLIT_BLOCKS}, {max(1, most)}))",
+            f'D.dense_params[({programs}, split)](vals, g, sh, p.sum_w, fl.sum_w, t["{key}.child"], {base}, {stride}, B, '
+            f"P={P}, C={C}, STEPS=triton.cdiv(triton.cdiv(B, {pt[2]}), split), {_tile_args(pt)}, ATOMIC=split > 1)",
+            ] + _dense_launch("dense_bwd", C, P, DENSE_BWD, args)

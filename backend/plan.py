@@ -263,6 +263,34 @@ class SumOp:
         even = (first // self.kmax) % 2 == 0
         return bool(np.where(real, even & (second == first + self.kmax), second < 0).all())
 
+    @cached_property
+    def dense(self) -> tuple[int, int, int, int] | None:
+        """``(base, stride, P, C)`` when the op is one dense strided block: its ``P`` parents (the first ``P``
+        slots of ``out_rows``, the rest ``PAD``) all read the same ``C`` distinct children (the first ``C``
+        columns of every tile's ``child_rows``, the rest ``NEG``), and parent ``p``'s weight of child ``c`` is
+        ``sum_w[base + p * stride + c]``. Such ops run as plain matrix products (:mod:`.dense_kernels`)."""
+        if self.affine is None:
+            return None
+        first, parents = self.child_rows[0], self.out_rows.reshape(-1)
+        C, P = int((first != NEG).sum()), int((parents != PAD).sum())
+        if not (first[:C] != NEG).all() or not (parents[:P] != PAD).all() or len(np.unique(first[:C])) < C:
+            return None
+        if not (self.child_rows == first).all():
+            return None
+        base, stride = self.affine
+        t, k = np.arange(len(self.out_rows))[:, None], np.arange(self.kmax)[None, :]
+        b0 = int(base[0, 0])
+        if P == 1:
+            s0 = 0
+        elif self.tile_p == 1:  # a one-row tile has no stride of its own: the next tile's base gives it
+            s0 = int(base[1, 0] - b0)
+        else:
+            s0 = int(stride[0, 0])
+        want_base, want_stride = self._masked(b0 + t * self.tile_p * s0 + k * self.tile_c, np.full(base.shape, s0))
+        if not (np.array_equal(base, want_base) and np.array_equal(stride, want_stride)):
+            return None
+        return b0, s0, P, C
+
 
 def _repeats(rows: np.ndarray, pad: int) -> bool:
     """Whether any row other than ``pad`` occurs more than once in ``rows``."""

@@ -146,6 +146,101 @@ def test_flows_with_the_rolled_loop_over_parent_tiles(name, make, monkeypatch):
     test_flows_match_autograd(name, make, "triton", torch.float32, None, 1e-4)
 
 
+DENSE = CIRCUITS[:12] + PAIRED
+
+
+def _dense_everywhere(monkeypatch) -> None:
+    """Every dense sum (``SumOp.dense``: HMM transitions, single-parent roots) on the dense kernels."""
+    from pcc.backend import codegen
+    monkeypatch.setattr(codegen, "DENSE_MIN_EDGES", 0)
+
+
+@pytest.mark.parametrize("name,make", CIRCUITS[:20] + PAIRED, ids=[c[0] for c in CIRCUITS[:20] + PAIRED])
+def test_forward_on_dense_kernels(name, make, monkeypatch):
+    """pcc.backend.dense_kernels' forward product (one shift per sample) on every dense sum."""
+    _dense_everywhere(monkeypatch)
+    test_forward_matches_reference(name, make, "triton", torch.float32, 1e-5, None)
+
+
+@pytest.mark.parametrize("name,make", DENSE, ids=[c[0] for c in DENSE])
+def test_flows_on_dense_kernels(name, make, monkeypatch):
+    """Node and parameter flows of the dense kernels (shift, scale, child flows, parameter flows)."""
+    _dense_everywhere(monkeypatch)
+    test_flows_match_autograd(name, make, "triton", torch.float32, None, 1e-4)
+
+
+@pytest.mark.parametrize("grid", ["small", "full"])
+def test_dense_kernels_run_where_asked_and_over_several_batch_blocks(grid, monkeypatch):
+    """The dense launches replace the generic ones on dense ops only; at batch 130 the products cover three batch
+    blocks and the parameter flows split the batch over programs (atomics). ``full``: the tiles for grids of at
+    least one wave, forced (the small circuits here would otherwise take the small-grid tiles)."""
+    from pcc.backend import codegen
+    _dense_everywhere(monkeypatch)
+    if grid == "full":
+        monkeypatch.setattr(codegen, "SUM_FILL", 0)
+        monkeypatch.setattr(codegen, "FILL", 0)
+    c = load_text(hmm_source(3, 128, 5), "h.pc")
+    plan, ex, p, x, m = setup(c, 3, torch.float32, batch=130, executor="triton")
+    assert ex.source.count("D.dense_params[") == 3 and ex.source.count("part = vals.new_empty(") == 3
+    assert "D.dense_fwd[" in ex.source and "D.dense_bwd[" in ex.source and "K.sum_fwd[" not in ex.source
+    xt, mt = torch.tensor(x), torch.tensor(m)
+    exact, p64 = TorchExecutor(plan, "cpu", torch.float64), Params.from_plan(plan, "cpu", torch.float64)
+    flows, want = Flows.zeros_like(p), Flows.zeros_like(p64)
+    node = ex.backward(p, ex.forward(p, xt, mt), xt, mt, flows)
+    node_want = exact.backward(p64, exact.forward(p64, xt.double(), mt), xt.double(), mt, want)
+    assert torch.allclose(node.double(), node_want, rtol=1e-4, atol=1e-6)
+    for a, b in zip(flows.all(), want.all()):
+        assert torch.allclose(a.double(), b, rtol=1e-4, atol=1e-5)
+
+
+def test_dense_kernels_keep_flows_of_parents_far_apart(monkeypatch):
+    """One shift per sample must keep every parent's flow when a dense layer's values spread far: 16 independent
+    chains (identity transitions), state j emitting symbol 0 with weight e^-4j and symbol 1 with e^-4(15-j).
+    On (0, 0, 1) the last transition layer's parents lie 120 nats apart, and state 15 still has flow e^-60. The
+    backward shift is the minimum of ``v - log F`` (state 15's, giving the main state ``G = e^-60``); a shift by the
+    minimum value alone would give the main state ``G = e^-120``, zero in fp32, and lose its flow."""
+    _dense_everywhere(monkeypatch)
+    L = 16
+    c = optimize(load_text(hmm_source(3, L, 5), "h.pc"))
+    plan = build_plan(c)
+    ex, exact = TritonExecutor(plan, "cpu"), TorchExecutor(plan, "cpu", torch.float64)
+    p, p64 = Params.from_plan(plan, "cpu"), Params.from_plan(plan, "cpu", torch.float64)
+    j = torch.arange(L, dtype=torch.float64)
+    emit = torch.stack([torch.exp(-4 * j), torch.exp(-4 * (L - 1 - j))] + [torch.full((L,), 0.25, dtype=torch.float64)] * 3, 1)
+    emit /= emit.sum(1, keepdim=True)
+    for params in (p, p64):
+        for name, (kind, start, size) in plan.tensor_slots.items():
+            if kind == "categorical":
+                params.cat[5][start:start + size] = emit.to(params.cat[5].dtype)
+            elif size == L * L:
+                params.sum_w[start:start + size] = torch.eye(L, dtype=params.sum_w.dtype).reshape(-1)
+    x = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+    mt = torch.zeros(x.shape, dtype=torch.bool)
+    vals64 = exact.forward(p64, x.double(), mt)
+    flows, want = Flows.zeros_like(p), Flows.zeros_like(p64)
+    node = ex.backward(p, ex.forward(p, x, mt), x, mt, flows)
+    node_want = exact.backward(p64, vals64, x.double(), mt, want)
+    dense = [op for ops in plan.layers for op in ops if isinstance(op, SumOp) and op.dense[2] == L]
+    parents = vals64[dense[-1].out_rows.reshape(-1)[:L], 0]
+    assert parents.max() - parents.min() > 110 and node_want[dense[-1].out_rows[0, -1], 0] > 1e-30
+    assert torch.allclose(node.double(), node_want, rtol=1e-4, atol=1e-6)
+    for a, b in zip(flows.all(), want.all()):
+        assert torch.allclose(a.double(), b, rtol=1e-4, atol=1e-5)
+
+
+def test_dense_property_finds_hmm_transitions_and_rejects_other_layouts():
+    plan = build_plan(optimize(load_text(hmm_source(3, 128, 5), "h.pc")))
+    sums = [op for ops in plan.layers for op in ops if isinstance(op, SumOp)]
+    assert [op.dense for op in sums] == [(0, 128, 128, 128)] * 2 + [(16384, 0, 1, 128)]
+    pd = build_plan(optimize(parse(EXAMPLES[[p.stem for p in EXAMPLES].index("pd8x8")])))
+    assert all(op.dense is None for ops in pd.layers[:-1] for op in ops if isinstance(op, SumOp))
+    op = sums[0]
+    base, stride = op.affine
+    op.__dict__["affine"] = (base, stride + 1)  # the second tile's weights no longer continue the block
+    op.__dict__.pop("dense", None)
+    assert op.dense is None
+
+
 def _double(f: Flows) -> Flows:
     return Flows(f.sum_w.double(), {k: v.double() for k, v in f.cat.items()}, f.bern.double(), f.gauss.double())
 

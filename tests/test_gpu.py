@@ -11,6 +11,7 @@ import pcc
 from pcc.backend.runtime import CircuitModel
 from pcc.ir import log_likelihood
 from pcc.ir.params import randomize
+from pcc.structures import hmm_source
 
 pytestmark = pytest.mark.gpu
 CASES = [(p.stem, lambda p=p: pcc.parse(p)) for p in EXAMPLES] + [
@@ -47,6 +48,35 @@ def test_flows_and_em_match_float64(name, make):
     for a, b in zip(fast.params.tensors().values(), exact.params.tensors().values()):
         if a.numel():
             assert (a.double() - b).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("name,make", CASES, ids=[c[0] for c in CASES])
+def test_dense_kernels_match_float64(name, make, monkeypatch):
+    """Every dense sum on pcc.backend.dense_kernels (by default only those of >= 2^20 edges)."""
+    from pcc.backend import codegen
+    monkeypatch.setattr(codegen, "DENSE_MIN_EDGES", 0)
+    test_log_likelihood_matches_reference(name, make)
+    test_flows_and_em_match_float64(name, make)
+
+
+def test_hmm_of_1024_states_runs_dense_and_matches_float64():
+    """HMM 1024's transitions take the dense kernels by default; batch 200 spans several batch tiles."""
+    c = pcc.parse(hmm_source(6, 1024, 16, seed=3))
+    randomize(c, 3)
+    layered = pcc.optimize(c)
+    fast = CircuitModel(layered, "cuda", executor="triton")
+    exact = CircuitModel(layered, "cuda", dtype=torch.float64, executor="torch")
+    assert fast.executor.source.count("D.dense_params[") == 5
+    x = np.random.default_rng(3).integers(0, 16, size=(200, 6))
+    ll, want = fast.log_prob(x).double(), exact.log_prob(x)
+    assert (ll - want).abs().max() <= 1e-5 * want.abs().max()
+    nf, ne = fast.node_flows(x).double(), exact.node_flows(x)
+    assert (nf - ne).abs().max() <= 1e-4
+    fast.em_step(x, step_size=0.5, pseudocount=0.1)
+    exact.em_step(x, step_size=0.5, pseudocount=0.1)
+    for a, b in zip(fast.params.tensors().values(), exact.params.tensors().values()):
+        if a.numel():
+            assert (a.double() - b).abs().max().item() <= 1e-5
 
 
 def test_cuda_graph_step_equals_eager_step():

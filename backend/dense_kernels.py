@@ -1,0 +1,175 @@
+"""Triton kernels of dense sum ops, as matrix products with a per-sample shift.
+
+A dense op (``SumOp.dense``: every parent reads the same ``C`` children, weights one strided block,
+``W[p, c] = sum_w[base + p * stride + c]``; an HMM's transitions) shares one log-sum-exp shift per sample
+across all its parents, so its three products are plain GEMMs whose operands are exponentiated once as they
+are loaded:
+
+* forward: ``v_p = log(W @ exp(C - m)) + m`` with ``m`` the per-sample maximum child value;
+* child flows: ``F_c = exp(C - s) * (W^T @ G)`` with ``G = F_p exp(s - v_p)`` and ``s`` the per-sample
+  minimum of ``v_p - log F_p`` over parents with flow (so ``G <= 1``, and the parent that carries the most
+  flow per unit of value has ``G = 1``);
+* parameter flows: ``W * (G @ exp(C - s)^T)``, summed over the batch.
+
+The generic kernels (:mod:`.kernels`) instead keep a running maximum per parent tile and rescale their
+partial sums as it grows, and redo the shift per parent tile in the backward pass; on an H100 the plain
+product is 2-3x faster at HMM 4096's shape (``bench/dense_gemm_probe.py``). The shift is one reduction
+(:func:`dense_shift`, in row chunks so that it fills the GPU) whose chunk results the consumers combine.
+
+Programs cover ``BM x BN`` output tiles in groups of ``GROUP`` rows of tiles (so that the tiles running at
+once share operand rows in L2), looping over the contraction in ``BK`` steps.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from .kernels import CLAMP, _add_flows, _dot
+
+
+@triton.jit
+def _tile(M, N, BM: tl.constexpr, BN: tl.constexpr, GROUP: tl.constexpr):
+    """``(m, n)``: the program's output tile, grouped so that ``GROUP`` tile rows run together."""
+    pid = tl.program_id(0)
+    grid_m, grid_n = tl.cdiv(M, BM), tl.cdiv(N, BN)
+    per_group = GROUP * grid_n
+    first = (pid // per_group) * GROUP
+    rows = tl.minimum(grid_m - first, GROUP)
+    return first + (pid % per_group) % rows, (pid % per_group) // rows
+
+
+@triton.jit
+def dense_shift(vals, flows, rows, frows, part, n, B, FORWARD: tl.constexpr, CHUNK: tl.constexpr,
+                BN: tl.constexpr, BB: tl.constexpr):
+    """``part[j, b]``: over rows ``rows[j * CHUNK ..]`` (of ``n``), the maximum value (``FORWARD``) or the
+    minimum of ``v - log F`` over the rows with flow (flow rows ``frows``), for batch block ``program_id(1)``."""
+    j = tl.program_id(0)
+    b = tl.program_id(1) * BB + tl.arange(0, BB)
+    inb = b < B
+    if FORWARD:
+        red = tl.full((BB,), float("-inf"), dtype=tl.float32)
+    else:
+        red = tl.full((BB,), float("inf"), dtype=tl.float32)
+    for i0 in tl.static_range(0, CHUNK, BN):
+        i = j * CHUNK + i0 + tl.arange(0, BN)
+        ok = (i < n)[:, None] & inb[None, :]
+        r = tl.load(rows + i, mask=i < n, other=0).to(tl.int64)
+        v = tl.load(vals + r[:, None] * B + b[None, :], mask=ok, other=float("-inf"))
+        if FORWARD:
+            red = tl.maximum(red, tl.max(v, axis=0))
+        else:
+            fr = tl.load(frows + i, mask=i < n, other=0).to(tl.int64)
+            f = tl.load(flows + fr[:, None] * B + b[None, :], mask=ok, other=0.0)
+            red = tl.minimum(red, tl.min(tl.where(f > 0.0, v - tl.log(f), float("inf")), axis=0))
+    tl.store(part + j * B + b, red, mask=inb)
+
+
+@triton.jit
+def _combine(part, b, B, NPART: tl.constexpr, FORWARD: tl.constexpr):
+    """The shift of batch columns ``b`` from :func:`dense_shift`'s ``NPART`` chunk results (0 where no row
+    counts: every child is -inf, or no parent has flow)."""
+    if FORWARD:
+        red = tl.full(b.shape, float("-inf"), dtype=tl.float32)
+        for j in tl.static_range(NPART):
+            red = tl.maximum(red, tl.load(part + j * B + b, mask=b < B, other=float("-inf")))
+    else:
+        red = tl.full(b.shape, float("inf"), dtype=tl.float32)
+        for j in tl.static_range(NPART):
+            red = tl.minimum(red, tl.load(part + j * B + b, mask=b < B, other=float("inf")))
+    return tl.where((red == float("inf")) | (red == float("-inf")), 0.0, red)
+
+
+@triton.jit
+def dense_fwd(vals, sum_w, out_rows, child_rows, part, w_base, w_stride, B,
+              P: tl.constexpr, C: tl.constexpr, NPART: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+              PRECISION: tl.constexpr, STAGES: tl.constexpr, GROUP: tl.constexpr):
+    """Parent rows ``out_rows[:P]``: ``log(W @ exp(C - m)) + m`` over children ``child_rows[:C]``."""
+    pm, pn = _tile(P, B, BM, BN, GROUP)
+    p = pm * BM + tl.arange(0, BM)
+    b = pn * BN + tl.arange(0, BN)
+    m = _combine(part, b, B, NPART, True)
+    at_w = sum_w + w_base + p[:, None].to(tl.int64) * w_stride
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    for k in tl.range(0, C, BK, num_stages=STAGES):
+        c = k + tl.arange(0, BK)
+        w = tl.load(at_w + c[None, :], mask=(p < P)[:, None] & (c < C)[None, :], other=0.0)
+        r = tl.load(child_rows + c, mask=c < C, other=0).to(tl.int64)
+        cv = tl.load(vals + r[:, None] * B + b[None, :], mask=(c < C)[:, None] & (b < B)[None, :],
+                     other=float("-inf"))
+        acc += _dot(w, tl.exp(cv - m[None, :]), PRECISION)
+    rows = tl.load(out_rows + p, mask=p < P, other=0).to(tl.int64)
+    tl.store(vals + rows[:, None] * B + b[None, :], tl.log(acc) + m[None, :], mask=(p < P)[:, None] & (b < B)[None, :])
+
+
+@triton.jit
+def dense_scale(vals, flows, out_rows, fout, part, g, shift, P, B, NPART: tl.constexpr, BN: tl.constexpr,
+                BB: tl.constexpr):
+    """``g[p, b] = F_p exp(s - v_p)`` (0 where ``F_p = 0``) for parents ``p`` of this program's rows, with
+    ``s`` combined from :func:`dense_shift`'s chunks; ``shift[b] = s``. ``g`` is a scratch ``[P, B]``: the
+    parents' flow rows are left as they are (node flows stay readable)."""
+    i = tl.program_id(0) * BN + tl.arange(0, BN)
+    b = tl.program_id(1) * BB + tl.arange(0, BB)
+    ok = (i < P)[:, None] & (b < B)[None, :]
+    s = _combine(part, b, B, NPART, False)
+    r = tl.load(out_rows + i, mask=i < P, other=0).to(tl.int64)
+    fr = tl.load(fout + i, mask=i < P, other=0).to(tl.int64)
+    f = tl.load(flows + fr[:, None] * B + b[None, :], mask=ok, other=0.0)
+    v = tl.load(vals + r[:, None] * B + b[None, :], mask=ok, other=0.0)
+    # exp(log F + s - v) rather than F * exp(s - v): s - v reaches -log F, past fp32's range for tiny flows
+    out = tl.where(f > 0.0, tl.exp(tl.log(f) + s[None, :] - v), 0.0)
+    tl.store(g + i[:, None].to(tl.int64) * B + b[None, :], out, mask=ok)
+    if tl.program_id(0) == 0:
+        tl.store(shift + b, s, mask=b < B)
+
+
+@triton.jit
+def dense_bwd(vals, flows, sum_w, g, shift, child_rows, child_frows, w_base, w_stride, B,
+              P: tl.constexpr, C: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+              PRECISION: tl.constexpr, STAGES: tl.constexpr, GROUP: tl.constexpr, OVERWRITE: tl.constexpr):
+    """Child flows ``exp(C - s) * (W^T @ G)`` into flow rows ``child_frows[:C]`` (each written by one program:
+    a dense op's children are distinct; ``OVERWRITE``: their first flows, stored rather than added)."""
+    pm, pn = _tile(C, B, BM, BN, GROUP)
+    c = pm * BM + tl.arange(0, BM)
+    b = pn * BN + tl.arange(0, BN)
+    at_w = sum_w + w_base + c[:, None]
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    for k in tl.range(0, P, BK, num_stages=STAGES):
+        p = k + tl.arange(0, BK)
+        wt = tl.load(at_w + p[None, :].to(tl.int64) * w_stride, mask=(c < C)[:, None] & (p < P)[None, :], other=0.0)
+        gp = tl.load(g + p[:, None].to(tl.int64) * B + b[None, :], mask=(p < P)[:, None] & (b < B)[None, :], other=0.0)
+        acc += _dot(wt, gp, PRECISION)
+    ok = (c < C)[:, None] & (b < B)[None, :]
+    s = tl.load(shift + b, mask=b < B, other=0.0)
+    r = tl.load(child_rows + c, mask=c < C, other=0).to(tl.int64)
+    cv = tl.load(vals + r[:, None] * B + b[None, :], mask=ok, other=float("-inf"))
+    fr = tl.load(child_frows + c, mask=c < C, other=0).to(tl.int64)
+    _add_flows(flows + fr[:, None] * B + b[None, :], tl.exp(tl.minimum(cv - s[None, :], CLAMP)) * acc, ok, OVERWRITE)
+
+
+@triton.jit
+def dense_params(vals, g, shift, sum_w, wflow, child_rows, w_base, w_stride, B, P: tl.constexpr, C: tl.constexpr,
+                 STEPS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr,
+                 STAGES: tl.constexpr, GROUP: tl.constexpr, ATOMIC: tl.constexpr):
+    """Parameter flows ``W * (G @ exp(C - s)^T)`` of one ``BM x BN`` weight tile over batch blocks
+    ``j, j + split, ...`` (``j = program_id(1)``, ``STEPS`` of them: the batch size is compiled in, as
+    Triton's interpreter cannot loop to a runtime bound). ``ATOMIC``: the batch is split over programs, whose
+    sums meet in atomics; otherwise each weight's flow is one read-add-write (a dense op's weights are distinct)."""
+    pm, pn = _tile(P, C, BM, BN, GROUP)
+    p = pm * BM + tl.arange(0, BM)
+    c = pn * BN + tl.arange(0, BN)
+    r = tl.load(child_rows + c, mask=c < C, other=0).to(tl.int64)
+    split = tl.num_programs(1)
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    for step in tl.range(0, STEPS, num_stages=STAGES):
+        bk = (step * split + tl.program_id(1)) * BK + tl.arange(0, BK)
+        gp = tl.load(g + p[:, None].to(tl.int64) * B + bk[None, :], mask=(p < P)[:, None] & (bk < B)[None, :], other=0.0)
+        s = tl.load(shift + bk, mask=bk < B, other=0.0)
+        cv = tl.load(vals + r[None, :] * B + bk[:, None], mask=(c < C)[None, :] & (bk < B)[:, None], other=float("-inf"))
+        acc += _dot(gp, tl.exp(tl.minimum(cv - s[:, None], CLAMP)), PRECISION)
+    ok = (p < P)[:, None] & (c < C)[None, :]
+    at = w_base + p[:, None].to(tl.int64) * w_stride + c[None, :]
+    f = tl.load(sum_w + at, mask=ok, other=0.0) * acc
+    if ATOMIC:
+        tl.atomic_add(wflow + at, f, mask=ok & (f != 0.0), sem="relaxed")
+    else:
+        tl.store(wflow + at, tl.load(wflow + at, mask=ok, other=0.0) + f, mask=ok)

@@ -1,0 +1,102 @@
+"""Tiles of the dense sum kernels (pcc.backend.dense_kernels), timed on synthetic HMM-like layers.
+
+``python bench/dense_sweep.py [--shapes 4096x512,1024x512] [--precision tf32x3]``: for an ``L x L`` dense
+sum at batch ``B``, each kernel (forward product, child flows, parameter flows) under each tile variant
+``(BM, BN, BK, warps, stages)``: the median of 20 launches, the fp32-equivalent rate (2 L^2 B flops), and the
+largest difference from the first variant's output (every variant computes the same thing).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import triton
+
+from pcc.backend import dense_kernels as D
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from vs_pyjuice import median_ms  # noqa: E402
+
+FIRST = 3  # rows 0..2 are ZERO, NEG, PAD as in a plan
+VARIANTS = [(128, 64, 32, 4, 4), (64, 64, 32, 4, 4), (128, 128, 32, 8, 3), (128, 64, 32, 8, 4), (64, 128, 32, 4, 4),
+            (128, 64, 64, 8, 3), (128, 128, 32, 4, 3), (64, 64, 64, 4, 3)]
+
+
+def layer(L: int, B: int):
+    g = torch.Generator(device="cuda").manual_seed(0)
+    vals = torch.randn(FIRST + 2 * L, B, device="cuda", generator=g) - 5
+    w = torch.rand(L, L, device="cuda", generator=g)
+    w = (w / w.sum(1, keepdim=True)).reshape(-1).contiguous()
+    child = (FIRST + torch.arange(L, device="cuda")).to(torch.int32)
+    out = (FIRST + L + torch.arange(L, device="cuda")).to(torch.int32)
+    part = vals[FIRST:FIRST + L].max(0).values[None].contiguous()
+    gbuf = torch.rand(L, B, device="cuda", generator=g)
+    shift = (vals[FIRST + L:].min(0).values).contiguous()
+    return vals, w, child, out, part, gbuf, shift
+
+
+def kernels(L: int, B: int, precision: str):
+    """``({name: run(variant) -> output}, reset)`` over one layer's buffers (the parameter flows accumulate
+    over launches: ``reset`` clears them before the launch whose output is compared)."""
+    vals, w, child, out, part, gbuf, shift = layer(L, B)
+    flows = torch.zeros_like(vals)
+    wflow = torch.zeros_like(w)
+
+    def fwd(v):
+        bm, bn, bk, warps, stages = v
+        D.dense_fwd[(triton.cdiv(L, bm) * triton.cdiv(B, bn),)](
+            vals, w, out, child, part, 0, L, B, P=L, C=L, NPART=1, BM=bm, BN=bn, BK=bk, PRECISION=precision,
+            STAGES=stages, GROUP=8, num_warps=warps)
+        return vals[FIRST + L:]
+
+    def bwd(v):
+        bm, bn, bk, warps, stages = v
+        D.dense_bwd[(triton.cdiv(L, bm) * triton.cdiv(B, bn),)](
+            vals, flows, w, gbuf, shift, child, child, 0, L, B, P=L, C=L, BM=bm, BN=bn, BK=bk, PRECISION=precision,
+            STAGES=stages, GROUP=8, OVERWRITE=True, num_warps=warps)
+        return flows[FIRST:FIRST + L]
+
+    def params(v):
+        bm, bn, bk, warps, stages = v
+        programs = triton.cdiv(L, bm) * triton.cdiv(L, bn)
+        split = max(1, min(triton.cdiv(B, bk) // 2, 528 // programs, 16)) if programs < 132 else 1
+        D.dense_params[(programs, split)](
+            vals, gbuf, shift, w, wflow, child, 0, L, B, P=L, C=L, STEPS=triton.cdiv(triton.cdiv(B, bk), split),
+            BM=bm, BN=bn, BK=bk, PRECISION=precision, STAGES=stages, GROUP=8, ATOMIC=split > 1, num_warps=warps)
+        return wflow
+    return {"fwd": fwd, "bwd": bwd, "params": params}, wflow.zero_
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shapes", default="4096x512,1024x512,1024x4096")
+    ap.add_argument("--precision", default="tf32x3")
+    ap.add_argument("--kernels", default="fwd,bwd,params")
+    args = ap.parse_args()
+    for shape in args.shapes.split(","):
+        L, B = (int(v) for v in shape.split("x"))
+        flops = 2 * L * L * B
+        runs, reset = kernels(L, B, args.precision)
+        for name, run in runs.items():
+            if name not in args.kernels.split(","):
+                continue
+            print(f"L={L} B={B} {name} ({args.precision})")
+            ref = None
+            for v in VARIANTS:
+                try:
+                    ms = median_ms(lambda: run(v), 20, warmup=1)
+                except Exception as e:  # out of shared memory etc.
+                    print(f"  {v}: {type(e).__name__}")
+                    continue
+                reset()
+                got = run(v).clone()
+                ref = got if ref is None else ref
+                err = float(((got - ref).abs() / ref.abs().clamp_min(1e-30)).max())
+                print(f"  BM={v[0]:3d} BN={v[1]:3d} BK={v[2]:2d} w{v[3]} s{v[4]}: {ms * 1e3:8.1f} us "
+                      f"{flops / ms / 1e9:6.1f} TFLOP/s  rel diff {err:.1e}")
+
+
+if __name__ == "__main__":
+    main()
