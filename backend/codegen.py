@@ -306,14 +306,18 @@ def _tile_args(tiles: tuple[int, ...]) -> str:
             f"num_warps={warps}")
 
 
-def _dense_shift(key: str, n: int, forward: bool) -> tuple[str, int]:
-    """The launch that reduces the op's shift over ``n`` rows in chunks, and the number of chunks."""
+def _dense_shift(key: str, n: int, forward: bool) -> list[str]:
+    """The launches that reduce the op's shift over ``n`` rows (children forward, parents backward) into ``sh``:
+    chunks of rows in parallel, then one combining launch. The forward also transposes the child values into
+    ``vt``; the backward's rows are the parents' (flow rows ``fout``)."""
     chunk = min(DENSE_CHUNK, max(32, 1 << (n - 1).bit_length()))
     parts = -(-n // chunk)
     rows = f't["{key}.child"], t["{key}.child"]' if forward else f't["{key}.out"], f["{key}.fout"]'
-    buf = "vals, vals" if forward else "vals, flows"
-    return (f"D.dense_shift[({parts}, triton.cdiv(B, 64))]({buf}, {rows}, part, {n}, B, FORWARD={forward}, "
-            f"CHUNK={chunk}, BN=32, BB=64)"), parts
+    buf, scratch = ("vals, vals", "vt") if forward else ("vals, flows", "part")
+    return [f"part, sh = vals.new_empty({parts}, B), vals.new_empty(B)",
+            f"D.dense_shift[({parts}, triton.cdiv(B, 64))]({buf}, {rows}, part, {scratch}, {n}, B, FORWARD={forward}, "
+            f"CHUNK={chunk}, BN=32, BB=64)",
+            f"D.dense_combine[(triton.cdiv(B, 64),)](part, sh, B, NPART={parts}, FORWARD={forward}, BB=64)"]
 
 
 def _dense_launch(kernel: str, m: int, k: int, tiles: dict, args: str) -> list[str]:
@@ -330,27 +334,26 @@ def _dense_launch(kernel: str, m: int, k: int, tiles: dict, args: str) -> list[s
 
 def _dense_forward_lines(key: str, op: SumOp) -> list[str]:
     base, stride, P, C = op.dense
-    shift, parts = _dense_shift(key, C, True)
-    args = f'vals, p.sum_w, t["{key}.out"], t["{key}.child"], part, {base}, {stride}, B, P={P}, C={C}, NPART={parts}'
-    return [f"# dense {P} x {C}: W[p, c] = sum_w[{base} + p * {stride} + c] (pcc.backend.dense_kernels)",
-            f"part = vals.new_empty({parts}, B)", shift] + _dense_launch("dense_fwd", P, C, DENSE_FWD, args)
+    args = f'vals, p.sum_w, t["{key}.out"], vt, sh, {base}, {stride}, B, P={P}, C={C}'
+    return ([f"# dense {P} x {C}: W[p, c] = sum_w[{base} + p * {stride} + c] (pcc.backend.dense_kernels)",
+             f"vt = vals.new_empty(B, {C})"] + _dense_shift(key, C, True)
+            + _dense_launch("dense_fwd", P, C, DENSE_FWD, args))
 
 
 def _dense_backward_lines(key: str, op: SumOp, overwrite: bool) -> list[str]:
     base, stride, P, C = op.dense
-    shift, parts = _dense_shift(key, P, False)
     full = _fit(DENSE_PARAMS["full"], P, C, None)
     pt = full if -(-P // full[0]) * -(-C // full[1]) >= FILL else _fit(DENSE_PARAMS["small"], P, C, None)
     programs = -(-P // pt[0]) * -(-C // pt[1])
     # batch splits as in the generic parameter flows (SPLIT_BELOW): only launches that leave SMs idle
     most = min(FILL // programs, SPLIT_MAX) if programs < SPLIT_BELOW else 1
-    args = (f'vals, flows, p.sum_w, g, sh, t["{key}.child"], f["{key}.fchild"], {base}, {stride}, B, P={P}, C={C}, '
+    args = (f'vals, flows, p.sum_w, gt, sh, t["{key}.child"], f["{key}.fchild"], {base}, {stride}, B, P={P}, C={C}, '
             f"OVERWRITE={overwrite}")
     return [f"# dense {P} x {C}: W[p, c] = sum_w[{base} + p * {stride} + c] (pcc.backend.dense_kernels)",
-            f"part, g, sh = flows.new_empty({parts}, B), flows.new_empty({P}, B), flows.new_empty(B)", shift,
+            f"gt = flows.new_empty(B, {P})"] + _dense_shift(key, P, False) + [
             f'D.dense_scale[(triton.cdiv({P}, 32), triton.cdiv(B, 64))](vals, flows, t["{key}.out"], f["{key}.fout"], '
-            f"part, g, sh, {P}, B, NPART={parts}, BN=32, BB=64)",
+            f"sh, gt, {P}, B, BN=32, BB=64)",
             f"split = max(1, min(triton.cdiv(B, {pt[2]}) // {SPLIT_BLOCKS}, {max(1, most)}))",
-            f'D.dense_params[({programs}, split)](vals, g, sh, p.sum_w, fl.sum_w, t["{key}.child"], {base}, {stride}, B, '
+            f'D.dense_params[({programs}, split)](vals, gt, sh, p.sum_w, fl.sum_w, t["{key}.child"], {base}, {stride}, B, '
             f"P={P}, C={C}, STEPS=triton.cdiv(triton.cdiv(B, {pt[2]}), split), {_tile_args(pt)}, ATOMIC=split > 1)",
             ] + _dense_launch("dense_bwd", C, P, DENSE_BWD, args)

@@ -39,10 +39,12 @@ def _tile(M, N, BM: tl.constexpr, BN: tl.constexpr, GROUP: tl.constexpr):
 
 
 @triton.jit
-def dense_shift(vals, flows, rows, frows, part, n, B, FORWARD: tl.constexpr, CHUNK: tl.constexpr,
+def dense_shift(vals, flows, rows, frows, part, vt, n, B, FORWARD: tl.constexpr, CHUNK: tl.constexpr,
                 BN: tl.constexpr, BB: tl.constexpr):
     """``part[j, b]``: over rows ``rows[j * CHUNK ..]`` (of ``n``), the maximum value (``FORWARD``) or the
-    minimum of ``v - log F`` over the rows with flow (flow rows ``frows``), for batch block ``program_id(1)``."""
+    minimum of ``v - log F`` over the rows with flow (flow rows ``frows``), for batch block ``program_id(1)``.
+    ``FORWARD`` also writes the values transposed, ``vt[b, i] = v[rows[i], b]``: the forward product then reads
+    its exponentiated operand contiguously along the contraction, as the tensor cores want it."""
     j = tl.program_id(0)
     b = tl.program_id(1) * BB + tl.arange(0, BB)
     inb = b < B
@@ -57,6 +59,7 @@ def dense_shift(vals, flows, rows, frows, part, n, B, FORWARD: tl.constexpr, CHU
         v = tl.load(vals + r[:, None] * B + b[None, :], mask=ok, other=float("-inf"))
         if FORWARD:
             red = tl.maximum(red, tl.max(v, axis=0))
+            tl.store(vt + b[None, :].to(tl.int64) * n + i[:, None], v, mask=ok)
         else:
             fr = tl.load(frows + i, mask=i < n, other=0).to(tl.int64)
             f = tl.load(flows + fr[:, None] * B + b[None, :], mask=ok, other=0.0)
@@ -65,78 +68,78 @@ def dense_shift(vals, flows, rows, frows, part, n, B, FORWARD: tl.constexpr, CHU
 
 
 @triton.jit
-def _combine(part, b, B, NPART: tl.constexpr, FORWARD: tl.constexpr):
-    """The shift of batch columns ``b`` from :func:`dense_shift`'s ``NPART`` chunk results (0 where no row
-    counts: every child is -inf, or no parent has flow)."""
+def dense_combine(part, shift, B, NPART: tl.constexpr, FORWARD: tl.constexpr, BB: tl.constexpr):
+    """``shift[b]``: the shift of batch column ``b`` from :func:`dense_shift`'s ``NPART`` chunk results (0 where
+    no row counts: every child is -inf, or no parent has flow). A launch of its own: combining the 64 chunks in
+    every product program cost HMM 4096's forward 11 of its 58 ms."""
+    b = tl.program_id(0) * BB + tl.arange(0, BB)
     if FORWARD:
-        red = tl.full(b.shape, float("-inf"), dtype=tl.float32)
+        red = tl.full((BB,), float("-inf"), dtype=tl.float32)
         for j in tl.static_range(NPART):
             red = tl.maximum(red, tl.load(part + j * B + b, mask=b < B, other=float("-inf")))
     else:
-        red = tl.full(b.shape, float("inf"), dtype=tl.float32)
+        red = tl.full((BB,), float("inf"), dtype=tl.float32)
         for j in tl.static_range(NPART):
             red = tl.minimum(red, tl.load(part + j * B + b, mask=b < B, other=float("inf")))
-    return tl.where((red == float("inf")) | (red == float("-inf")), 0.0, red)
+    tl.store(shift + b, tl.where((red == float("inf")) | (red == float("-inf")), 0.0, red), mask=b < B)
 
 
 @triton.jit
-def dense_fwd(vals, sum_w, out_rows, child_rows, part, w_base, w_stride, B,
-              P: tl.constexpr, C: tl.constexpr, NPART: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-              PRECISION: tl.constexpr, STAGES: tl.constexpr, GROUP: tl.constexpr):
-    """Parent rows ``out_rows[:P]``: ``log(W @ exp(C - m)) + m`` over children ``child_rows[:C]``."""
+def dense_fwd(vals, sum_w, out_rows, vt, shift, w_base, w_stride, B, P: tl.constexpr, C: tl.constexpr,
+              BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr, STAGES: tl.constexpr,
+              GROUP: tl.constexpr):
+    """Parent rows ``out_rows[:P]``: ``log(W @ exp(C - m)) + m``, the child values read transposed from ``vt``
+    (``[B, C]``, :func:`dense_shift`) and ``m`` from ``shift``."""
     pm, pn = _tile(P, B, BM, BN, GROUP)
     p = pm * BM + tl.arange(0, BM)
     b = pn * BN + tl.arange(0, BN)
-    m = _combine(part, b, B, NPART, True)
+    m = tl.load(shift + b, mask=b < B, other=0.0)
     at_w = sum_w + w_base + p[:, None].to(tl.int64) * w_stride
+    at_v = vt + b[None, :].to(tl.int64) * C
     acc = tl.zeros((BM, BN), dtype=tl.float32)
     for k in tl.range(0, C, BK, num_stages=STAGES):
         c = k + tl.arange(0, BK)
         w = tl.load(at_w + c[None, :], mask=(p < P)[:, None] & (c < C)[None, :], other=0.0)
-        r = tl.load(child_rows + c, mask=c < C, other=0).to(tl.int64)
-        cv = tl.load(vals + r[:, None] * B + b[None, :], mask=(c < C)[:, None] & (b < B)[None, :],
-                     other=float("-inf"))
+        cv = tl.load(at_v + c[:, None], mask=(c < C)[:, None] & (b < B)[None, :], other=float("-inf"))
         acc += _dot(w, tl.exp(cv - m[None, :]), PRECISION)
     rows = tl.load(out_rows + p, mask=p < P, other=0).to(tl.int64)
     tl.store(vals + rows[:, None] * B + b[None, :], tl.log(acc) + m[None, :], mask=(p < P)[:, None] & (b < B)[None, :])
 
 
 @triton.jit
-def dense_scale(vals, flows, out_rows, fout, part, g, shift, P, B, NPART: tl.constexpr, BN: tl.constexpr,
-                BB: tl.constexpr):
-    """``g[p, b] = F_p exp(s - v_p)`` (0 where ``F_p = 0``) for parents ``p`` of this program's rows, with
-    ``s`` combined from :func:`dense_shift`'s chunks; ``shift[b] = s``. ``g`` is a scratch ``[P, B]``: the
-    parents' flow rows are left as they are (node flows stay readable)."""
+def dense_scale(vals, flows, out_rows, fout, shift, gt, P, B, BN: tl.constexpr, BB: tl.constexpr):
+    """``gt[b, p] = F_p exp(s - v_p)`` (0 where ``F_p = 0``), transposed (``[B, P]``: the products read it
+    contiguously along the parents), with ``s`` from ``shift``. A scratch: the parents' flow rows are left as
+    they are (node flows stay readable)."""
     i = tl.program_id(0) * BN + tl.arange(0, BN)
     b = tl.program_id(1) * BB + tl.arange(0, BB)
     ok = (i < P)[:, None] & (b < B)[None, :]
-    s = _combine(part, b, B, NPART, False)
+    s = tl.load(shift + b, mask=b < B, other=0.0)
     r = tl.load(out_rows + i, mask=i < P, other=0).to(tl.int64)
     fr = tl.load(fout + i, mask=i < P, other=0).to(tl.int64)
     f = tl.load(flows + fr[:, None] * B + b[None, :], mask=ok, other=0.0)
     v = tl.load(vals + r[:, None] * B + b[None, :], mask=ok, other=0.0)
     # exp(log F + s - v) rather than F * exp(s - v): s - v reaches -log F, past fp32's range for tiny flows
     out = tl.where(f > 0.0, tl.exp(tl.log(f) + s[None, :] - v), 0.0)
-    tl.store(g + i[:, None].to(tl.int64) * B + b[None, :], out, mask=ok)
-    if tl.program_id(0) == 0:
-        tl.store(shift + b, s, mask=b < B)
+    tl.store(gt + b[None, :].to(tl.int64) * P + i[:, None], out, mask=ok)
 
 
 @triton.jit
-def dense_bwd(vals, flows, sum_w, g, shift, child_rows, child_frows, w_base, w_stride, B,
+def dense_bwd(vals, flows, sum_w, gt, shift, child_rows, child_frows, w_base, w_stride, B,
               P: tl.constexpr, C: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
               PRECISION: tl.constexpr, STAGES: tl.constexpr, GROUP: tl.constexpr, OVERWRITE: tl.constexpr):
-    """Child flows ``exp(C - s) * (W^T @ G)`` into flow rows ``child_frows[:C]`` (each written by one program:
+    """Child flows ``exp(C - s) * (W^T @ G)`` (``G`` transposed in ``gt``) into flow rows ``child_frows[:C]`` (each written by one program:
     a dense op's children are distinct; ``OVERWRITE``: their first flows, stored rather than added)."""
     pm, pn = _tile(C, B, BM, BN, GROUP)
     c = pm * BM + tl.arange(0, BM)
     b = pn * BN + tl.arange(0, BN)
     at_w = sum_w + w_base + c[:, None]
+    at_g = gt + b[None, :].to(tl.int64) * P
     acc = tl.zeros((BM, BN), dtype=tl.float32)
     for k in tl.range(0, P, BK, num_stages=STAGES):
         p = k + tl.arange(0, BK)
         wt = tl.load(at_w + p[None, :].to(tl.int64) * w_stride, mask=(c < C)[:, None] & (p < P)[None, :], other=0.0)
-        gp = tl.load(g + p[:, None].to(tl.int64) * B + b[None, :], mask=(p < P)[:, None] & (b < B)[None, :], other=0.0)
+        gp = tl.load(at_g + p[:, None], mask=(p < P)[:, None] & (b < B)[None, :], other=0.0)
         acc += _dot(wt, gp, PRECISION)
     ok = (c < C)[:, None] & (b < B)[None, :]
     s = tl.load(shift + b, mask=b < B, other=0.0)
@@ -147,10 +150,10 @@ def dense_bwd(vals, flows, sum_w, g, shift, child_rows, child_frows, w_base, w_s
 
 
 @triton.jit
-def dense_params(vals, g, shift, sum_w, wflow, child_rows, w_base, w_stride, B, P: tl.constexpr, C: tl.constexpr,
+def dense_params(vals, gt, shift, sum_w, wflow, child_rows, w_base, w_stride, B, P: tl.constexpr, C: tl.constexpr,
                  STEPS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr,
                  STAGES: tl.constexpr, GROUP: tl.constexpr, ATOMIC: tl.constexpr):
-    """Parameter flows ``W * (G @ exp(C - s)^T)`` of one ``BM x BN`` weight tile over batch blocks
+    """Parameter flows ``W * (G @ exp(C - s)^T)`` (``G`` transposed in ``gt``) of one ``BM x BN`` weight tile over batch blocks
     ``j, j + split, ...`` (``j = program_id(1)``, ``STEPS`` of them: the batch size is compiled in, as
     Triton's interpreter cannot loop to a runtime bound). ``ATOMIC``: the batch is split over programs, whose
     sums meet in atomics; otherwise each weight's flow is one read-add-write (a dense op's weights are distinct)."""
@@ -162,7 +165,7 @@ def dense_params(vals, g, shift, sum_w, wflow, child_rows, w_base, w_stride, B, 
     acc = tl.zeros((BM, BN), dtype=tl.float32)
     for step in tl.range(0, STEPS, num_stages=STAGES):
         bk = (step * split + tl.program_id(1)) * BK + tl.arange(0, BK)
-        gp = tl.load(g + p[:, None].to(tl.int64) * B + bk[None, :], mask=(p < P)[:, None] & (bk < B)[None, :], other=0.0)
+        gp = tl.load(gt + bk[None, :].to(tl.int64) * P + p[:, None], mask=(p < P)[:, None] & (bk < B)[None, :], other=0.0)
         s = tl.load(shift + bk, mask=bk < B, other=0.0)
         cv = tl.load(vals + r[None, :] * B + bk[:, None], mask=(c < C)[None, :] & (bk < B)[:, None], other=float("-inf"))
         acc += _dot(gp, tl.exp(tl.minimum(cv - s[:, None], CLAMP)), PRECISION)

@@ -31,30 +31,31 @@ def layer(L: int, B: int):
     w = (w / w.sum(1, keepdim=True)).reshape(-1).contiguous()
     child = (FIRST + torch.arange(L, device="cuda")).to(torch.int32)
     out = (FIRST + L + torch.arange(L, device="cuda")).to(torch.int32)
-    part = vals[FIRST:FIRST + L].max(0).values[None].contiguous()
-    gbuf = torch.rand(L, B, device="cuda", generator=g)
+    vt = vals[FIRST:FIRST + L].t().contiguous()  # the child values transposed, as dense_shift writes them
+    top = vals[FIRST:FIRST + L].max(0).values.contiguous()
+    gt = torch.rand(B, L, device="cuda", generator=g)  # G transposed, as dense_scale writes it
     shift = (vals[FIRST + L:].min(0).values).contiguous()
-    return vals, w, child, out, part, gbuf, shift
+    return vals, w, child, out, vt, top, gt, shift
 
 
 def kernels(L: int, B: int, precision: str):
     """``({name: run(variant) -> output}, reset)`` over one layer's buffers (the parameter flows accumulate
     over launches: ``reset`` clears them before the launch whose output is compared)."""
-    vals, w, child, out, part, gbuf, shift = layer(L, B)
+    vals, w, child, out, vt, top, gt, shift = layer(L, B)
     flows = torch.zeros_like(vals)
     wflow = torch.zeros_like(w)
 
     def fwd(v):
         bm, bn, bk, warps, stages = v
         D.dense_fwd[(triton.cdiv(L, bm) * triton.cdiv(B, bn),)](
-            vals, w, out, child, part, 0, L, B, P=L, C=L, NPART=1, BM=bm, BN=bn, BK=bk, PRECISION=precision,
+            vals, w, out, vt, top, 0, L, B, P=L, C=L, BM=bm, BN=bn, BK=bk, PRECISION=precision,
             STAGES=stages, GROUP=8, num_warps=warps)
         return vals[FIRST + L:]
 
     def bwd(v):
         bm, bn, bk, warps, stages = v
         D.dense_bwd[(triton.cdiv(L, bm) * triton.cdiv(B, bn),)](
-            vals, flows, w, gbuf, shift, child, child, 0, L, B, P=L, C=L, BM=bm, BN=bn, BK=bk, PRECISION=precision,
+            vals, flows, w, gt, shift, child, child, 0, L, B, P=L, C=L, BM=bm, BN=bn, BK=bk, PRECISION=precision,
             STAGES=stages, GROUP=8, OVERWRITE=True, num_warps=warps)
         return flows[FIRST:FIRST + L]
 
@@ -63,7 +64,7 @@ def kernels(L: int, B: int, precision: str):
         programs = triton.cdiv(L, bm) * triton.cdiv(L, bn)
         split = max(1, min(triton.cdiv(B, bk) // 2, 528 // programs, 16)) if programs < 132 else 1
         D.dense_params[(programs, split)](
-            vals, gbuf, shift, w, wflow, child, 0, L, B, P=L, C=L, STEPS=triton.cdiv(triton.cdiv(B, bk), split),
+            vals, gt, shift, w, wflow, child, 0, L, B, P=L, C=L, STEPS=triton.cdiv(triton.cdiv(B, bk), split),
             BM=bm, BN=bn, BK=bk, PRECISION=precision, STAGES=stages, GROUP=8, ATOMIC=split > 1, num_warps=warps)
         return wflow
     return {"fwd": fwd, "bwd": bwd, "params": params}, wflow.zero_

@@ -181,7 +181,7 @@ def test_dense_kernels_run_where_asked_and_over_several_batch_blocks(grid, monke
         monkeypatch.setattr(codegen, "FILL", 0)
     c = load_text(hmm_source(3, 128, 5), "h.pc")
     plan, ex, p, x, m = setup(c, 3, torch.float32, batch=130, executor="triton")
-    assert ex.source.count("D.dense_params[") == 3 and ex.source.count("part = vals.new_empty(") == 3
+    assert ex.source.count("D.dense_params[") == 3 and ex.source.count("vt = vals.new_empty(") == 3
     assert "D.dense_fwd[" in ex.source and "D.dense_bwd[" in ex.source and "K.sum_fwd[" not in ex.source
     xt, mt = torch.tensor(x), torch.tensor(m)
     exact, p64 = TorchExecutor(plan, "cpu", torch.float64), Params.from_plan(plan, "cpu", torch.float64)
