@@ -51,13 +51,15 @@ PAIR_MIN_CHILDREN, PAIR_FILL = 1024, 256
 # an H100 (bench/results/bwd_pairs_probe_2026-11-25_h100.txt) HMM 4096 at 512 sum_bwd 148 -> 126 ms; HMM 1024's
 # 16 (unrolled) uses got slower paired (77 -> 90 ms at 4096), so they stay single
 BWD_PAIRS, BWD_PAIR_USES = True, 32
-# dense sums (SumOp.dense) of at least DENSE_MIN_EDGES edges run as matrix products with one shift per sample
-# (pcc.backend.dense_kernels). Tiles (BM, BN, BK, warps, stages) of the forward, child-flow and parameter-flow
+# dense sums (SumOp.dense) run as matrix products with one shift per sample (pcc.backend.dense_kernels) from the
+# batch size on at which edges x batch reach DENSE_MIN_WORK: on an H100 (runs 39-42) HMM 256 at 512 (3.4e7) took
+# 5.3 ms generic and 7.1 dense, at 8192 (5.4e8) 24.1 and 18.6; HMM 1024 at 512 (5.4e8) 26-30 and 15.1. Tiles (BM, BN, BK, warps, stages) of the forward, child-flow and parameter-flow
 # products, each for full grids and for grids under one wave (SUM_FILL programs at the full tiles; the parameter
 # flows: under FILL), from bench/dense_sweep.py on an H100 (bench/results/dense_sweep_2026-11-25_h100.txt):
 # 4096 x 4096 at batch 512 forward 397 us, child flows 361, parameter flows 345; 1024 x 1024 at 512 with the
 # small-grid tiles 75, 86 and 72 (full tiles: 109, 101, 97). The shifts reduce DENSE_CHUNK rows per program.
-DENSE_MIN_EDGES = 1 << 20
+DENSE_MIN_WORK = 1 << 28
+DENSE_MAX_BATCH = 1 << 16  # ops that would need a larger batch for the dense kernels are generated without them
 DENSE_FWD = {"full": (128, 64, 32, 4, 4), "small": (128, 64, 64, 8, 3)}
 DENSE_BWD = {"full": (128, 64, 32, 4, 4), "small": (64, 64, 32, 4, 4)}
 DENSE_PARAMS = {"full": (128, 64, 32, 4, 4), "small": (64, 64, 64, 4, 3)}
@@ -200,8 +202,10 @@ def _forward_lines(key: str, op, fill: tuple[int, int]) -> list[str]:
     if isinstance(op, ProdOp):
         return [f'K.prod_fwd[(triton.cdiv({op.n}, BN), nb)](vals, t["{key}.children"], t["{key}.rows"], {op.n}, B, '
                 f"KMAX={op.children.shape[1]}, BN=BN, BB=BB)"]
-    if _is_dense(op):
-        return _dense_forward_lines(key, op)
+    return _dense_or(op, _dense_forward_lines(key, op) if _dense_batch(op) else [], _sum_forward_lines(key, op, fill))
+
+
+def _sum_forward_lines(key: str, op: SumOp, fill: tuple[int, int]) -> list[str]:
     tiles = len(op.out_rows)
     lines = [f"bb = K.batch_block(B, BB, {tiles}, {fill[0]})"]
     if op.pairable and op.child_rows.shape[1] >= PAIR_MIN_CHILDREN:
@@ -254,8 +258,11 @@ def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool) -> lis
     if isinstance(op, ProdOp):
         return [f'K.prod_bwd[(triton.cdiv({op.n}, BN), nb)](flows, f["{key}.frows"], f["{key}.fchildren"], {op.n}, B, '
                 f"KMAX={op.children.shape[1]}, BN=BN, BB=BB, ZERO={ZERO}, ATOMIC={op.child_atomics}, OVERWRITE={overwrite})"]
-    if _is_dense(op):
-        return _dense_backward_lines(key, op, overwrite)
+    dense = _dense_backward_lines(key, op, overwrite) if _dense_batch(op) else []
+    return _dense_or(op, dense, _sum_backward_lines(key, op, fill, overwrite))
+
+
+def _sum_backward_lines(key: str, op: SumOp, fill: tuple[int, int], overwrite: bool) -> list[str]:
     tiles = f't["{key}.out"], f["{key}.fout"], t["{key}.child"], {_weight_args(key, op)}, B'
     shape = lambda tp: f"TP={tp}, TC={op.tile_c}, KC={op.child_rows.shape[1]}, BB=bb"  # noqa: E731
     masks = f"PAD={PAD}, NEG={NEG}, AFFINE={op.affine is not None}"
@@ -287,9 +294,24 @@ def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool) -> lis
             f"PAIR={pair}, num_warps={8 if r >= 8 else 4})"]
 
 
-def _is_dense(op: SumOp) -> bool:
-    """Whether the op runs on the dense kernels (:attr:`SumOp.dense`, at least :data:`DENSE_MIN_EDGES` edges)."""
-    return op.dense is not None and op.dense[2] * op.dense[3] >= DENSE_MIN_EDGES
+def _dense_batch(op: SumOp) -> int:
+    """The smallest batch size from which the op runs on the dense kernels (edges x batch at least
+    :data:`DENSE_MIN_WORK`), or 0: never (not :attr:`SumOp.dense`, or beyond :data:`DENSE_MAX_BATCH`)."""
+    if op.dense is None:
+        return 0
+    least = max(1, -(-DENSE_MIN_WORK // (op.dense[2] * op.dense[3])))
+    return least if least <= DENSE_MAX_BATCH else 0
+
+
+def _dense_or(op: SumOp, dense: list[str], generic: list[str]) -> list[str]:
+    """The op's launches: ``dense`` from :func:`_dense_batch`'s batch size on, ``generic`` below it."""
+    least = _dense_batch(op)
+    if not least:
+        return generic
+    if least == 1:
+        return dense
+    return ([f"if B >= {least}:  # dense products from this batch size on (codegen.DENSE_MIN_WORK)"]
+            + ["    " + s for s in dense] + ["else:"] + ["    " + s for s in generic])
 
 
 def _fit(tiles: tuple[int, int, int, int, int], m: int, n: int | None, k: int | None) -> tuple[int, ...]:

@@ -152,7 +152,7 @@ DENSE = CIRCUITS[:12] + PAIRED
 def _dense_everywhere(monkeypatch) -> None:
     """Every dense sum (``SumOp.dense``: HMM transitions, single-parent roots) on the dense kernels."""
     from pcc.backend import codegen
-    monkeypatch.setattr(codegen, "DENSE_MIN_EDGES", 0)
+    monkeypatch.setattr(codegen, "DENSE_MIN_WORK", 0)
 
 
 @pytest.mark.parametrize("name,make", CIRCUITS[:20] + PAIRED, ids=[c[0] for c in CIRCUITS[:20] + PAIRED])
@@ -226,6 +226,27 @@ def test_dense_kernels_keep_flows_of_parents_far_apart(monkeypatch):
     assert torch.allclose(node.double(), node_want, rtol=1e-4, atol=1e-6)
     for a, b in zip(flows.all(), want.all()):
         assert torch.allclose(a.double(), b, rtol=1e-4, atol=1e-5)
+
+
+def test_dense_kernels_take_over_from_a_batch_size_on(monkeypatch):
+    """Dense ops switch to the dense kernels at run time once edges x batch reach DENSE_MIN_WORK; ops that
+    would need a batch beyond DENSE_MAX_BATCH (the 128-child root here) never do."""
+    from pcc.backend import codegen
+    plan = build_plan(optimize(load_text(hmm_source(3, 128, 5), "h.pc")))
+    src = codegen.generate(plan)
+    assert src.count(f"if B >= {(1 << 28) // (128 * 128)}:") == 4  # two transition sums, forward and backward
+    monkeypatch.setattr(codegen, "DENSE_MIN_WORK", 128 * 128 * 16)
+    for batch in (9, 20):  # generic, then dense
+        c = load_text(hmm_source(3, 128, 5), "h.pc")
+        plan, ex, p, x, m = setup(c, 4, torch.float32, batch=batch, executor="triton")
+        assert ex.source.count("if B >= 16:") == 4
+        exact, p64 = TorchExecutor(plan, "cpu", torch.float64), Params.from_plan(plan, "cpu", torch.float64)
+        xt, mt = torch.tensor(x), torch.tensor(m)
+        flows, want = Flows.zeros_like(p), Flows.zeros_like(p64)
+        ex.backward(p, ex.forward(p, xt, mt), xt, mt, flows)
+        exact.backward(p64, exact.forward(p64, xt.double(), mt), xt.double(), mt, want)
+        for a, b in zip(flows.all(), want.all()):
+            assert torch.allclose(a.double(), b, rtol=1e-4, atol=1e-5)
 
 
 def test_dense_property_finds_hmm_transitions_and_rejects_other_layouts():

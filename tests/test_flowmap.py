@@ -131,7 +131,7 @@ def test_training_flows_with_parent_tiles_in_pairs(name, make, monkeypatch):
 @pytest.mark.parametrize("name,make", CIRCUITS[:12] + PAIRED, ids=[c[0] for c in CIRCUITS[:12] + PAIRED])
 def test_training_flows_on_dense_kernels(name, make, monkeypatch):
     """The dense kernels (every dense sum) in training steps: compact flows, NaN-filled buffer, the reference."""
-    monkeypatch.setattr(codegen, "DENSE_MIN_EDGES", 0)
+    monkeypatch.setattr(codegen, "DENSE_MIN_WORK", 0)
     test_compact_training_flows_match_node_flows_and_reference(name, make, 2, monkeypatch)
 
 

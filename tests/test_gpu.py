@@ -54,20 +54,20 @@ def test_flows_and_em_match_float64(name, make):
 def test_dense_kernels_match_float64(name, make, monkeypatch):
     """Every dense sum on pcc.backend.dense_kernels (by default only those of >= 2^20 edges)."""
     from pcc.backend import codegen
-    monkeypatch.setattr(codegen, "DENSE_MIN_EDGES", 0)
+    monkeypatch.setattr(codegen, "DENSE_MIN_WORK", 0)
     test_log_likelihood_matches_reference(name, make)
     test_flows_and_em_match_float64(name, make)
 
 
 def test_hmm_of_1024_states_runs_dense_and_matches_float64():
-    """HMM 1024's transitions take the dense kernels by default; batch 200 spans several batch tiles."""
+    """HMM 1024's transitions take the dense kernels by default at batch 320 (>= 256), five batch tiles."""
     c = pcc.parse(hmm_source(6, 1024, 16, seed=3))
     randomize(c, 3)
     layered = pcc.optimize(c)
     fast = CircuitModel(layered, "cuda", executor="triton")
     exact = CircuitModel(layered, "cuda", dtype=torch.float64, executor="torch")
     assert fast.executor.source.count("D.dense_params[") == 5
-    x = np.random.default_rng(3).integers(0, 16, size=(200, 6))
+    x = np.random.default_rng(3).integers(0, 16, size=(320, 6))
     ll, want = fast.log_prob(x).double(), exact.log_prob(x)
     assert (ll - want).abs().max() <= 1e-5 * want.abs().max()
     nf, ne = fast.node_flows(x).double(), exact.node_flows(x)
