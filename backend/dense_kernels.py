@@ -24,7 +24,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .kernels import CLAMP, _add_flows, _dot
+from .kernels import CLAMP, G_CLAMP, _add_flows, _dot
 
 
 @triton.jit
@@ -119,8 +119,7 @@ def dense_scale(vals, flows, out_rows, fout, shift, gt, P, B, BN: tl.constexpr, 
     fr = tl.load(fout + i, mask=i < P, other=0).to(tl.int64)
     f = tl.load(flows + fr[:, None] * B + b[None, :], mask=ok, other=0.0)
     v = tl.load(vals + r[:, None] * B + b[None, :], mask=ok, other=0.0)
-    # exp(log F + s - v) rather than F * exp(s - v): s - v reaches -log F, past fp32's range for tiny flows
-    out = tl.where(f > 0.0, tl.exp(tl.log(f) + s[None, :] - v), 0.0)
+    out = tl.where(f > 0.0, f * tl.exp(tl.minimum(s[None, :] - v, G_CLAMP)), 0.0)  # s - v <= -log F: G <= 1
     tl.store(gt + b[None, :].to(tl.int64) * P + i[:, None], out, mask=ok)
 
 

@@ -31,6 +31,8 @@ import triton.language as tl
 LOG_SQRT_2PI = tl.constexpr(0.9189385332046727)
 # exp(80) ~ 5.5e34: clamping m - v at 80 keeps F * exp(m - v) finite; edges it cuts have weights below fp32's range
 CLAMP = tl.constexpr(80.0)
+# s - v <= -log F keeps F exp(s - v) <= 1; the clamp only matters for subnormal F, whose 1/F is past fp32's range
+G_CLAMP = tl.constexpr(87.0)
 # sum_bwd unrolls its loop over a child tile's parent tiles up to this many (beyond, compile time explodes)
 UNROLL_USES = tl.constexpr(16)
 # Triton's CPU interpreter miscomputes bf16 tl.dot, so there "bf16" rounds the operands and multiplies in fp32
@@ -345,10 +347,10 @@ def sum_fwd(vals, sum_w, out_rows, child_rows, wids, wbase, wstride, B,
 @triton.jit
 def _parent_scale(vals, flows, out_rows, fout, t, b, B, TP: tl.constexpr):
     """``(G, s, rows)``: ``G = F * exp(s - v)`` of parent tile ``t`` with the per-sample shift ``s`` (the smallest
-    live parent value), and the tile's rows (``PAD`` where short; ``fout`` holds their flow rows).
+    ``v - log F`` among parents with flow), and the tile's rows (``PAD`` where short; ``fout`` holds their flow rows).
 
-    A sum's children share its scope, so ``c - s`` stays near ``-log w`` and ``exp(c - s)`` is finite (the
-    clamp guards weights below fp32's range); ``s <= v`` keeps ``G <= F``. Parents without flow give 0.
+    A sum's children share its scope, so ``c - s`` stays below ``-log w`` and ``exp(c - s)`` is finite (the
+    clamp guards weights below fp32's range); ``s <= v - log F`` keeps ``G <= 1``. Parents without flow give 0.
     """
     rows = tl.load(out_rows + t * TP + tl.arange(0, TP)).to(tl.int64)
     frows = tl.load(fout + t * TP + tl.arange(0, TP)).to(tl.int64)
@@ -391,10 +393,13 @@ def _scale_rows(vals, flows, rows, frows, b, B):
     inb = b[None, :] < B
     f = tl.load(flows + frows[:, None] * B + b[None, :], mask=inb, other=0.0)
     v = tl.load(vals + rows[:, None] * B + b[None, :], mask=inb, other=0.0)
-    live = f != 0.0
-    s = tl.min(tl.where(live, v, float("inf")), axis=0)
+    live = f > 0.0
+    # s = min (v - log F): G <= 1, and G = 1 for the parent with the most flow per unit of value. The smallest
+    # value alone underflowed the main parents' G to 0 where a tile's values spread past ~88 nats while a low
+    # parent kept some flow (tests/test_backend.py, parents far apart)
+    s = tl.min(tl.where(live, v - tl.log(f), float("inf")), axis=0)
     s = tl.where(s == float("inf"), 0.0, s)
-    return tl.where(live, f * tl.exp(s[None, :] - v), 0.0), s
+    return tl.where(live, f * tl.exp(tl.minimum(s[None, :] - v, G_CLAMP)), 0.0), s
 
 
 @triton.jit

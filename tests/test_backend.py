@@ -193,13 +193,16 @@ def test_dense_kernels_run_where_asked_and_over_several_batch_blocks(grid, monke
         assert torch.allclose(a.double(), b, rtol=1e-4, atol=1e-5)
 
 
-def test_dense_kernels_keep_flows_of_parents_far_apart(monkeypatch):
-    """One shift per sample must keep every parent's flow when a dense layer's values spread far: 16 independent
-    chains (identity transitions), state j emitting symbol 0 with weight e^-4j and symbol 1 with e^-4(15-j).
-    On (0, 0, 1) the last transition layer's parents lie 120 nats apart, and state 15 still has flow e^-60. The
-    backward shift is the minimum of ``v - log F`` (state 15's, giving the main state ``G = e^-60``); a shift by the
-    minimum value alone would give the main state ``G = e^-120``, zero in fp32, and lose its flow."""
-    _dense_everywhere(monkeypatch)
+@pytest.mark.parametrize("path", ["generic", "dense"])
+def test_backward_keeps_flows_of_parents_far_apart(path, monkeypatch):
+    """A shift per sample (per parent tile in the generic kernels) must keep every parent's flow when a layer's
+    values spread far: 16 independent chains (identity transitions), state j emitting symbol 0 with weight e^-4j
+    and symbol 1 with e^-4(15-j). On (0, 0, 1) the last transition layer's parents lie 120 nats apart, and state
+    15 still has flow e^-60. The backward shift is the minimum of ``v - log F`` (state 15's, giving the main
+    state ``G = e^-60``); a shift by the minimum value alone gave the main state ``G = e^-120``, zero in fp32,
+    and lost its flow (the generic kernels did, before)."""
+    if path == "dense":
+        _dense_everywhere(monkeypatch)
     L = 16
     c = optimize(load_text(hmm_source(3, L, 5), "h.pc"))
     plan = build_plan(c)
@@ -214,6 +217,7 @@ def test_dense_kernels_keep_flows_of_parents_far_apart(monkeypatch):
                 params.cat[5][start:start + size] = emit.to(params.cat[5].dtype)
             elif size == L * L:
                 params.sum_w[start:start + size] = torch.eye(L, dtype=params.sum_w.dtype).reshape(-1)
+    assert ("D.dense_bwd[" in ex.source) == (path == "dense")
     x = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
     mt = torch.zeros(x.shape, dtype=torch.bool)
     vals64 = exact.forward(p64, x.double(), mt)
