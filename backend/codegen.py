@@ -57,7 +57,8 @@ BWD_PAIRS, BWD_PAIR_USES = True, 32
 # products, each for full grids and for grids under one wave (SUM_FILL programs at the full tiles; the parameter
 # flows: under FILL), from bench/dense_sweep.py on an H100 (bench/results/dense_sweep_2026-11-25_h100.txt):
 # 4096 x 4096 at batch 512 forward 397 us, child flows 361, parameter flows 345; 1024 x 1024 at 512 with the
-# small-grid tiles 75, 86 and 72 (full tiles: 109, 101, 97). The shifts reduce DENSE_CHUNK rows per program.
+# small-grid tiles 75, 86 and 72 (full tiles: 109, 101, 97), both before the operands were transposed (the
+# sweep's own kernels since are the transposed ones). The shifts reduce DENSE_CHUNK rows per program.
 DENSE_MIN_WORK = 1 << 28
 DENSE_MAX_BATCH = 1 << 16  # ops that would need a larger batch for the dense kernels are generated without them
 DENSE_FWD = {"full": (128, 64, 32, 4, 4), "small": (128, 64, 64, 8, 3)}

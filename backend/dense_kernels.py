@@ -13,8 +13,10 @@ are loaded:
 
 The generic kernels (:mod:`.kernels`) instead keep a running maximum per parent tile and rescale their
 partial sums as it grows, and redo the shift per parent tile in the backward pass; on an H100 the plain
-product is 2-3x faster at HMM 4096's shape (``bench/dense_gemm_probe.py``). The shift is one reduction
-(:func:`dense_shift`, in row chunks so that it fills the GPU) whose chunk results the consumers combine.
+product is 2-3x faster at HMM 4096's shape (``bench/dense_gemm_probe.py``). The shift is reduced over row
+chunks in parallel (:func:`dense_shift`) and the chunks combined in one small launch (:func:`dense_combine`).
+The products read both operands contiguously along the contraction: the forward's child values and the
+backward's ``G`` are written transposed (``[B, C]``, ``[B, P]``) by the passes before them.
 
 Programs cover ``BM x BN`` output tiles in groups of ``GROUP`` rows of tiles (so that the tiles running at
 once share operand rows in L2), looping over the contraction in ``BK`` steps.
