@@ -68,11 +68,22 @@ DENSE_CHUNK, DENSE_GROUP = 64, 8
 _STATS = {"categorical": "fl.cat[{k}]", "bernoulli": "fl.bern", "gaussian": "fl.gauss"}
 
 
+def _pow2(n: int, lo: int, hi: int) -> int:
+    """The power of two at or above ``n``, kept within ``[lo, hi]`` (a tile size for ``n`` rows)."""
+    return min(hi, max(lo, 1 << (n - 1).bit_length()))
+
+
+def _most_splits(programs: int) -> int:
+    """How many ways a parameter-flow launch of ``programs`` programs may split the batch (:data:`SPLIT_BELOW`):
+    only launches that leave SMs idle split, up to :data:`FILL` programs, since every split costs atomics."""
+    return max(1, min(FILL // programs, SPLIT_MAX)) if programs < SPLIT_BELOW else 1
+
+
 def cat_rows(op: InputOp) -> int:
     """Rows per categorical-backward tile: :data:`CAT_ROWS`, or fewer (a power of two, at least 16) when no
     variable has that many rows, since a tile never spans two variables (HCLT-32: 32 rows per pixel)."""
     longest = int(op.var_runs()[1].max()) if op.n else 1
-    return min(CAT_ROWS, max(16, 1 << (longest - 1).bit_length()))
+    return _pow2(longest, 16, CAT_ROWS)
 
 
 def tables(plan: Plan) -> dict[str, object]:
@@ -203,7 +214,7 @@ def _forward_lines(key: str, op, fill: tuple[int, int]) -> list[str]:
     if isinstance(op, ProdOp):
         return [f'K.prod_fwd[(triton.cdiv({op.n}, BN), nb)](vals, t["{key}.children"], t["{key}.rows"], {op.n}, B, '
                 f"KMAX={op.children.shape[1]}, BN=BN, BB=BB)"]
-    return _dense_or(op, _dense_forward_lines(key, op) if _dense_batch(op) else [], _sum_forward_lines(key, op, fill))
+    return _dense_or(op, lambda: _dense_forward_lines(key, op), _sum_forward_lines(key, op, fill))
 
 
 def _sum_forward_lines(key: str, op: SumOp, fill: tuple[int, int]) -> list[str]:
@@ -241,7 +252,7 @@ def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool) -> lis
     if isinstance(op, InputOp):
         stats = _STATS[op.dist].format(k=op.k)
         if op.dist == "categorical":
-            kb, rows = min(64, max(16, 1 << (op.k - 1).bit_length())), cat_rows(op)
+            kb, rows = _pow2(op.k, 16, 64), cat_rows(op)
             kblocks = -(-op.k // kb)
             # missing entries' expected counts are added in the kernel (no mass buffer, no torch passes)
             return [f'K.input_bwd_cat[({len(op.var_tiles(rows)) * kblocks},)](flows, f["{key}.frows"], x, miss, '
@@ -259,8 +270,7 @@ def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool) -> lis
     if isinstance(op, ProdOp):
         return [f'K.prod_bwd[(triton.cdiv({op.n}, BN), nb)](flows, f["{key}.frows"], f["{key}.fchildren"], {op.n}, B, '
                 f"KMAX={op.children.shape[1]}, BN=BN, BB=BB, ZERO={ZERO}, ATOMIC={op.child_atomics}, OVERWRITE={overwrite})"]
-    dense = _dense_backward_lines(key, op, overwrite) if _dense_batch(op) else []
-    return _dense_or(op, dense, _sum_backward_lines(key, op, fill, overwrite))
+    return _dense_or(op, lambda: _dense_backward_lines(key, op, overwrite), _sum_backward_lines(key, op, fill, overwrite))
 
 
 def _sum_backward_lines(key: str, op: SumOp, fill: tuple[int, int], overwrite: bool) -> list[str]:
@@ -269,8 +279,7 @@ def _sum_backward_lines(key: str, op: SumOp, fill: tuple[int, int], overwrite: b
     masks = f"PAD={PAD}, NEG={NEG}, AFFINE={op.affine is not None}"
     # parameter flows first: they read the parents' flows before anything else changes the buffer
     programs = len(op.out_rows) * op.kmax
-    # batch splits (see SPLIT_BELOW): only narrow launches split, since splits cost atomics
-    most = min(FILL // programs, SPLIT_MAX) if programs < SPLIT_BELOW else 1
+    most = _most_splits(programs)
     pair = _bwd_pair(op)
     # training steps (scaled): G once per parent instead of once per child tile (kernels.sum_scale); the scale
     # argument of unscaled launches is an unread placeholder
@@ -280,7 +289,7 @@ def _sum_backward_lines(key: str, op: SumOp, fill: tuple[int, int], overwrite: b
                                 f'if scaled: K.sum_scale[({len(op.out_rows) // pair}, nb)](vals, flows, t["{key}.out"], '
                                 f'f["{key}.fout"], sc, B, TP={pair * op.tile_p}, BB=BB)'], "sc", "scaled"
     lines += [f"bb = K.batch_block(B, BB, {programs}, {fill[1]})",
-              f"split = max(1, min(triton.cdiv(B, bb) // {SPLIT_BLOCKS}, {max(1, most)}))",
+              f"split = max(1, min(triton.cdiv(B, bb) // {SPLIT_BLOCKS}, {most}))",
               f"K.sum_bwd_params[({len(op.out_rows)}, {op.kmax}, split)](vals, flows, p.sum_w, fl.sum_w, {tiles}, "
               f"split, {scale}, {shape(op.tile_p)}, {masks}, PRECISION=PRECISION, SCALED={scaled}, SCALE_PAIR={pair})"]
     tiles_c, r = len(op.child_tiles[0]), op.child_tiles[1].shape[1]
@@ -304,11 +313,12 @@ def _dense_batch(op: SumOp) -> int:
     return least if least <= DENSE_MAX_BATCH else 0
 
 
-def _dense_or(op: SumOp, dense: list[str], generic: list[str]) -> list[str]:
-    """The op's launches: ``dense`` from :func:`_dense_batch`'s batch size on, ``generic`` below it."""
+def _dense_or(op: SumOp, dense, generic: list[str]) -> list[str]:
+    """The op's launches: ``dense()``'s from :func:`_dense_batch`'s batch size on, ``generic`` below it."""
     least = _dense_batch(op)
     if not least:
         return generic
+    dense = dense()
     if least == 1:
         return dense
     return ([f"if B >= {least}:  # dense products from this batch size on (codegen.DENSE_MIN_WORK)"]
@@ -318,7 +328,7 @@ def _dense_or(op: SumOp, dense: list[str], generic: list[str]) -> list[str]:
 def _fit(tiles: tuple[int, int, int, int, int], m: int, n: int | None, k: int | None) -> tuple[int, ...]:
     """A dense product's tiles with ``BM``, ``BN``, ``BK`` shrunk (to at least 16) where ``m``, ``n``, ``k``
     (None: the batch, unknown here) are smaller."""
-    fit = lambda t, size: t if size is None else min(t, max(16, 1 << (size - 1).bit_length()))  # noqa: E731
+    fit = lambda t, size: t if size is None else _pow2(size, 16, t)  # noqa: E731
     bm, bn, bk, warps, stages = tiles
     return fit(bm, m), fit(bn, n), fit(bk, k), warps, stages
 
@@ -333,7 +343,7 @@ def _dense_shift(key: str, n: int, forward: bool) -> list[str]:
     """The launches that reduce the op's shift over ``n`` rows (children forward, parents backward) into ``sh``:
     chunks of rows in parallel, then one combining launch. The forward also transposes the child values into
     ``vt``; the backward's rows are the parents' (flow rows ``fout``)."""
-    chunk = min(DENSE_CHUNK, max(32, 1 << (n - 1).bit_length()))
+    chunk = _pow2(n, 32, DENSE_CHUNK)
     parts = -(-n // chunk)
     rows = f't["{key}.child"], t["{key}.child"]' if forward else f't["{key}.out"], f["{key}.fout"]'
     buf, scratch = ("vals, vals", "vt") if forward else ("vals, flows", "part")
@@ -368,15 +378,14 @@ def _dense_backward_lines(key: str, op: SumOp, overwrite: bool) -> list[str]:
     full = _fit(DENSE_PARAMS["full"], P, C, None)
     pt = full if -(-P // full[0]) * -(-C // full[1]) >= FILL else _fit(DENSE_PARAMS["small"], P, C, None)
     programs = -(-P // pt[0]) * -(-C // pt[1])
-    # batch splits as in the generic parameter flows (SPLIT_BELOW): only launches that leave SMs idle
-    most = min(FILL // programs, SPLIT_MAX) if programs < SPLIT_BELOW else 1
+    most = _most_splits(programs)
     args = (f'vals, flows, p.sum_w, gt, sh, t["{key}.child"], f["{key}.fchild"], {base}, {stride}, B, P={P}, C={C}, '
             f"OVERWRITE={overwrite}")
     return [f"# dense {P} x {C}: W[p, c] = sum_w[{base} + p * {stride} + c] (pcc.backend.dense_kernels)",
             f"gt = flows.new_empty(B, {P})"] + _dense_shift(key, P, False) + [
             f'D.dense_scale[(triton.cdiv({P}, 32), triton.cdiv(B, 64))](vals, flows, t["{key}.out"], f["{key}.fout"], '
             f"sh, gt, {P}, B, BN=32, BB=64)",
-            f"split = max(1, min(triton.cdiv(B, {pt[2]}) // {SPLIT_BLOCKS}, {max(1, most)}))",
+            f"split = max(1, min(triton.cdiv(B, {pt[2]}) // {SPLIT_BLOCKS}, {most}))",
             f'D.dense_params[({programs}, split)](vals, gt, sh, p.sum_w, fl.sum_w, t["{key}.child"], {base}, {stride}, B, '
             f"P={P}, C={C}, STEPS=triton.cdiv(triton.cdiv(B, {pt[2]}), split), {_tile_args(pt)}, ATOMIC=split > 1)",
             ] + _dense_launch("dense_bwd", C, P, DENSE_BWD, args)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .kernels import CLAMP, G_CLAMP, _add_flows, _dot
+from .kernels import CLAMP, _add_flows, _dot, scaled_flow, shift_key
 
 
 @triton.jit
@@ -65,7 +65,7 @@ def dense_shift(vals, flows, rows, frows, part, vt, n, B, FORWARD: tl.constexpr,
         else:
             fr = tl.load(frows + i, mask=i < n, other=0).to(tl.int64)
             f = tl.load(flows + fr[:, None] * B + b[None, :], mask=ok, other=0.0)
-            red = tl.minimum(red, tl.min(tl.where(f > 0.0, v - tl.log(f), float("inf")), axis=0))
+            red = tl.minimum(red, tl.min(shift_key(v, f), axis=0))
     tl.store(part + j * B + b, red, mask=inb)
 
 
@@ -121,8 +121,7 @@ def dense_scale(vals, flows, out_rows, fout, shift, gt, P, B, BN: tl.constexpr, 
     fr = tl.load(fout + i, mask=i < P, other=0).to(tl.int64)
     f = tl.load(flows + fr[:, None] * B + b[None, :], mask=ok, other=0.0)
     v = tl.load(vals + r[:, None] * B + b[None, :], mask=ok, other=0.0)
-    out = tl.where(f > 0.0, f * tl.exp(tl.minimum(s[None, :] - v, G_CLAMP)), 0.0)  # s - v <= -log F: G <= 1
-    tl.store(gt + b[None, :].to(tl.int64) * P + i[:, None], out, mask=ok)
+    tl.store(gt + b[None, :].to(tl.int64) * P + i[:, None], scaled_flow(f, v, s[None, :]), mask=ok)
 
 
 @triton.jit

@@ -393,13 +393,25 @@ def _scale_rows(vals, flows, rows, frows, b, B):
     inb = b[None, :] < B
     f = tl.load(flows + frows[:, None] * B + b[None, :], mask=inb, other=0.0)
     v = tl.load(vals + rows[:, None] * B + b[None, :], mask=inb, other=0.0)
-    live = f > 0.0
-    # s = min (v - log F): G <= 1, and G = 1 for the parent with the most flow per unit of value. The smallest
-    # value alone underflowed the main parents' G to 0 where a tile's values spread past ~88 nats while a low
-    # parent kept some flow (tests/test_backend.py, parents far apart)
-    s = tl.min(tl.where(live, v - tl.log(f), float("inf")), axis=0)
+    s = tl.min(shift_key(v, f), axis=0)
     s = tl.where(s == float("inf"), 0.0, s)
-    return tl.where(live, f * tl.exp(tl.minimum(s[None, :] - v, G_CLAMP)), 0.0), s
+    return scaled_flow(f, v, s[None, :]), s
+
+
+@triton.jit
+def shift_key(v, f):
+    """``v - log F`` of parents with flow (``F > 0``), +inf elsewhere: the backward shift ``s`` is its minimum.
+
+    Then ``G = F exp(s - v) <= 1``, and ``G = 1`` for the parent with the most flow per unit of value. The
+    smallest value alone underflowed the main parents' ``G`` to 0 where values spread past ~88 nats while a low
+    parent kept some flow (tests/test_backend.py, parents far apart)."""
+    return tl.where(f > 0.0, v - tl.log(f), float("inf"))
+
+
+@triton.jit
+def scaled_flow(f, v, s):
+    """``G = F exp(s - v)`` (0 where ``F = 0``) for a shift ``s`` from :func:`shift_key` (``s - v <= -log F``)."""
+    return tl.where(f > 0.0, f * tl.exp(tl.minimum(s - v, G_CLAMP)), 0.0)
 
 
 @triton.jit

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 import triton
 
+from pcc.backend import codegen
 from pcc.backend import dense_kernels as D
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -62,7 +63,7 @@ def kernels(L: int, B: int, precision: str):
     def params(v):
         bm, bn, bk, warps, stages = v
         programs = triton.cdiv(L, bm) * triton.cdiv(L, bn)
-        split = max(1, min(triton.cdiv(B, bk) // 2, 528 // programs, 16)) if programs < 132 else 1
+        split = max(1, min(triton.cdiv(B, bk) // codegen.SPLIT_BLOCKS, codegen._most_splits(programs)))
         D.dense_params[(programs, split)](
             vals, gt, shift, w, wflow, child, 0, L, B, P=L, C=L, STEPS=triton.cdiv(triton.cdiv(B, bk), split),
             BM=bm, BN=bn, BK=bk, PRECISION=precision, STAGES=stages, GROUP=8, ATOMIC=split > 1, num_warps=warps)
