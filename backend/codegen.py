@@ -97,6 +97,8 @@ def tables(plan: Plan) -> dict[str, object]:
                 out[f"{key}.wids"] = op.weight_ids
             else:
                 out.update({f"{key}.wbase": op.affine[0], f"{key}.wstride": op.affine[1]})
+            if op.dense is not None:
+                out[f"{key}.dbase"] = op.dense.bases
         elif isinstance(op, InputOp):
             out.update({f"{key}.var": op.var, f"{key}.prow": op.prow})
             if op.dist == "categorical":
@@ -112,6 +114,9 @@ def value_tables(plan: Plan, vmap: ValueMap) -> dict[str, object]:
     for key, op in forward_order(plan):
         if isinstance(op, SumOp):
             out.update({f"{key}.out": v[op.out_rows], f"{key}.child": v[op.child_rows], f"{key}.tiles": v[op.child_tiles[0]]})
+            if op.dense is not None:  # the dense kernels' rows, [G, P] and [G, C]
+                parents, children = op.dense_rows()
+                out.update({f"{key}.dout": v[parents], f"{key}.dchild": v[children]})
             continue
         out[f"{key}.rows"] = v[op.start:op.start + op.n]
         if isinstance(op, ProdOp):
@@ -128,8 +133,9 @@ def flow_tables(plan: Plan, fmap: FlowMap) -> dict[str, object]:
     for key, op in forward_order(plan):
         if isinstance(op, SumOp):
             out.update({f"{key}.fout": f[op.out_rows], f"{key}.ftiles": f[op.child_tiles[0]]})
-            if op.dense is not None:  # the dense kernels' children in order (ftiles are sorted tiles)
-                out[f"{key}.fchild"] = f[op.child_rows[0]]
+            if op.dense is not None:  # the dense kernels' rows in order (ftiles are sorted tiles)
+                parents, children = op.dense_rows()
+                out.update({f"{key}.fdout": f[parents], f"{key}.fchild": f[children]})
         else:
             out[f"{key}.frows"] = f[op.start:op.start + op.n]
             if isinstance(op, ProdOp) and op.gathers:
@@ -309,7 +315,7 @@ def _dense_batch(op: SumOp) -> int:
     :data:`DENSE_MIN_WORK`), or 0: never (not :attr:`SumOp.dense`, or beyond :data:`DENSE_MAX_BATCH`)."""
     if op.dense is None:
         return 0
-    least = max(1, -(-DENSE_MIN_WORK // (op.dense[2] * op.dense[3])))
+    least = max(1, -(-DENSE_MIN_WORK // op.dense.edges))
     return least if least <= DENSE_MAX_BATCH else 0
 
 
@@ -339,53 +345,59 @@ def _tile_args(tiles: tuple[int, ...]) -> str:
             f"num_warps={warps}")
 
 
-def _dense_shift(key: str, n: int, forward: bool) -> list[str]:
-    """The launches that reduce the op's shift over ``n`` rows (children forward, parents backward) into ``sh``:
-    chunks of rows in parallel, then one combining launch. The forward also transposes the child values into
-    ``vt``; the backward's rows are the parents' (flow rows ``fout``)."""
+def _dense_shift(key: str, n: int, groups: int, forward: bool) -> list[str]:
+    """The launches that reduce the op's shift (per group and sample) over ``n`` rows per group (children
+    forward, parents backward) into ``sh`` [G, B]: chunks of rows in parallel, then one combining launch. The
+    forward also transposes the child values into ``vt``; the backward's rows are the parents' (``fdout``)."""
     chunk = _pow2(n, 32, DENSE_CHUNK)
     parts = -(-n // chunk)
-    rows = f't["{key}.child"], t["{key}.child"]' if forward else f't["{key}.out"], f["{key}.fout"]'
+    rows = f't["{key}.dchild"], t["{key}.dchild"]' if forward else f't["{key}.dout"], f["{key}.fdout"]'
     buf, scratch = ("vals, vals", "vt") if forward else ("vals, flows", "part")
-    return [f"part, sh = vals.new_empty({parts}, B), vals.new_empty(B)",
-            f"D.dense_shift[({parts}, triton.cdiv(B, 64))]({buf}, {rows}, part, {scratch}, {n}, B, FORWARD={forward}, "
-            f"CHUNK={chunk}, BN=32, BB=64)",
-            f"D.dense_combine[(triton.cdiv(B, 64),)](part, sh, B, NPART={parts}, FORWARD={forward}, BB=64)"]
+    return [f"part, sh = vals.new_empty({groups * parts}, B), vals.new_empty({groups}, B)",
+            f"D.dense_shift[({parts}, triton.cdiv(B, 64), {groups})]({buf}, {rows}, part, {scratch}, {n}, B, "
+            f"FORWARD={forward}, CHUNK={chunk}, BN=32, BB=64)",
+            f"D.dense_combine[(triton.cdiv(B, 64), {groups})](part, sh, B, NPART={parts}, FORWARD={forward}, BB=64)"]
 
 
-def _dense_launch(kernel: str, m: int, k: int, tiles: dict, args: str) -> list[str]:
-    """A dense product over ``m`` rows x the batch (contraction ``k``): the full tiles, or the small-grid ones
-    where the full tiles' grid would not fill one wave at this batch size."""
+def _dense_launch(kernel: str, m: int, k: int, groups: int, tiles: dict, args: str) -> list[str]:
+    """A dense product over ``m`` rows x the batch (contraction ``k``) in each of ``groups`` groups: the full
+    tiles, or the small-grid ones where the full tiles' grid would not fill one wave at this batch size."""
     full, small = _fit(tiles["full"], m, None, k), _fit(tiles["small"], m, None, k)
-    launch = lambda t: (f"D.{kernel}[({-(-m // t[0])} * triton.cdiv(B, {t[1]}),)]({args}, "  # noqa: E731
+    launch = lambda t: (f"D.{kernel}[({-(-m // t[0])} * triton.cdiv(B, {t[1]}), {groups})]({args}, "  # noqa: E731
                         f"{_tile_args(t)})")
     if full == small:
         return [launch(full)]
-    return [f"if {-(-m // full[0])} * triton.cdiv(B, {full[1]}) >= {SUM_FILL}:", "    " + launch(full),
+    return [f"if {groups * -(-m // full[0])} * triton.cdiv(B, {full[1]}) >= {SUM_FILL}:", "    " + launch(full),
             "else:  # under one wave: the small-grid tiles", "    " + launch(small)]
 
 
+def _dense_title(op: SumOp) -> str:
+    d = op.dense
+    return (f"# dense, {d.groups} group(s) of {d.P} x {d.C}: W_g[p, c] = sum_w[base_g + p * {d.stride} + c] "
+            "(pcc.backend.dense_kernels)")
+
+
 def _dense_forward_lines(key: str, op: SumOp) -> list[str]:
-    base, stride, P, C = op.dense
-    args = f'vals, p.sum_w, t["{key}.out"], vt, sh, {base}, {stride}, B, P={P}, C={C}'
-    return ([f"# dense {P} x {C}: W[p, c] = sum_w[{base} + p * {stride} + c] (pcc.backend.dense_kernels)",
-             f"vt = vals.new_empty(B, {C})"] + _dense_shift(key, C, True)
-            + _dense_launch("dense_fwd", P, C, DENSE_FWD, args))
+    d = op.dense
+    args = f'vals, p.sum_w, t["{key}.dout"], vt, sh, t["{key}.dbase"], {d.stride}, B, P={d.P}, C={d.C}'
+    return ([_dense_title(op), f"vt = vals.new_empty({d.groups}, B, {d.C})"] + _dense_shift(key, d.C, d.groups, True)
+            + _dense_launch("dense_fwd", d.P, d.C, d.groups, DENSE_FWD, args) + ["del vt, part, sh"])
 
 
 def _dense_backward_lines(key: str, op: SumOp, overwrite: bool) -> list[str]:
-    base, stride, P, C = op.dense
-    full = _fit(DENSE_PARAMS["full"], P, C, None)
-    pt = full if -(-P // full[0]) * -(-C // full[1]) >= FILL else _fit(DENSE_PARAMS["small"], P, C, None)
-    programs = -(-P // pt[0]) * -(-C // pt[1])
-    most = _most_splits(programs)
-    args = (f'vals, flows, p.sum_w, gt, sh, t["{key}.child"], f["{key}.fchild"], {base}, {stride}, B, P={P}, C={C}, '
-            f"OVERWRITE={overwrite}")
-    return [f"# dense {P} x {C}: W[p, c] = sum_w[{base} + p * {stride} + c] (pcc.backend.dense_kernels)",
-            f"gt = flows.new_empty(B, {P})"] + _dense_shift(key, P, False) + [
-            f'D.dense_scale[(triton.cdiv({P}, 32), triton.cdiv(B, 64))](vals, flows, t["{key}.out"], f["{key}.fout"], '
-            f"sh, gt, {P}, B, BN=32, BB=64)",
+    d = op.dense
+    full = _fit(DENSE_PARAMS["full"], d.P, d.C, None)
+    fills = d.groups * -(-d.P // full[0]) * -(-d.C // full[1]) >= FILL
+    pt = full if fills else _fit(DENSE_PARAMS["small"], d.P, d.C, None)
+    programs = -(-d.P // pt[0]) * -(-d.C // pt[1])
+    most = _most_splits(programs * d.groups)
+    args = (f'vals, flows, p.sum_w, gt, sh, t["{key}.dchild"], f["{key}.fchild"], t["{key}.dbase"], {d.stride}, B, '
+            f"P={d.P}, C={d.C}, OVERWRITE={overwrite}")
+    return [_dense_title(op), f"gt = flows.new_empty({d.groups}, B, {d.P})"] + _dense_shift(key, d.P, d.groups, False) + [
+            f'D.dense_scale[(triton.cdiv({d.P}, 32), triton.cdiv(B, 64), {d.groups})](vals, flows, t["{key}.dout"], '
+            f'f["{key}.fdout"], sh, gt, {d.P}, B, BN=32, BB=64)',
             f"split = max(1, min(triton.cdiv(B, {pt[2]}) // {SPLIT_BLOCKS}, {most}))",
-            f'D.dense_params[({programs}, split)](vals, gt, sh, p.sum_w, fl.sum_w, t["{key}.child"], {base}, {stride}, B, '
-            f"P={P}, C={C}, STEPS=triton.cdiv(triton.cdiv(B, {pt[2]}), split), {_tile_args(pt)}, ATOMIC=split > 1)",
-            ] + _dense_launch("dense_bwd", C, P, DENSE_BWD, args)
+            f'D.dense_params[({programs}, split, {d.groups})](vals, gt, sh, p.sum_w, fl.sum_w, t["{key}.dchild"], '
+            f't["{key}.dbase"], {d.stride}, B, P={d.P}, C={d.C}, STEPS=triton.cdiv(triton.cdiv(B, {pt[2]}), split), '
+            f"{_tile_args(pt)}, ATOMIC=split > 1)",
+            ] + _dense_launch("dense_bwd", d.C, d.P, d.groups, DENSE_BWD, args) + ["del gt, part, sh"]

@@ -1,9 +1,10 @@
 """Triton kernels of dense sum ops, as matrix products with a per-sample shift.
 
-A dense op (``SumOp.dense``: every parent reads the same ``C`` children, weights one strided block,
-``W[p, c] = sum_w[base + p * stride + c]``; an HMM's transitions) shares one log-sum-exp shift per sample
-across all its parents, so its three products are plain GEMMs whose operands are exponentiated once as they
-are loaded:
+A dense op (``SumOp.dense``) is ``G`` independent groups; in group ``g`` every one of ``P`` parents reads the
+same ``C`` children, and the weights are one strided block, ``W_g[p, c] = sum_w[base_g + p * stride + c]``
+(an HMM's transitions: one group; an HCLT layer: one group per tree node). A group shares one log-sum-exp
+shift per sample across all its parents, so its three products are plain GEMMs whose operands are
+exponentiated once as they are loaded:
 
 * forward: ``v_p = log(W @ exp(C - m)) + m`` with ``m`` the per-sample maximum child value;
 * child flows: ``F_c = exp(C - s) * (W^T @ G)`` with ``G = F_p exp(s - v_p)`` and ``s`` the per-sample
@@ -19,7 +20,8 @@ The products read both operands contiguously along the contraction: the forward'
 backward's ``G`` are written transposed (``[B, C]``, ``[B, P]``) by the passes before them.
 
 Programs cover ``BM x BN`` output tiles in groups of ``GROUP`` rows of tiles (so that the tiles running at
-once share operand rows in L2), looping over the contraction in ``BK`` steps.
+once share operand rows in L2), looping over the contraction in ``BK`` steps; the op's group is the grid's
+last axis. Row tables are ``[G, P]`` (parents) and ``[G, C]`` (children), scratch buffers ``[G, ...]``.
 """
 from __future__ import annotations
 
@@ -43,11 +45,14 @@ def _tile(M, N, BM: tl.constexpr, BN: tl.constexpr, GROUP: tl.constexpr):
 @triton.jit
 def dense_shift(vals, flows, rows, frows, part, vt, n, B, FORWARD: tl.constexpr, CHUNK: tl.constexpr,
                 BN: tl.constexpr, BB: tl.constexpr):
-    """``part[j, b]``: over rows ``rows[j * CHUNK ..]`` (of ``n``), the maximum value (``FORWARD``) or the
-    minimum of ``v - log F`` over the rows with flow (flow rows ``frows``), for batch block ``program_id(1)``.
-    ``FORWARD`` also writes the values transposed, ``vt[b, i] = v[rows[i], b]``: the forward product then reads
-    its exponentiated operand contiguously along the contraction, as the tensor cores want it."""
-    j = tl.program_id(0)
+    """``part[g, j, b]``: over rows ``rows[g, j * CHUNK ..]`` (of ``n`` per group), the maximum value
+    (``FORWARD``) or the minimum of ``v - log F`` over the rows with flow (flow rows ``frows``), for batch block
+    ``program_id(1)`` of group ``program_id(2)``. ``FORWARD`` also writes the values transposed,
+    ``vt[g, b, i] = v[rows[g, i], b]``: the forward product then reads its exponentiated operand contiguously
+    along the contraction, as the tensor cores want it."""
+    j, g = tl.program_id(0), tl.program_id(2).to(tl.int64)
+    rows, frows, vt = rows + g * n, frows + g * n, vt + g * B * n
+    part += (g * tl.num_programs(0) + j) * B
     b = tl.program_id(1) * BB + tl.arange(0, BB)
     inb = b < B
     if FORWARD:
@@ -66,15 +71,17 @@ def dense_shift(vals, flows, rows, frows, part, vt, n, B, FORWARD: tl.constexpr,
             fr = tl.load(frows + i, mask=i < n, other=0).to(tl.int64)
             f = tl.load(flows + fr[:, None] * B + b[None, :], mask=ok, other=0.0)
             red = tl.minimum(red, tl.min(shift_key(v, f), axis=0))
-    tl.store(part + j * B + b, red, mask=inb)
+    tl.store(part + b, red, mask=inb)
 
 
 @triton.jit
 def dense_combine(part, shift, B, NPART: tl.constexpr, FORWARD: tl.constexpr, BB: tl.constexpr):
-    """``shift[b]``: the shift of batch column ``b`` from :func:`dense_shift`'s ``NPART`` chunk results (0 where
-    no row counts: every child is -inf, or no parent has flow). A launch of its own: combining the 64 chunks in
-    every product program cost HMM 4096's forward 11 of its 58 ms."""
+    """``shift[g, b]``: the shift of batch column ``b`` of group ``g = program_id(1)`` from :func:`dense_shift`'s
+    ``NPART`` chunk results (0 where no row counts: every child is -inf, or no parent has flow). A launch of its
+    own: combining the 64 chunks in every product program cost HMM 4096's forward 11 of its 58 ms."""
     b = tl.program_id(0) * BB + tl.arange(0, BB)
+    g = tl.program_id(1).to(tl.int64)
+    part, shift = part + g * NPART * B, shift + g * B
     if FORWARD:
         red = tl.full((BB,), float("-inf"), dtype=tl.float32)
         for j in tl.static_range(NPART):
@@ -90,8 +97,11 @@ def dense_combine(part, shift, B, NPART: tl.constexpr, FORWARD: tl.constexpr, BB
 def dense_fwd(vals, sum_w, out_rows, vt, shift, w_base, w_stride, B, P: tl.constexpr, C: tl.constexpr,
               BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr, STAGES: tl.constexpr,
               GROUP: tl.constexpr):
-    """Parent rows ``out_rows[:P]``: ``log(W @ exp(C - m)) + m``, the child values read transposed from ``vt``
-    (``[B, C]``, :func:`dense_shift`) and ``m`` from ``shift``."""
+    """Parent rows ``out_rows[g]``: ``log(W_g @ exp(C - m)) + m``, the child values read transposed from
+    ``vt[g]`` (``[B, C]``, :func:`dense_shift`) and ``m`` from ``shift[g]``; ``g = program_id(1)``."""
+    g = tl.program_id(1).to(tl.int64)
+    out_rows, vt, shift = out_rows + g * P, vt + g * B * C, shift + g * B
+    w_base = tl.load(w_base + g)
     pm, pn = _tile(P, B, BM, BN, GROUP)
     p = pm * BM + tl.arange(0, BM)
     b = pn * BN + tl.arange(0, BN)
@@ -110,9 +120,11 @@ def dense_fwd(vals, sum_w, out_rows, vt, shift, w_base, w_stride, B, P: tl.const
 
 @triton.jit
 def dense_scale(vals, flows, out_rows, fout, shift, gt, P, B, BN: tl.constexpr, BB: tl.constexpr):
-    """``gt[b, p] = F_p exp(s - v_p)`` (0 where ``F_p = 0``), transposed (``[B, P]``: the products read it
-    contiguously along the parents), with ``s`` from ``shift``. A scratch: the parents' flow rows are left as
-    they are (node flows stay readable)."""
+    """``gt[g, b, p] = F_p exp(s - v_p)`` (0 where ``F_p = 0``), transposed (``[B, P]``: the products read it
+    contiguously along the parents), with ``s`` from ``shift[g]``, ``g = program_id(2)``. A scratch: the parents'
+    flow rows are left as they are (node flows stay readable)."""
+    g = tl.program_id(2).to(tl.int64)
+    out_rows, fout, shift, gt = out_rows + g * P, fout + g * P, shift + g * B, gt + g * B * P
     i = tl.program_id(0) * BN + tl.arange(0, BN)
     b = tl.program_id(1) * BB + tl.arange(0, BB)
     ok = (i < P)[:, None] & (b < B)[None, :]
@@ -128,8 +140,12 @@ def dense_scale(vals, flows, out_rows, fout, shift, gt, P, B, BN: tl.constexpr, 
 def dense_bwd(vals, flows, sum_w, gt, shift, child_rows, child_frows, w_base, w_stride, B,
               P: tl.constexpr, C: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
               PRECISION: tl.constexpr, STAGES: tl.constexpr, GROUP: tl.constexpr, OVERWRITE: tl.constexpr):
-    """Child flows ``exp(C - s) * (W^T @ G)`` (``G`` transposed in ``gt``) into flow rows ``child_frows[:C]`` (each written by one program:
-    a dense op's children are distinct; ``OVERWRITE``: their first flows, stored rather than added)."""
+    """Child flows ``exp(C - s) * (W_g^T @ G)`` (``G`` transposed in ``gt[g]``) into flow rows ``child_frows[g]``,
+    ``g = program_id(1)`` (each written by one program: a dense op's children are distinct, also across its
+    groups; ``OVERWRITE``: their first flows, stored rather than added)."""
+    g = tl.program_id(1).to(tl.int64)
+    gt, shift, child_rows, child_frows = gt + g * B * P, shift + g * B, child_rows + g * C, child_frows + g * C
+    w_base = tl.load(w_base + g)
     pm, pn = _tile(C, B, BM, BN, GROUP)
     c = pm * BM + tl.arange(0, BM)
     b = pn * BN + tl.arange(0, BN)
@@ -153,10 +169,14 @@ def dense_bwd(vals, flows, sum_w, gt, shift, child_rows, child_frows, w_base, w_
 def dense_params(vals, gt, shift, sum_w, wflow, child_rows, w_base, w_stride, B, P: tl.constexpr, C: tl.constexpr,
                  STEPS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr,
                  STAGES: tl.constexpr, GROUP: tl.constexpr, ATOMIC: tl.constexpr):
-    """Parameter flows ``W * (G @ exp(C - s)^T)`` (``G`` transposed in ``gt``) of one ``BM x BN`` weight tile over batch blocks
-    ``j, j + split, ...`` (``j = program_id(1)``, ``STEPS`` of them: the batch size is compiled in, as
-    Triton's interpreter cannot loop to a runtime bound). ``ATOMIC``: the batch is split over programs, whose
-    sums meet in atomics; otherwise each weight's flow is one read-add-write (a dense op's weights are distinct)."""
+    """Parameter flows ``W_g * (G @ exp(C - s)^T)`` (``G`` transposed in ``gt[g]``, ``g = program_id(2)``) of one
+    ``BM x BN`` weight tile over batch blocks ``j, j + split, ...`` (``j = program_id(1)``, ``STEPS`` of them: the
+    batch size is compiled in, as Triton's interpreter cannot loop to a runtime bound). ``ATOMIC``: the batch is
+    split over programs, whose sums meet in atomics; otherwise each weight's flow is one read-add-write (a
+    dense op's weights are distinct, also across its groups)."""
+    g = tl.program_id(2).to(tl.int64)
+    gt, shift, child_rows = gt + g * B * P, shift + g * B, child_rows + g * C
+    w_base = tl.load(w_base + g)
     pm, pn = _tile(P, C, BM, BN, GROUP)
     p = pm * BM + tl.arange(0, BM)
     c = pn * BN + tl.arange(0, BN)

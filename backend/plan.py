@@ -264,32 +264,88 @@ class SumOp:
         return bool(np.where(real, even & (second == first + self.kmax), second < 0).all())
 
     @cached_property
-    def dense(self) -> tuple[int, int, int, int] | None:
-        """``(base, stride, P, C)`` when the op is one dense strided block: its ``P`` parents (the first ``P``
-        slots of ``out_rows``, the rest ``PAD``) all read the same ``C`` distinct children (the first ``C``
-        columns of every tile's ``child_rows``, the rest ``NEG``), and parent ``p``'s weight of child ``c`` is
-        ``sum_w[base + p * stride + c]``. Such ops run as plain matrix products (:mod:`.dense_kernels`)."""
+    def dense(self) -> Dense | None:
+        """The op as :class:`Dense` groups when it is one: consecutive runs of ``n`` parent tiles that read the
+        same child tiles, each run (group ``g``) with ``P`` parents (the first ``P`` slots of its tiles, the rest
+        ``PAD``) over ``C`` distinct children (the first ``C`` columns, the rest ``NEG``), parent ``p``'s weight
+        of child ``c`` at ``sum_w[base_g + p * stride + c]``; ``P``, ``C``, ``n`` and ``stride`` the same in every
+        group, and no child row and no weight shared by two groups. Such ops run as plain matrix products, one
+        per group (:mod:`.dense_kernels`): an HMM's transitions are one group, an HCLT layer one per tree node."""
         if self.affine is None:
             return None
-        first, parents = self.child_rows[0], self.out_rows.reshape(-1)
-        C, P = int((first != NEG).sum()), int((parents != PAD).sum())
-        if not (first[:C] != NEG).all() or not (parents[:P] != PAD).all() or len(np.unique(first[:C])) < C:
+        n = _run_length(self.child_rows)
+        if n is None:
             return None
-        if not (self.child_rows == first).all():
+        firsts, parents = self.child_rows[::n], self.out_rows.reshape(-1, n * self.tile_p)
+        groups = len(firsts)
+        C, P = int((firsts[0] != NEG).sum()), int((parents[0] != PAD).sum())
+        if groups > MAX_GROUPS or not (firsts[:, :C] != NEG).all() or not (parents[:, :P] != PAD).all():
+            return None
+        if (firsts[:, C:] != NEG).any() or (parents[:, P:] != PAD).any() or _repeats(firsts[:, :C], NEG):
             return None
         base, stride = self.affine
-        t, k = np.arange(len(self.out_rows))[:, None], np.arange(self.kmax)[None, :]
-        b0 = int(base[0, 0])
+        bases = base[::n, 0].astype(np.int64)
         if P == 1:
             s0 = 0
         elif self.tile_p == 1:  # a one-row tile has no stride of its own: the next tile's base gives it
-            s0 = int(base[1, 0] - b0)
+            s0 = int(base[1, 0] - base[0, 0])
         else:
             s0 = int(stride[0, 0])
-        want_base, want_stride = self._masked(b0 + t * self.tile_p * s0 + k * self.tile_c, np.full(base.shape, s0))
+        t, k = np.arange(n)[None, :, None], np.arange(self.kmax)[None, None, :]
+        want = (bases[:, None, None] + t * self.tile_p * s0 + k * self.tile_c).reshape(base.shape)
+        want_base, want_stride = self._masked(want, np.full(base.shape, s0))
         if not (np.array_equal(base, want_base) and np.array_equal(stride, want_stride)):
             return None
-        return b0, s0, P, C
+        dense = Dense(bases, s0, P, C)
+        return dense if dense.disjoint_weights() else None
+
+    def dense_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(parents [G, P], children [G, C])``: the rows of a :attr:`dense` op's groups, in weight order."""
+        d = self.dense
+        n = len(self.out_rows) // d.groups
+        return self.out_rows.reshape(d.groups, -1)[:, :d.P], self.child_rows[::n, :d.C]
+
+
+MAX_GROUPS = 65535  # a CUDA grid's y and z extents: the dense kernels' group axis
+
+
+@dataclass(frozen=True, eq=False)
+class Dense:
+    """A dense sum op's groups (:attr:`SumOp.dense`): group ``g``'s ``P x C`` weights at
+    ``sum_w[bases[g] + p * stride + c]``."""
+
+    bases: np.ndarray  # [G] int64
+    stride: int
+    P: int
+    C: int
+
+    @property
+    def groups(self) -> int:
+        return len(self.bases)
+
+    @property
+    def edges(self) -> int:
+        return self.groups * self.P * self.C
+
+    def key(self) -> tuple:
+        """A comparable summary: ``(G, first base, stride, P, C)``."""
+        return self.groups, int(self.bases[0]), self.stride, self.P, self.C
+
+    def disjoint_weights(self) -> bool:
+        """Whether no weight slot lies in two groups' blocks (each block spans ``(P - 1) * stride + C`` slots
+        from its base; a stride below ``C`` would overlap rows within a block too)."""
+        if self.P > 1 and self.stride < self.C:
+            return False
+        order = np.sort(self.bases)
+        return bool((np.diff(order) >= (self.P - 1) * self.stride + self.C).all())
+
+
+def _run_length(rows: np.ndarray) -> int | None:
+    """``n`` when ``rows`` ([T, ...]) is runs of ``n`` equal consecutive rows, each run unlike the next; else None."""
+    change = np.flatnonzero((rows[1:] != rows[:-1]).any(axis=1)) + 1
+    starts = np.concatenate([[0], change, [len(rows)]])
+    lengths = np.diff(starts)
+    return int(lengths[0]) if len(lengths) and (lengths == lengths[0]).all() else None
 
 
 def _repeats(rows: np.ndarray, pad: int) -> bool:

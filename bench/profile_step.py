@@ -8,18 +8,23 @@ Prints, per kernel name, the summed CUDA time of ``--steps`` eager steps divided
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 
 import torch
 
 import pcc
 from pcc import data as datasets
+from pcc.backend import codegen
 from pcc.backend.runtime import CircuitModel
 from pcc.backend.triton_exec import TritonExecutor
 from pcc.frontend import load_text
 from pcc.passes import DEFAULT_PIPELINE
 from pcc.structures import hclt
 from pcc.structures.hmm import hmm_source
+
+
+NEVER = 1 << 62  # a DENSE_MIN_WORK no op reaches
 
 
 def median_ms(fn, reps: int) -> float:
@@ -82,6 +87,9 @@ def main() -> None:
     ap.add_argument("--fill", type=int, default=None, help="codegen fill override (0: whole launches)")
     ap.add_argument("--config", help="a bench/vs_pyjuice.py configuration (e.g. rat64, pd64) instead of --structure")
     ap.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="pass pipeline (e.g. with layerize{max-prod-padding=1.25})")
+    ap.add_argument("--dense-min-work", default=str(codegen.DENSE_MIN_WORK),
+                    help="comma-separated codegen.DENSE_MIN_WORK values to compare (0: every dense op on the dense "
+                         "kernels, never: none)")
     args = ap.parse_args()
     x = datasets.load(args.mnist)
     start = time.perf_counter()
@@ -96,16 +104,20 @@ def main() -> None:
     model = CircuitModel(pcc.optimize(circuit, args.pipeline), "cuda", executor="triton")
     print(f"{title}: compiled in {time.perf_counter() - start:.1f}s", flush=True)
     xb = torch.as_tensor(x[:args.batch], device="cuda", dtype=torch.float32)
-    for precision in args.precision.split(","):
+    for precision, work in itertools.product(args.precision.split(","), args.dense_min_work.split(",")):
+        codegen.DENSE_MIN_WORK = NEVER
         model.executor = TritonExecutor(model.plan, model.device_, precision="ieee")
-        reference = model.log_prob(xb).double()  # at the current parameters (earlier precisions trained them)
+        reference = model.log_prob(xb).double()  # at the current parameters (earlier settings trained them)
+        codegen.DENSE_MIN_WORK = NEVER if work == "never" else int(work)
         model.executor = TritonExecutor(model.plan, model.device_, precision=precision, fill=args.fill)
         model._graphs.clear()
+        torch.cuda.reset_peak_memory_stats()
         err = float((model.log_prob(xb).double() - reference).abs().max() / reference.abs().max())
         rows = profile(model, xb, args.steps)
         model.use_graphs = True
         graph_ms = median_ms(lambda: model.em_step(xb, step_size=0.1, pseudocount=0.1), 20)
-        print(f"precision {precision}: LL rel err vs ieee {err:.1e}; step with CUDA graph {graph_ms:.3f} ms (median of 20)")
+        print(f"precision {precision}, DENSE_MIN_WORK {work}: LL rel err vs ieee (generic kernels) {err:.1e}; "
+              f"step with CUDA graph {graph_ms:.3f} ms (median of 20); peak {torch.cuda.max_memory_allocated() >> 20} MiB")
         print(f"{'kernel':70s} {'ms/step':>9s} {'launches':>9s}")
         for name, ms, n in rows[:12]:
             print(f"{name:70s} {ms:9.3f} {n:9d}")

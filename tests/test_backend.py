@@ -150,7 +150,7 @@ DENSE = CIRCUITS[:12] + PAIRED
 
 
 def _dense_everywhere(monkeypatch) -> None:
-    """Every dense sum (``SumOp.dense``: HMM transitions, single-parent roots) on the dense kernels."""
+    """Every dense sum (``SumOp.dense``: HMM transitions, PD regions, single-parent roots) on the dense kernels."""
     from pcc.backend import codegen
     monkeypatch.setattr(codegen, "DENSE_MIN_WORK", 0)
 
@@ -224,7 +224,7 @@ def test_backward_keeps_flows_of_parents_far_apart(path, monkeypatch):
     flows, want = Flows.zeros_like(p), Flows.zeros_like(p64)
     node = ex.backward(p, ex.forward(p, x, mt), x, mt, flows)
     node_want = exact.backward(p64, vals64, x.double(), mt, want)
-    dense = [op for ops in plan.layers for op in ops if isinstance(op, SumOp) and op.dense[2] == L]
+    dense = [op for ops in plan.layers for op in ops if isinstance(op, SumOp) and op.dense is not None and op.dense.P == L]
     parents = vals64[dense[-1].out_rows.reshape(-1)[:L], 0]
     assert parents.max() - parents.min() > 110 and node_want[dense[-1].out_rows[0, -1], 0] > 1e-30
     assert torch.allclose(node.double(), node_want, rtol=1e-4, atol=1e-6)
@@ -256,9 +256,11 @@ def test_dense_kernels_take_over_from_a_batch_size_on(monkeypatch):
 def test_dense_property_finds_hmm_transitions_and_rejects_other_layouts():
     plan = build_plan(optimize(load_text(hmm_source(3, 128, 5), "h.pc")))
     sums = [op for ops in plan.layers for op in ops if isinstance(op, SumOp)]
-    assert [op.dense for op in sums] == [(0, 128, 128, 128)] * 2 + [(16384, 0, 1, 128)]
+    assert [op.dense.key() for op in sums] == [(1, 0, 128, 128, 128)] * 2 + [(1, 16384, 0, 1, 128)]
     pd = build_plan(optimize(parse(EXAMPLES[[p.stem for p in EXAMPLES].index("pd8x8")])))
-    assert all(op.dense is None for ops in pd.layers[:-1] for op in ops if isinstance(op, SumOp))
+    keys = [op.dense.key() for ops in pd.layers for op in ops if isinstance(op, SumOp)]
+    assert keys == [(64, 0, 8, 8, 8), (16, 4096, 16, 8, 16), (16, 6144, 8, 8, 8), (4, 7168, 16, 8, 16),
+                    (4, 7680, 8, 8, 8), (1, 7936, 0, 1, 16)]  # one group per region, each over its partitions
     op = sums[0]
     base, stride = op.affine
     op.__dict__["affine"] = (base, stride + 1)  # the second tile's weights no longer continue the block
