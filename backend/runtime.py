@@ -74,6 +74,17 @@ class CircuitModel(torch.nn.Module):
         self._pool = None  # one memory pool for all of this model's graphs (see _capture)
 
     @property
+    def executor(self):
+        """The executor running the model's passes. Replacing it drops the captured CUDA graphs: they replay the
+        old executor's launches over its index tables, which are freed with it (a replay then reads garbage)."""
+        return self._executor
+
+    @executor.setter
+    def executor(self, executor) -> None:
+        self._executor = executor
+        self._graphs = {}
+
+    @property
     def num_vars(self) -> int:
         return self.plan.num_vars
 

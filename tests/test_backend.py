@@ -383,3 +383,13 @@ def test_categorical_tiles_fit_the_rows_of_one_variable():
     assert rows([0] * 256 + [1] * 256) == CAT_ROWS
     assert rows([0] * 40 + [1] * 3) == 64           # the longest run, rounded up to a power of two
     assert rows([0, 1, 2]) == 16 and rows([]) == 16  # tl.dot's smallest tile
+
+
+def test_replacing_the_executor_drops_captured_graphs():
+    """A captured graph replays its executor's launches over that executor's tables: once the executor is
+    replaced (and its tables freed) the model must capture anew rather than replay stale graphs."""
+    from pcc.backend.runtime import CircuitModel
+    model = CircuitModel(optimize(parse(EXAMPLES[0])), "cpu", executor="torch")
+    model._graphs[("forward", 4)] = "a graph of the old executor"
+    model.executor = TorchExecutor(model.plan, "cpu")
+    assert model._graphs == {} and isinstance(model.executor, TorchExecutor)

@@ -92,6 +92,21 @@ def test_cuda_graph_step_equals_eager_step():
         assert torch.allclose(p, q, atol=1e-6)
 
 
+def test_a_new_executor_drops_the_graphs_of_the_old_one(monkeypatch):
+    """Graphs bake in an executor's launches and tables; after the executor is replaced (a benchmark comparing
+    settings does this) a replay of the old graph would read freed tables."""
+    from pcc.backend import codegen
+    from pcc.backend.triton_exec import TritonExecutor
+    c, fast, exact, x, m = _models(CASES[2][1], 6)
+    fast.log_prob(x, m)
+    assert len(fast._graphs) == 1
+    for work in (0, 1 << 62):  # the dense kernels' tables, then none
+        monkeypatch.setattr(codegen, "DENSE_MIN_WORK", work)
+        fast.executor = TritonExecutor(fast.plan, fast.device_)
+        assert not fast._graphs
+        assert (fast.log_prob(x, m).double() - exact.log_prob(x, m)).abs().max() <= 1e-4
+
+
 def test_graphs_share_one_pool_and_interleave_exactly():
     """Forward graphs of two batch sizes and a step graph share the model's pool: replayed in any order
     they agree with eager runs, and the model holds about one value buffer, not one per graph."""
