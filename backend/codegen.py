@@ -64,6 +64,11 @@ DENSE_MAX_BATCH = 1 << 16  # ops that would need a larger batch for the dense ke
 DENSE_FWD = {"full": (128, 64, 32, 4, 4), "small": (128, 64, 64, 8, 3)}
 DENSE_BWD = {"full": (128, 64, 32, 4, 4), "small": (64, 64, 32, 4, 4)}
 DENSE_PARAMS = {"full": (128, 64, 32, 4, 4), "small": (64, 64, 64, 4, 3)}
+# ops of several groups (HCLT layers: short contractions, one weight block per group) at full grids take other
+# tiles (bench/results/dense_sweep_groups_2026-11-25_h100.txt): forward (C >= DENSE_GROUPS_MIN_C) 512 x 512 in
+# 40 groups at batch 4096 2055 -> 1504 us, 256 x 256 in 76 at 512 194 -> 134 us (but 128 x 128 at 8192 694 ->
+# 936, so not there); parameter flows 512 x 512 in 76 at 512 489 -> 420 us, 128 x 128 at 8192 536 -> 528 us
+DENSE_GROUPS_FWD, DENSE_GROUPS_PARAMS, DENSE_GROUPS_MIN_C = (128, 128, 32, 8, 3), (128, 64, 64, 8, 3), 256
 DENSE_CHUNK, DENSE_GROUP = 64, 8
 _STATS = {"categorical": "fl.cat[{k}]", "bernoulli": "fl.bern", "gaussian": "fl.gauss"}
 
@@ -359,10 +364,12 @@ def _dense_shift(key: str, n: int, groups: int, forward: bool) -> list[str]:
             f"D.dense_combine[(triton.cdiv(B, 64), {groups})](part, sh, B, NPART={parts}, FORWARD={forward}, BB=64)"]
 
 
-def _dense_launch(kernel: str, m: int, k: int, groups: int, tiles: dict, args: str) -> list[str]:
+def _dense_launch(kernel: str, m: int, k: int, groups: int, tiles: dict, args: str,
+                  grouped: tuple[int, ...] | None = None) -> list[str]:
     """A dense product over ``m`` rows x the batch (contraction ``k``) in each of ``groups`` groups: the full
-    tiles, or the small-grid ones where the full tiles' grid would not fill one wave at this batch size."""
-    full, small = _fit(tiles["full"], m, None, k), _fit(tiles["small"], m, None, k)
+    tiles (``grouped`` instead where given), or the small-grid ones where the full tiles' grid would not fill
+    one wave at this batch size."""
+    full, small = _fit(grouped or tiles["full"], m, None, k), _fit(tiles["small"], m, None, k)
     launch = lambda t: (f"D.{kernel}[({-(-m // t[0])} * triton.cdiv(B, {t[1]}), {groups})]({args}, "  # noqa: E731
                         f"{_tile_args(t)})")
     if full == small:
@@ -381,12 +388,14 @@ def _dense_forward_lines(key: str, op: SumOp) -> list[str]:
     d = op.dense
     args = f'vals, p.sum_w, t["{key}.dout"], vt, sh, t["{key}.dbase"], {d.stride}, B, P={d.P}, C={d.C}'
     return ([_dense_title(op), f"vt = vals.new_empty({d.groups}, B, {d.C})"] + _dense_shift(key, d.C, d.groups, True)
-            + _dense_launch("dense_fwd", d.P, d.C, d.groups, DENSE_FWD, args) + ["del vt, part, sh"])
+            + _dense_launch("dense_fwd", d.P, d.C, d.groups, DENSE_FWD, args,
+                            DENSE_GROUPS_FWD if d.groups > 1 and d.C >= DENSE_GROUPS_MIN_C else None)
+            + ["del vt, part, sh"])
 
 
 def _dense_backward_lines(key: str, op: SumOp, overwrite: bool) -> list[str]:
     d = op.dense
-    full = _fit(DENSE_PARAMS["full"], d.P, d.C, None)
+    full = _fit(DENSE_GROUPS_PARAMS if d.groups > 1 else DENSE_PARAMS["full"], d.P, d.C, None)
     fills = d.groups * -(-d.P // full[0]) * -(-d.C // full[1]) >= FILL
     pt = full if fills else _fit(DENSE_PARAMS["small"], d.P, d.C, None)
     programs = -(-d.P // pt[0]) * -(-d.C // pt[1])

@@ -1,9 +1,11 @@
-"""Tiles of the dense sum kernels (pcc.backend.dense_kernels), timed on synthetic HMM-like layers.
+"""Tiles of the dense sum kernels (pcc.backend.dense_kernels), timed on synthetic dense layers.
 
-``python bench/dense_sweep.py [--shapes 4096x512,1024x512] [--precision tf32x3]``: for an ``L x L`` dense
-sum at batch ``B``, each kernel (forward product, child flows, parameter flows) under each tile variant
-``(BM, BN, BK, warps, stages)``: the median of 20 launches, the fp32-equivalent rate (2 L^2 B flops), and the
-largest difference from the first variant's output (every variant computes the same thing).
+``python bench/dense_sweep.py [--shapes 4096x512,1024x512,512x4096x40] [--precision tf32x3]``: for ``G``
+groups (the optional third number; 1: an HMM's transitions, more: an HCLT layer, one group per tree node) of
+an ``L x L`` dense sum at batch ``B``, each kernel (forward product, child flows, parameter flows) under each
+tile variant ``(BM, BN, BK, warps, stages)``: the median of 20 launches, the fp32-equivalent rate
+(2 G L^2 B flops), and the largest difference from the first variant's output (every variant computes the
+same thing).
 """
 from __future__ import annotations
 
@@ -25,47 +27,49 @@ VARIANTS = [(128, 64, 32, 4, 4), (64, 64, 32, 4, 4), (128, 128, 32, 8, 3), (128,
             (128, 64, 64, 8, 3), (128, 128, 32, 4, 3), (64, 64, 64, 4, 3)]
 
 
-def layer(L: int, B: int):
-    g = torch.Generator(device="cuda").manual_seed(0)
-    vals = torch.randn(FIRST + 2 * L, B, device="cuda", generator=g) - 5
-    w = torch.rand(L, L, device="cuda", generator=g)
-    w = (w / w.sum(1, keepdim=True)).reshape(-1).contiguous()
-    child = (FIRST + torch.arange(L, device="cuda")).to(torch.int32)
-    out = (FIRST + L + torch.arange(L, device="cuda")).to(torch.int32)
-    vt = vals[FIRST:FIRST + L].t().contiguous()  # the child values transposed, as dense_shift writes them
-    top = vals[FIRST:FIRST + L].max(0).values.contiguous()
-    gt = torch.rand(B, L, device="cuda", generator=g)  # G transposed, as dense_scale writes it
-    shift = (vals[FIRST + L:].min(0).values).contiguous()
-    return vals, w, child, out, vt, top, gt, shift
+def layer(L: int, B: int, G: int):
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    vals = torch.randn(FIRST + 2 * G * L, B, device="cuda", generator=gen) - 5
+    w = torch.rand(G, L, L, device="cuda", generator=gen)
+    w = (w / w.sum(2, keepdim=True)).reshape(-1).contiguous()
+    base = torch.arange(G, device="cuda", dtype=torch.int64) * L * L
+    child = (FIRST + torch.arange(G * L, device="cuda")).to(torch.int32)
+    out = (FIRST + G * L + torch.arange(G * L, device="cuda")).to(torch.int32)
+    kids = vals[FIRST:FIRST + G * L].reshape(G, L, B)
+    vt = kids.transpose(1, 2).contiguous()  # the child values transposed, as dense_shift writes them
+    top = kids.max(1).values.contiguous()
+    gt = torch.rand(G, B, L, device="cuda", generator=gen)  # G transposed, as dense_scale writes it
+    shift = vals[FIRST + G * L:].reshape(G, L, B).min(1).values.contiguous()
+    return vals, w, base, child, out, vt, top, gt, shift
 
 
-def kernels(L: int, B: int, precision: str):
+def kernels(L: int, B: int, G: int, precision: str):
     """``({name: run(variant) -> output}, reset)`` over one layer's buffers (the parameter flows accumulate
     over launches: ``reset`` clears them before the launch whose output is compared)."""
-    vals, w, child, out, vt, top, gt, shift = layer(L, B)
+    vals, w, base, child, out, vt, top, gt, shift = layer(L, B, G)
     flows = torch.zeros_like(vals)
     wflow = torch.zeros_like(w)
 
     def fwd(v):
         bm, bn, bk, warps, stages = v
-        D.dense_fwd[(triton.cdiv(L, bm) * triton.cdiv(B, bn),)](
-            vals, w, out, vt, top, 0, L, B, P=L, C=L, BM=bm, BN=bn, BK=bk, PRECISION=precision,
+        D.dense_fwd[(triton.cdiv(L, bm) * triton.cdiv(B, bn), G)](
+            vals, w, out, vt, top, base, L, B, P=L, C=L, BM=bm, BN=bn, BK=bk, PRECISION=precision,
             STAGES=stages, GROUP=8, num_warps=warps)
-        return vals[FIRST + L:]
+        return vals[FIRST + G * L:]
 
     def bwd(v):
         bm, bn, bk, warps, stages = v
-        D.dense_bwd[(triton.cdiv(L, bm) * triton.cdiv(B, bn),)](
-            vals, flows, w, gt, shift, child, child, 0, L, B, P=L, C=L, BM=bm, BN=bn, BK=bk, PRECISION=precision,
-            STAGES=stages, GROUP=8, OVERWRITE=True, num_warps=warps)
-        return flows[FIRST:FIRST + L]
+        D.dense_bwd[(triton.cdiv(L, bm) * triton.cdiv(B, bn), G)](
+            vals, flows, w, gt, shift, child, child, base, L, B, P=L, C=L, BM=bm, BN=bn, BK=bk,
+            PRECISION=precision, STAGES=stages, GROUP=8, OVERWRITE=True, num_warps=warps)
+        return flows[FIRST:FIRST + G * L]
 
     def params(v):
         bm, bn, bk, warps, stages = v
         programs = triton.cdiv(L, bm) * triton.cdiv(L, bn)
-        split = max(1, min(triton.cdiv(B, bk) // codegen.SPLIT_BLOCKS, codegen._most_splits(programs)))
-        D.dense_params[(programs, split)](
-            vals, gt, shift, w, wflow, child, 0, L, B, P=L, C=L, STEPS=triton.cdiv(triton.cdiv(B, bk), split),
+        split = max(1, min(triton.cdiv(B, bk) // codegen.SPLIT_BLOCKS, codegen._most_splits(programs * G)))
+        D.dense_params[(programs, split, G)](
+            vals, gt, shift, w, wflow, child, base, L, B, P=L, C=L, STEPS=triton.cdiv(triton.cdiv(B, bk), split),
             BM=bm, BN=bn, BK=bk, PRECISION=precision, STAGES=stages, GROUP=8, ATOMIC=split > 1, num_warps=warps)
         return wflow
     return {"fwd": fwd, "bwd": bwd, "params": params}, wflow.zero_
@@ -73,18 +77,18 @@ def kernels(L: int, B: int, precision: str):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--shapes", default="4096x512,1024x512,1024x4096")
+    ap.add_argument("--shapes", default="4096x512,1024x512,1024x4096,512x4096x40,256x512x76")
     ap.add_argument("--precision", default="tf32x3")
     ap.add_argument("--kernels", default="fwd,bwd,params")
     args = ap.parse_args()
     for shape in args.shapes.split(","):
-        L, B = (int(v) for v in shape.split("x"))
-        flops = 2 * L * L * B
-        runs, reset = kernels(L, B, args.precision)
+        L, B, G = ([int(v) for v in shape.split("x")] + [1])[:3]
+        flops = 2 * G * L * L * B
+        runs, reset = kernels(L, B, G, args.precision)
         for name, run in runs.items():
             if name not in args.kernels.split(","):
                 continue
-            print(f"L={L} B={B} {name} ({args.precision})")
+            print(f"L={L} B={B} G={G} {name} ({args.precision})")
             ref = None
             for v in VARIANTS:
                 try:

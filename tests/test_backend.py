@@ -169,6 +169,36 @@ def test_flows_on_dense_kernels(name, make, monkeypatch):
     test_flows_match_autograd(name, make, "triton", torch.float32, None, 1e-4)
 
 
+def _small_hclt(latents: int):
+    """An HCLT over 6 variables: one dense group per tree node, of ``latents / 64`` parent tiles when wider than
+    a tile (the groups of a real HCLT layer)."""
+    from pcc.structures import hclt
+    rng = np.random.default_rng(latents)
+    x = rng.integers(0, 4, size=(200, 6))
+    x[:, 1::2] = (x[:, ::2] + rng.integers(0, 2, size=(200, 3))) % 4
+    return load_text(hclt(x, latents, "categorical", num_cats=4), "hclt.pc")
+
+
+GROUPED = [("pd8x8", lambda: parse(EXAMPLES[[p.stem for p in EXAMPLES].index("pd8x8")]))] + [
+    (f"hclt{k}", lambda k=k: _small_hclt(k)) for k in (16, 128)]
+
+
+@pytest.mark.parametrize("name,make", GROUPED, ids=[c[0] for c in GROUPED])
+def test_dense_groups_on_their_own_tiles(name, make, monkeypatch):
+    """Ops of several dense groups (PD regions, HCLT tree nodes) at full grids, on the tiles codegen gives
+    grouped ops (DENSE_GROUPS_FWD / DENSE_GROUPS_PARAMS, forced here at any width), against the references."""
+    from pcc.backend import codegen
+    _dense_everywhere(monkeypatch)
+    for name_, value in (("SUM_FILL", 0), ("FILL", 0), ("DENSE_GROUPS_MIN_C", 0)):
+        monkeypatch.setattr(codegen, name_, value)
+    plan = build_plan(optimize(make()))
+    groups = [op.dense.groups for ops in plan.layers for op in ops if isinstance(op, SumOp) and op.dense is not None]
+    assert max(groups) > 1
+    assert "num_warps=8)" in codegen.generate(plan).split("D.dense_fwd[")[1].split("\n")[0]
+    test_forward_matches_reference(name, make, "triton", torch.float32, 1e-5, None)
+    test_flows_match_autograd(name, make, "triton", torch.float32, None, 1e-4)
+
+
 @pytest.mark.parametrize("grid", ["small", "full"])
 def test_dense_kernels_run_where_asked_and_over_several_batch_blocks(grid, monkeypatch):
     """The dense launches replace the generic ones on dense ops only; at batch 130 the products cover three batch
@@ -261,6 +291,10 @@ def test_dense_property_finds_hmm_transitions_and_rejects_other_layouts():
     keys = [op.dense.key() for ops in pd.layers for op in ops if isinstance(op, SumOp)]
     assert keys == [(64, 0, 8, 8, 8), (16, 4096, 16, 8, 16), (16, 6144, 8, 8, 8), (4, 7168, 16, 8, 16),
                     (4, 7680, 8, 8, 8), (1, 7936, 0, 1, 16)]  # one group per region, each over its partitions
+    hclt = build_plan(optimize(_small_hclt(128)))
+    grouped = [op for ops in hclt.layers for op in ops if isinstance(op, SumOp) and op.dense.groups > 1]
+    assert {op.dense.key()[2:] for op in grouped} == {(128, 128, 128)}  # each tree node's 128 x 128 block
+    assert all(len(op.out_rows) == 2 * op.dense.groups for op in grouped)  # two parent tiles per group
     op = sums[0]
     base, stride = op.affine
     op.__dict__["affine"] = (base, stride + 1)  # the second tile's weights no longer continue the block
