@@ -13,7 +13,7 @@ from pcc import __version__
 
 from .flowmap import FlowMap, compact_flows, forward_order
 from .valuemap import ValueMap
-from .plan import NEG, PAD, ZERO, InputOp, Plan, ProdOp, SumOp
+from .plan import NEG, PAD, ZERO, Dense, InputOp, Plan, ProdOp, SumOp
 
 DISTS = {"categorical": 0, "bernoulli": 1, "gaussian": 2}
 _THETA = {"categorical": "p.cat[{k}]", "bernoulli": "p.bern", "gaussian": "p.gauss"}
@@ -344,10 +344,10 @@ def _fit(tiles: tuple[int, int, int, int, int], m: int, n: int | None, k: int | 
     return fit(bm, m), fit(bn, n), fit(bk, k), warps, stages
 
 
-def _tile_args(tiles: tuple[int, ...]) -> str:
+def _tile_args(tiles: tuple[int, ...], walign: int) -> str:
     bm, bn, bk, warps, stages = tiles
     return (f"BM={bm}, BN={bn}, BK={bk}, PRECISION=PRECISION, STAGES={stages}, GROUP={DENSE_GROUP}, "
-            f"num_warps={warps}")
+            f"WALIGN={walign}, num_warps={warps}")
 
 
 def _dense_shift(key: str, n: int, groups: int, forward: bool) -> list[str]:
@@ -364,17 +364,17 @@ def _dense_shift(key: str, n: int, groups: int, forward: bool) -> list[str]:
             f"D.dense_combine[(triton.cdiv(B, 64), {groups})](part, sh, B, NPART={parts}, FORWARD={forward}, BB=64)"]
 
 
-def _dense_launch(kernel: str, m: int, k: int, groups: int, tiles: dict, args: str,
+def _dense_launch(kernel: str, m: int, k: int, d: Dense, tiles: dict, args: str,
                   grouped: tuple[int, ...] | None = None) -> list[str]:
-    """A dense product over ``m`` rows x the batch (contraction ``k``) in each of ``groups`` groups: the full
+    """A dense product over ``m`` rows x the batch (contraction ``k``) in each of ``d``'s groups: the full
     tiles (``grouped`` instead where given), or the small-grid ones where the full tiles' grid would not fill
     one wave at this batch size."""
     full, small = _fit(grouped or tiles["full"], m, None, k), _fit(tiles["small"], m, None, k)
-    launch = lambda t: (f"D.{kernel}[({-(-m // t[0])} * triton.cdiv(B, {t[1]}), {groups})]({args}, "  # noqa: E731
-                        f"{_tile_args(t)})")
+    launch = lambda t: (f"D.{kernel}[({-(-m // t[0])} * triton.cdiv(B, {t[1]}), {d.groups})]({args}, "  # noqa: E731
+                        f"{_tile_args(t, d.align)})")
     if full == small:
         return [launch(full)]
-    return [f"if {groups * -(-m // full[0])} * triton.cdiv(B, {full[1]}) >= {SUM_FILL}:", "    " + launch(full),
+    return [f"if {d.groups * -(-m // full[0])} * triton.cdiv(B, {full[1]}) >= {SUM_FILL}:", "    " + launch(full),
             "else:  # under one wave: the small-grid tiles", "    " + launch(small)]
 
 
@@ -388,7 +388,7 @@ def _dense_forward_lines(key: str, op: SumOp) -> list[str]:
     d = op.dense
     args = f'vals, p.sum_w, t["{key}.dout"], vt, sh, t["{key}.dbase"], {d.stride}, B, P={d.P}, C={d.C}'
     return ([_dense_title(op), f"vt = vals.new_empty({d.groups}, B, {d.C})"] + _dense_shift(key, d.C, d.groups, True)
-            + _dense_launch("dense_fwd", d.P, d.C, d.groups, DENSE_FWD, args,
+            + _dense_launch("dense_fwd", d.P, d.C, d, DENSE_FWD, args,
                             DENSE_GROUPS_FWD if d.groups > 1 and d.C >= DENSE_GROUPS_MIN_C else None)
             + ["del vt, part, sh"])
 
@@ -408,5 +408,5 @@ def _dense_backward_lines(key: str, op: SumOp, overwrite: bool) -> list[str]:
             f"split = max(1, min(triton.cdiv(B, {pt[2]}) // {SPLIT_BLOCKS}, {most}))",
             f'D.dense_params[({programs}, split, {d.groups})](vals, gt, sh, p.sum_w, fl.sum_w, t["{key}.dchild"], '
             f't["{key}.dbase"], {d.stride}, B, P={d.P}, C={d.C}, STEPS=triton.cdiv(triton.cdiv(B, {pt[2]}), split), '
-            f"{_tile_args(pt)}, ATOMIC=split > 1)",
-            ] + _dense_launch("dense_bwd", d.C, d.P, d.groups, DENSE_BWD, args) + ["del gt, part, sh"]
+            f"{_tile_args(pt, d.align)}, ATOMIC=split > 1)",
+            ] + _dense_launch("dense_bwd", d.C, d.P, d, DENSE_BWD, args) + ["del gt, part, sh"]

@@ -22,6 +22,9 @@ backward's ``G`` are written transposed (``[B, C]``, ``[B, P]``) by the passes b
 Programs cover ``BM x BN`` output tiles in groups of ``GROUP`` rows of tiles (so that the tiles running at
 once share operand rows in L2), looping over the contraction in ``BK`` steps; the op's group is the grid's
 last axis. Row tables are ``[G, P]`` (parents) and ``[G, C]`` (children), scratch buffers ``[G, ...]``.
+The groups' weight bases come from a table; ``WALIGN`` (a power of two dividing every base) tells the compiler
+what a scalar base argument told it before: without it the weight loads were not vectorised and HMM 4096's
+step at 512 took 132.5 instead of 107.9 ms.
 """
 from __future__ import annotations
 
@@ -96,12 +99,12 @@ def dense_combine(part, shift, B, NPART: tl.constexpr, FORWARD: tl.constexpr, BB
 @triton.jit
 def dense_fwd(vals, sum_w, out_rows, vt, shift, w_base, w_stride, B, P: tl.constexpr, C: tl.constexpr,
               BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr, STAGES: tl.constexpr,
-              GROUP: tl.constexpr):
+              GROUP: tl.constexpr, WALIGN: tl.constexpr):
     """Parent rows ``out_rows[g]``: ``log(W_g @ exp(C - m)) + m``, the child values read transposed from
     ``vt[g]`` (``[B, C]``, :func:`dense_shift`) and ``m`` from ``shift[g]``; ``g = program_id(1)``."""
     g = tl.program_id(1).to(tl.int64)
     out_rows, vt, shift = out_rows + g * P, vt + g * B * C, shift + g * B
-    w_base = tl.load(w_base + g)
+    w_base = tl.multiple_of(tl.load(w_base + g), WALIGN)  # keeps the weight loads vectorised
     pm, pn = _tile(P, B, BM, BN, GROUP)
     p = pm * BM + tl.arange(0, BM)
     b = pn * BN + tl.arange(0, BN)
@@ -139,13 +142,13 @@ def dense_scale(vals, flows, out_rows, fout, shift, gt, P, B, BN: tl.constexpr, 
 @triton.jit
 def dense_bwd(vals, flows, sum_w, gt, shift, child_rows, child_frows, w_base, w_stride, B,
               P: tl.constexpr, C: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-              PRECISION: tl.constexpr, STAGES: tl.constexpr, GROUP: tl.constexpr, OVERWRITE: tl.constexpr):
+              PRECISION: tl.constexpr, STAGES: tl.constexpr, GROUP: tl.constexpr, WALIGN: tl.constexpr, OVERWRITE: tl.constexpr):
     """Child flows ``exp(C - s) * (W_g^T @ G)`` (``G`` transposed in ``gt[g]``) into flow rows ``child_frows[g]``,
     ``g = program_id(1)`` (each written by one program: a dense op's children are distinct, also across its
     groups; ``OVERWRITE``: their first flows, stored rather than added)."""
     g = tl.program_id(1).to(tl.int64)
     gt, shift, child_rows, child_frows = gt + g * B * P, shift + g * B, child_rows + g * C, child_frows + g * C
-    w_base = tl.load(w_base + g)
+    w_base = tl.multiple_of(tl.load(w_base + g), WALIGN)  # keeps the weight loads vectorised
     pm, pn = _tile(C, B, BM, BN, GROUP)
     c = pm * BM + tl.arange(0, BM)
     b = pn * BN + tl.arange(0, BN)
@@ -168,7 +171,7 @@ def dense_bwd(vals, flows, sum_w, gt, shift, child_rows, child_frows, w_base, w_
 @triton.jit
 def dense_params(vals, gt, shift, sum_w, wflow, child_rows, w_base, w_stride, B, P: tl.constexpr, C: tl.constexpr,
                  STEPS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr,
-                 STAGES: tl.constexpr, GROUP: tl.constexpr, ATOMIC: tl.constexpr):
+                 STAGES: tl.constexpr, GROUP: tl.constexpr, WALIGN: tl.constexpr, ATOMIC: tl.constexpr):
     """Parameter flows ``W_g * (G @ exp(C - s)^T)`` (``G`` transposed in ``gt[g]``, ``g = program_id(2)``) of one
     ``BM x BN`` weight tile over batch blocks ``j, j + split, ...`` (``j = program_id(1)``, ``STEPS`` of them: the
     batch size is compiled in, as Triton's interpreter cannot loop to a runtime bound). ``ATOMIC``: the batch is
@@ -176,7 +179,7 @@ def dense_params(vals, gt, shift, sum_w, wflow, child_rows, w_base, w_stride, B,
     dense op's weights are distinct, also across its groups)."""
     g = tl.program_id(2).to(tl.int64)
     gt, shift, child_rows = gt + g * B * P, shift + g * B, child_rows + g * C
-    w_base = tl.load(w_base + g)
+    w_base = tl.multiple_of(tl.load(w_base + g), WALIGN)  # keeps the weight loads vectorised
     pm, pn = _tile(P, C, BM, BN, GROUP)
     p = pm * BM + tl.arange(0, BM)
     c = pn * BN + tl.arange(0, BN)

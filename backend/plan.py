@@ -327,6 +327,12 @@ class Dense:
     def edges(self) -> int:
         return self.groups * self.P * self.C
 
+    @property
+    def align(self) -> int:
+        """The largest power of two up to 16 that divides every base (the kernels' ``WALIGN``)."""
+        bits = int(np.bitwise_or.reduce(self.bases | 16))
+        return bits & -bits
+
     def key(self) -> tuple:
         """A comparable summary: ``(G, first base, stride, P, C)``."""
         return self.groups, int(self.bases[0]), self.stride, self.P, self.C

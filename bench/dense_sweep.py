@@ -54,14 +54,14 @@ def kernels(L: int, B: int, G: int, precision: str):
         bm, bn, bk, warps, stages = v
         D.dense_fwd[(triton.cdiv(L, bm) * triton.cdiv(B, bn), G)](
             vals, w, out, vt, top, base, L, B, P=L, C=L, BM=bm, BN=bn, BK=bk, PRECISION=precision,
-            STAGES=stages, GROUP=8, num_warps=warps)
+            STAGES=stages, GROUP=8, WALIGN=16, num_warps=warps)
         return vals[FIRST + G * L:]
 
     def bwd(v):
         bm, bn, bk, warps, stages = v
         D.dense_bwd[(triton.cdiv(L, bm) * triton.cdiv(B, bn), G)](
             vals, flows, w, gt, shift, child, child, base, L, B, P=L, C=L, BM=bm, BN=bn, BK=bk,
-            PRECISION=precision, STAGES=stages, GROUP=8, OVERWRITE=True, num_warps=warps)
+            PRECISION=precision, STAGES=stages, GROUP=8, WALIGN=16, OVERWRITE=True, num_warps=warps)
         return flows[FIRST:FIRST + G * L]
 
     def params(v):
@@ -70,7 +70,7 @@ def kernels(L: int, B: int, G: int, precision: str):
         split = max(1, min(triton.cdiv(B, bk) // codegen.SPLIT_BLOCKS, codegen._most_splits(programs * G)))
         D.dense_params[(programs, split, G)](
             vals, gt, shift, w, wflow, child, base, L, B, P=L, C=L, STEPS=triton.cdiv(triton.cdiv(B, bk), split),
-            BM=bm, BN=bn, BK=bk, PRECISION=precision, STAGES=stages, GROUP=8, ATOMIC=split > 1, num_warps=warps)
+            BM=bm, BN=bn, BK=bk, PRECISION=precision, STAGES=stages, GROUP=8, WALIGN=16, ATOMIC=split > 1, num_warps=warps)
         return wflow
     return {"fwd": fwd, "bwd": bwd, "params": params}, wflow.zero_
 

@@ -52,7 +52,7 @@ def test_flows_and_em_match_float64(name, make):
 
 @pytest.mark.parametrize("name,make", CASES, ids=[c[0] for c in CASES])
 def test_dense_kernels_match_float64(name, make, monkeypatch):
-    """Every dense sum on pcc.backend.dense_kernels (by default only those of >= 2^20 edges)."""
+    """Every dense sum on pcc.backend.dense_kernels (by default only where edges x batch >= 2^28)."""
     from pcc.backend import codegen
     monkeypatch.setattr(codegen, "DENSE_MIN_WORK", 0)
     test_log_likelihood_matches_reference(name, make)
