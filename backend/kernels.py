@@ -162,7 +162,8 @@ def input_bwd(flows, frows, x, miss, var, prow, stats, mass, n, B,
 def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B,
                   K: tl.constexpr, BN: tl.constexpr, KB: tl.constexpr, BB: tl.constexpr, PRECISION: tl.constexpr,
                   KBLOCKS: tl.constexpr):
-    """Categorical EM counts of one tile of rows over one variable, as a matrix product over the batch.
+    """Categorical EM counts of one tile of rows over one variable (``tiles[tile]``: its first and end row),
+    as a matrix product over the batch.
 
     ``stats[prow[i], k] += sum_b F[i, b] [x[b, v] = k]``: the one-hot of the data column times the flows,
     ``tl.dot`` over batch blocks in registers, then one atomic per count (tied tables share rows). This
@@ -177,10 +178,10 @@ def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B,
     counts at batch 8192 took 12.9 of a 47 ms step).
     """
     tile, kblock = tl.program_id(0) // KBLOCKS, tl.program_id(0) % KBLOCKS
-    i0 = tl.load(tiles + tile)
+    i0 = tl.load(tiles + 2 * tile)
     i = i0 + tl.arange(0, BN)
     v = tl.load(var + i0)
-    rows_ok = (i < n) & (tl.load(var + i, mask=i < n, other=-1) == v)
+    rows_ok = i < tl.load(tiles + 2 * tile + 1)  # the tile's own rows (InputOp.var_tiles), all of variable v
     fr = tl.load(frows + i, mask=rows_ok, other=0).to(tl.int64)
     k = kblock * KB + tl.arange(0, KB)
     acc = tl.zeros((BN, KB), dtype=tl.float32)

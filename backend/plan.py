@@ -56,14 +56,19 @@ class InputOp:
         return runs, np.diff(np.concatenate([runs, [self.n]]))
 
     def var_tiles(self, size: int) -> np.ndarray:
-        """``[T]`` first rows of tiles of at most ``size`` consecutive rows that share one variable.
+        """``[T, 2]``: first row and end row (exclusive) of tiles of at most ``size`` consecutive rows that
+        share one variable.
 
-        A tile ends at ``size`` rows or where the variable changes, whichever comes first; the kernel
-        masks rows past that end, so one variable's column of the data serves the whole tile.
+        A tile ends at ``size`` rows or where the variable changes, whichever comes first; the kernel masks
+        rows past that end, so one variable's column of the data serves the whole tile. (The end is explicit:
+        a mask by "same variable" also took rows of a later run of that variable within ``size`` rows, as in
+        RAT-SPN's repetitions, and counted them twice.)
         """
         runs, lengths = self.var_runs()
         per_run = -(-lengths // size)
-        return np.repeat(runs, per_run) + size * ranks(per_run)
+        first = np.repeat(runs, per_run) + size * ranks(per_run)
+        end = np.minimum(first + size, np.repeat(runs + lengths, per_run))
+        return np.stack([first, end], axis=1)
 
 
 @dataclass

@@ -83,6 +83,9 @@ class CircuitModel(torch.nn.Module):
     def executor(self, executor) -> None:
         self._executor = executor
         self._graphs = {}
+        if hasattr(self, "em"):  # a replacement (not the constructor's first executor): match its abilities
+            self.use_graphs = self.use_graphs and executor.capturable
+            self.em = EMUpdate(self.plan, self.device_, fused=executor.fused_em)
 
     @property
     def num_vars(self) -> int:

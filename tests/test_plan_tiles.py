@@ -15,8 +15,10 @@ from pcc.structures.pd import pd_source
 
 def test_var_tiles_split_at_size_and_variable_changes():
     op = InputOp("categorical", 4, 10, np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 2]), np.arange(10))
-    assert op.var_tiles(2).tolist() == [0, 2, 3, 5, 7, 9]
-    assert op.var_tiles(8).tolist() == [0, 3, 5]
+    assert op.var_tiles(2).tolist() == [[0, 2], [2, 3], [3, 5], [5, 7], [7, 9], [9, 10]]
+    assert op.var_tiles(8).tolist() == [[0, 3], [3, 5], [5, 10]]
+    again = InputOp("categorical", 4, 6, np.array([0, 0, 1, 1, 0, 0]), np.arange(6))  # variable 0 comes back
+    assert again.var_tiles(8).tolist() == [[0, 2], [2, 4], [4, 6]]  # its first tile ends at row 2, not 6
 
 
 def test_child_tiles_list_every_reader_once_and_drop_padding():
