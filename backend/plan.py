@@ -284,7 +284,7 @@ class SumOp:
         firsts, parents = self.child_rows[::n], self.out_rows.reshape(-1, n * self.tile_p)
         groups = len(firsts)
         C, P = int((firsts[0] != NEG).sum()), int((parents[0] != PAD).sum())
-        if groups > MAX_GROUPS or not (firsts[:, :C] != NEG).all() or not (parents[:, :P] != PAD).all():
+        if not P or not C or groups > MAX_GROUPS or not (firsts[:, :C] != NEG).all() or not (parents[:, :P] != PAD).all():
             return None
         if (firsts[:, C:] != NEG).any() or (parents[:, P:] != PAD).any() or _repeats(firsts[:, :C], NEG):
             return None

@@ -105,3 +105,9 @@ def test_dense_sums_never_build_their_weight_table():
 def test_a_sum_op_takes_exactly_one_weight_layout():
     with pytest.raises(ValueError):
         SumOp(2, 2, np.array([[5, 6]]), np.array([[10, 11]]))
+
+
+def test_an_op_of_padding_only_is_not_dense():
+    """A one-row tile whose only parent is padding has no dense form (it used to raise IndexError)."""
+    op = SumOp(1, 2, np.array([[PAD]]), np.array([[10, 11]]), np.full((1, 1, 2), 7, dtype=np.int64))
+    assert op.dense is None
