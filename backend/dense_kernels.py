@@ -46,6 +46,13 @@ def _tile(M, N, BM: tl.constexpr, BN: tl.constexpr, GROUP: tl.constexpr):
 
 
 @triton.jit
+def _weight_base(w_base, g, WALIGN: tl.constexpr):
+    """Group ``g``'s weight base from the table, with its alignment: without ``multiple_of`` the compiler no
+    longer knows what a scalar base argument told it, and the weight loads lose their vector width."""
+    return tl.multiple_of(tl.load(w_base + g), WALIGN)
+
+
+@triton.jit
 def dense_shift(vals, flows, rows, frows, part, vt, n, B, FORWARD: tl.constexpr, CHUNK: tl.constexpr,
                 BN: tl.constexpr, BB: tl.constexpr):
     """``part[g, j, b]``: over rows ``rows[g, j * CHUNK ..]`` (of ``n`` per group), the maximum value
@@ -104,7 +111,7 @@ def dense_fwd(vals, sum_w, out_rows, vt, shift, w_base, w_stride, B, P: tl.const
     ``vt[g]`` (``[B, C]``, :func:`dense_shift`) and ``m`` from ``shift[g]``; ``g = program_id(1)``."""
     g = tl.program_id(1).to(tl.int64)
     out_rows, vt, shift = out_rows + g * P, vt + g * B * C, shift + g * B
-    w_base = tl.multiple_of(tl.load(w_base + g), WALIGN)  # keeps the weight loads vectorised
+    w_base = _weight_base(w_base, g, WALIGN)
     pm, pn = _tile(P, B, BM, BN, GROUP)
     p = pm * BM + tl.arange(0, BM)
     b = pn * BN + tl.arange(0, BN)
@@ -148,7 +155,7 @@ def dense_bwd(vals, flows, sum_w, gt, shift, child_rows, child_frows, w_base, w_
     groups; ``OVERWRITE``: their first flows, stored rather than added)."""
     g = tl.program_id(1).to(tl.int64)
     gt, shift, child_rows, child_frows = gt + g * B * P, shift + g * B, child_rows + g * C, child_frows + g * C
-    w_base = tl.multiple_of(tl.load(w_base + g), WALIGN)  # keeps the weight loads vectorised
+    w_base = _weight_base(w_base, g, WALIGN)
     pm, pn = _tile(C, B, BM, BN, GROUP)
     c = pm * BM + tl.arange(0, BM)
     b = pn * BN + tl.arange(0, BN)
@@ -179,7 +186,7 @@ def dense_params(vals, gt, shift, sum_w, wflow, child_rows, w_base, w_stride, B,
     dense op's weights are distinct, also across its groups)."""
     g = tl.program_id(2).to(tl.int64)
     gt, shift, child_rows = gt + g * B * P, shift + g * B, child_rows + g * C
-    w_base = tl.multiple_of(tl.load(w_base + g), WALIGN)  # keeps the weight loads vectorised
+    w_base = _weight_base(w_base, g, WALIGN)
     pm, pn = _tile(P, C, BM, BN, GROUP)
     p = pm * BM + tl.arange(0, BM)
     c = pn * BN + tl.arange(0, BN)

@@ -85,7 +85,8 @@ class CircuitModel(torch.nn.Module):
         self._graphs = {}
         if hasattr(self, "em"):  # a replacement (not the constructor's first executor): match its abilities
             self.use_graphs = self.use_graphs and executor.capturable
-            self.em = EMUpdate(self.plan, self.device_, fused=executor.fused_em)
+            if self.em.fused != executor.fused_em:  # the update's tables are built once, for one kind
+                self.em = EMUpdate(self.plan, self.device_, fused=executor.fused_em)
 
     @property
     def num_vars(self) -> int:

@@ -45,7 +45,6 @@ def variant_row(model: CircuitModel, xb: torch.Tensor, start: dict, variant: str
     fill, pfill, full, shrunk = map(int, variant.split("/"))
     codegen.SUM_FILL, codegen.PARAM_FILL, codegen.FWD_STAGES = fill, pfill, (full, shrunk)
     model.executor = TritonExecutor(model.plan, model.device_, precision=precision)
-    model._graphs.clear()
     for k, v in model.params.tensors().items():
         v.copy_(start[k])
     model.use_graphs = False

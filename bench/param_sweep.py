@@ -48,7 +48,6 @@ def main() -> None:
         ref = got if ref is None else ref
         err = float((got - ref).abs().max() / ref.abs().max())
         model.executor = ex
-        model._graphs.clear()
         ms = median_ms(lambda: model.em_step(xb, step_size=0.0, pseudocount=0.1), 20)
         print(f"  FILL/PARAM_FILL/SPLIT_BLOCKS {v:14s}: step {ms:7.3f} ms  param-flow err {err:.1e}", flush=True)
 

@@ -110,7 +110,6 @@ def main() -> None:
         reference = model.log_prob(xb).double()  # at the current parameters (earlier settings trained them)
         codegen.DENSE_MIN_WORK = NEVER if work == "never" else int(work)
         model.executor = TritonExecutor(model.plan, model.device_, precision=precision, fill=args.fill)
-        model._graphs.clear()
         torch.cuda.reset_peak_memory_stats()
         err = float((model.log_prob(xb).double() - reference).abs().max() / reference.abs().max())
         rows = profile(model, xb, args.steps)

@@ -199,6 +199,23 @@ def test_dense_groups_on_their_own_tiles(name, make, monkeypatch):
     test_flows_match_autograd(name, make, "triton", torch.float32, None, 1e-4)
 
 
+def _flows_and_float64(plan, ex, p, x, m, p64=None):
+    """``(node, node64, flows, flows64)``: node and parameter flows of executor ``ex`` (parameters ``p``) and of
+    the float64 torch executor (``p64``, default the plan's parameters) on data ``x`` with missing mask ``m``."""
+    exact = TorchExecutor(plan, "cpu", torch.float64)
+    p64 = p64 if p64 is not None else Params.from_plan(plan, "cpu", torch.float64)
+    xt, mt = torch.as_tensor(x), torch.as_tensor(m)
+    flows, want = Flows.zeros_like(p), Flows.zeros_like(p64)
+    node = ex.backward(p, ex.forward(p, xt, mt), xt, mt, flows)
+    node64 = exact.backward(p64, exact.forward(p64, xt.double(), mt), xt.double(), mt, want)
+    return node, node64, flows, want
+
+
+def _assert_param_flows_close(flows: Flows, want: Flows) -> None:
+    for a, b in zip(flows.all(), want.all()):
+        assert torch.allclose(a.double(), b, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("grid", ["small", "full"])
 def test_dense_kernels_run_where_asked_and_over_several_batch_blocks(grid, monkeypatch):
     """The dense launches replace the generic ones on dense ops only; at batch 130 the products cover three batch
@@ -213,14 +230,9 @@ def test_dense_kernels_run_where_asked_and_over_several_batch_blocks(grid, monke
     plan, ex, p, x, m = setup(c, 3, torch.float32, batch=130, executor="triton")
     assert ex.source.count("D.dense_params[") == 3 and ex.source.count("vt = vals.new_empty(") == 3
     assert "D.dense_fwd[" in ex.source and "D.dense_bwd[" in ex.source and "K.sum_fwd[" not in ex.source
-    xt, mt = torch.tensor(x), torch.tensor(m)
-    exact, p64 = TorchExecutor(plan, "cpu", torch.float64), Params.from_plan(plan, "cpu", torch.float64)
-    flows, want = Flows.zeros_like(p), Flows.zeros_like(p64)
-    node = ex.backward(p, ex.forward(p, xt, mt), xt, mt, flows)
-    node_want = exact.backward(p64, exact.forward(p64, xt.double(), mt), xt.double(), mt, want)
+    node, node_want, flows, want = _flows_and_float64(plan, ex, p, x, m)
     assert torch.allclose(node.double(), node_want, rtol=1e-4, atol=1e-6)
-    for a, b in zip(flows.all(), want.all()):
-        assert torch.allclose(a.double(), b, rtol=1e-4, atol=1e-5)
+    _assert_param_flows_close(flows, want)
 
 
 @pytest.mark.parametrize("path", ["generic", "dense"])
@@ -251,15 +263,12 @@ def test_backward_keeps_flows_of_parents_far_apart(path, monkeypatch):
     x = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
     mt = torch.zeros(x.shape, dtype=torch.bool)
     vals64 = exact.forward(p64, x.double(), mt)
-    flows, want = Flows.zeros_like(p), Flows.zeros_like(p64)
-    node = ex.backward(p, ex.forward(p, x, mt), x, mt, flows)
-    node_want = exact.backward(p64, vals64, x.double(), mt, want)
+    node, node_want, flows, want = _flows_and_float64(plan, ex, p, x, mt, p64)
     dense = [op for ops in plan.layers for op in ops if isinstance(op, SumOp) and op.dense is not None and op.dense.P == L]
     parents = vals64[dense[-1].out_rows.reshape(-1)[:L], 0]
     assert parents.max() - parents.min() > 110 and node_want[dense[-1].out_rows[0, -1], 0] > 1e-30
     assert torch.allclose(node.double(), node_want, rtol=1e-4, atol=1e-6)
-    for a, b in zip(flows.all(), want.all()):
-        assert torch.allclose(a.double(), b, rtol=1e-4, atol=1e-5)
+    _assert_param_flows_close(flows, want)
 
 
 def test_dense_kernels_take_over_from_a_batch_size_on(monkeypatch):
@@ -274,13 +283,7 @@ def test_dense_kernels_take_over_from_a_batch_size_on(monkeypatch):
         c = load_text(hmm_source(3, 128, 5), "h.pc")
         plan, ex, p, x, m = setup(c, 4, torch.float32, batch=batch, executor="triton")
         assert ex.source.count("if B >= 16:") == 4
-        exact, p64 = TorchExecutor(plan, "cpu", torch.float64), Params.from_plan(plan, "cpu", torch.float64)
-        xt, mt = torch.tensor(x), torch.tensor(m)
-        flows, want = Flows.zeros_like(p), Flows.zeros_like(p64)
-        ex.backward(p, ex.forward(p, xt, mt), xt, mt, flows)
-        exact.backward(p64, exact.forward(p64, xt.double(), mt), xt.double(), mt, want)
-        for a, b in zip(flows.all(), want.all()):
-            assert torch.allclose(a.double(), b, rtol=1e-4, atol=1e-5)
+        _assert_param_flows_close(*_flows_and_float64(plan, ex, p, x, m)[2:])
 
 
 def test_dense_property_finds_hmm_transitions_and_rejects_other_layouts():
@@ -438,10 +441,4 @@ def test_categorical_counts_of_a_variable_that_comes_back_within_a_tile():
     plan, ex, p, x, m = setup(c, 3, torch.float32, batch=9, executor="triton")
     op = next(op for ops in plan.layers for op in ops if isinstance(op, InputOp))
     assert len(np.unique(op.var)) < len(np.flatnonzero(np.diff(op.var))) + 1  # some variable has two runs
-    exact, p64 = TorchExecutor(plan, "cpu", torch.float64), Params.from_plan(plan, "cpu", torch.float64)
-    xt, mt = torch.tensor(x), torch.tensor(m)
-    flows, want = Flows.zeros_like(p), Flows.zeros_like(p64)
-    ex.backward(p, ex.forward(p, xt, mt), xt, mt, flows)
-    exact.backward(p64, exact.forward(p64, xt.double(), mt), xt.double(), mt, want)
-    for a, b in zip(flows.all(), want.all()):
-        assert torch.allclose(a.double(), b, rtol=1e-4, atol=1e-5)
+    _assert_param_flows_close(*_flows_and_float64(plan, ex, p, x, m)[2:])
