@@ -29,12 +29,13 @@ from pcc.ir import tensorfile
 from pcc.ir.diagnostics import Diagnostic, Loc
 
 from .codegen import generate
-from .plan import InputOp, Plan, ProdOp, SumOp, build_plan
+from .plan import InputOp, Plan, ProdOp, SumOp, TileOrder, build_plan
 
-MODULE_FORMAT = "pcc-module-6"  # 2: the backward schedule reads flow-row tables; 3: value-row tables (layouts);
+MODULE_FORMAT = "pcc-module-7"  # 2: the backward schedule reads flow-row tables; 3: value-row tables (layouts);
 # 4: kernel arguments changed (categorical counts take the table, not a mass buffer; flattened grids);
 # 5: dense sum ops store (base, stride) (``SumOp.strided``) instead of a weight-id table; 6: dense kernels
-# take groups (base tables, a group grid axis, WALIGN) and categorical-count tiles carry their end row
+# take groups (base tables, a group grid axis, WALIGN) and categorical-count tiles carry their end row;
+# 7: block-sparse sum tensors may be stored by op tiles (``Plan.sum_orders``)
 _INIT = '''"""A circuit compiled by pcc {version} from {source}. Load it with `load()`."""
 from pathlib import Path
 
@@ -120,8 +121,13 @@ def save_plan(plan: Plan, path: Path) -> None:
                 else:
                     scalars[name] = v
             ops.append({"layer": li, "kind": type(op).__name__, **scalars})
+    orders = {}
+    for name, o in plan.sum_orders.items():  # TileOrder: its tile table apart, the scalars in the metadata
+        arrays[f"order.{name}"] = o.tiles
+        orders[name] = [o.block, o.n, o.total, o.tile_p, o.tile_c]
     meta = {"num_vars": plan.num_vars, "domains": plan.domains, "rows": plan.rows, "root_row": plan.root_row,
-            "sum_groups": plan.sum_groups, "tensor_slots": plan.tensor_slots, "layers": len(plan.layers), "ops": ops}
+            "sum_groups": plan.sum_groups, "tensor_slots": plan.tensor_slots, "sum_orders": orders,
+            "layers": len(plan.layers), "ops": ops}
     tensorfile.save(path, arrays, {"plan": json.dumps(meta)})
 
 
@@ -143,4 +149,5 @@ def load_plan(path: Path) -> Plan:
     cats = {int(k[3:]): v for k, v in arrays.items() if k.startswith("cat")}
     return Plan(meta["num_vars"], [tuple(d) for d in meta["domains"]], meta["rows"], meta["root_row"], layers,
                 [int(r) for r in arrays["block_rows"]], arrays["sum_w"], arrays["sum_parent"], meta["sum_groups"],
-                cats, arrays["bern"], arrays["gauss"], {k: tuple(v) for k, v in meta["tensor_slots"].items()})
+                cats, arrays["bern"], arrays["gauss"], {k: tuple(v) for k, v in meta["tensor_slots"].items()},
+                {k: TileOrder(arrays[f"order.{k}"], *v) for k, v in meta["sum_orders"].items()})

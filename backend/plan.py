@@ -5,7 +5,10 @@ come first: ``ZERO`` (log 1: padding for products), ``NEG`` (log 0: padding for 
 (padding parents: never written, value 0, flow 0). Parameters are flat per kind:
 
 * ``sum_w``: every sum tensor's weights, flattened, then one 0.0 slot (``pad_slot``) for padded edges;
-  ``sum_parent[e]`` names the parent row-group of weight ``e`` (for EM normalisation; tied tensors share);
+  ``sum_parent[e]`` names the parent row-group of weight ``e`` (for EM normalisation; tied tensors share).
+  A block-sparse tensor whose op tiles are larger than its own tiles is stored by op tiles
+  (:class:`TileOrder`, ``Plan.sum_orders``), so that its weights are strided blocks; ``Plan.tensor_values``
+  reads any tensor back in its own order;
 * ``cat[K]``: ``[R, K]`` categorical tables, ``bern``: ``[R]`` probabilities, ``gauss``: ``[R, 2]`` (mean, std).
 
 Ops run layer by layer. A :class:`SumOp` covers sum blocks of one layer with a common tile shape: parent
@@ -382,10 +385,22 @@ class Plan:
     bern: np.ndarray = field(default_factory=lambda: np.zeros(0))
     gauss: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     tensor_slots: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # name -> (kind, start, size)
+    sum_orders: dict[str, "TileOrder"] = field(default_factory=dict)  # sum tensors stored by op tiles
 
     @property
     def pad_slot(self) -> int:
         return len(self.sum_w) - 1
+
+    def tensor_values(self, name: str, table):
+        """Tensor ``name``'s slice of ``table`` (its parameter table, or flows laid out like it), flat, in the
+        tensor's own order (numpy or torch, as ``table``); sum tensors stored by op tiles are put back."""
+        _, start, size = self.tensor_slots[name]
+        part = table[start : start + size]
+        order = self.sum_orders.get(name)
+        if order is None:
+            return part
+        pos = order.positions()
+        return part[pos] if isinstance(part, np.ndarray) else part[_torch_index(pos, part)]
 
     def describe(self) -> str:
         """The plan as text (``pcc compile --emit plan``): buffers, parameter tables, ops per layer."""
@@ -439,7 +454,12 @@ def build_plan(circuit: Circuit) -> Plan:
         rows=rows[-1], root_row=rows[circuit.root], layers=layers, block_rows=rows[:-1],
         sum_w=params.sum_w(), sum_parent=params.sum_parent(), sum_groups=params.groups,
         cat=params.cat_tables(), bern=params.bern_table(), gauss=params.gauss_table(),
-        tensor_slots=params.slots)
+        tensor_slots=params.slots, sum_orders=params.orders)
+
+
+def _torch_index(pos: np.ndarray, like):
+    import torch
+    return torch.as_tensor(pos, device=like.device)
 
 
 def _assign_rows(circuit: Circuit) -> list[int]:
@@ -581,6 +601,8 @@ class _ParamTables:
         self.bern: list[np.ndarray] = []
         self.gauss: list[np.ndarray] = []
         self.table_rows: dict[int, int] = {}  # id(table list) -> rows placed in it so far
+        self.orders: dict[str, TileOrder] = {}  # sum tensors stored by op tiles
+        self._positions: dict[str, np.ndarray] = {}  # their TileOrder.positions, for edge_ids
         for b in circuit.blocks:
             if isinstance(b, SumBlock):
                 self._place_sum(b)
@@ -589,14 +611,19 @@ class _ParamTables:
     def _place_sum(self, b: SumBlock) -> None:
         if b.params in self.slots:
             return
-        w = array(self.circuit, b.params)
+        w = array(self.circuit, b.params).reshape(-1)
         if b.tiles is None:
-            parent = np.repeat(np.arange(b.n), w.shape[1])
+            parent = np.repeat(np.arange(b.n), w.size // max(b.n, 1))
         else:
             parent = (tile_table(self.circuit, b)[:, 0:1] * b.block + np.arange(b.block))[:, :, None]
-            parent = np.broadcast_to(parent, w.shape).reshape(-1)
+            parent = np.broadcast_to(parent, (len(parent), b.block, b.block)).reshape(-1)
+            order = TileOrder.for_block(self.circuit, b)
+            if order is not None:  # stored by op tiles: weight j of the tensor goes to offset pos[j]
+                pos = self._positions[b.params] = order.positions()
+                self.orders[b.params] = order
+                w, parent = _placed(w, pos), _placed(parent, pos)
         self.slots[b.params] = ("sum", self.sum_size, w.size)
-        self.sum_parts.append(w.reshape(-1))
+        self.sum_parts.append(w)
         self.parent_parts.append(self.groups + parent)
         self.sum_size += w.size
         self.groups += b.n
@@ -609,7 +636,9 @@ class _ParamTables:
         total = sum(self.circuit.child_sizes(b))
         tiles = tile_table(self.circuit, b)
         ids = np.full((b.n // b.block, b.block, total // b.block, b.block), -1, dtype=np.int64)
-        ids[tiles[:, 0], :, tiles[:, 1], :] = (base + np.arange(size)).reshape(len(tiles), b.block, b.block)
+        offsets = self._positions.get(b.params)  # a tied block reads its tensor through the same placement
+        offsets = np.arange(size) if offsets is None else offsets
+        ids[tiles[:, 0], :, tiles[:, 1], :] = (base + offsets).reshape(len(tiles), b.block, b.block)
         return ids.reshape(b.n, total)
 
     def input_rows(self, b: InputBlock) -> int:
@@ -638,3 +667,79 @@ class _ParamTables:
 
     def gauss_table(self) -> np.ndarray:
         return np.concatenate(self.gauss) if self.gauss else np.zeros((0, 2))
+
+
+def _placed(values: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """``out`` with ``out[pos[j]] = values[j]`` (``pos`` a permutation)."""
+    out = np.empty_like(values)
+    out[pos] = values
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class TileOrder:
+    """How a block-sparse sum tensor is stored in ``sum_w`` when its op's tiles are larger than its own.
+
+    The tensor holds ``[m, block, block]`` tiles (``tiles`` [m, 2]: parent tile, child tile, in ``block``
+    units). The op that runs it multiplies ``tile_p x tile_c`` tiles; where one of those spans several of the
+    tensor's tiles, the tensor's order would make its weights a patchwork, read through an index table. Stored
+    instead op tile by op tile (in (parent tile, child tile) order), each row-major with its real width as the
+    row stride, every op tile is one strided block (:attr:`SumOp.affine`) and kernels compute weight addresses.
+    Used only when every op tile that holds an edge is full: every pair of a real parent and a real child in it
+    is an edge (otherwise the block would have holes that are not edges).
+    """
+
+    tiles: np.ndarray  # [m, 2] int64
+    block: int
+    n: int
+    total: int
+    tile_p: int
+    tile_c: int
+
+    @staticmethod
+    def for_block(circuit: Circuit, b: SumBlock) -> "TileOrder | None":
+        """The order for sum block ``b`` (after ``block-edges``), or None where its own order serves: its op
+        tiles are no larger than its tiles (those are strided blocks already) or some op tile is not full."""
+        tp, tc = b.attrs.get("tile_p", 16), b.attrs.get("tile_c", 16)
+        if tp <= b.block and tc <= b.block:
+            return None
+        order = TileOrder(tile_table(circuit, b).astype(np.int64), b.block, b.n, sum(circuit.child_sizes(b)), tp, tc)
+        return order if order.full() else None
+
+    def _coarse(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per weight ``(e, i, j)`` ([m, block, 1] and [m, 1, block] arrays, broadcast): its op tile row ``P``
+        and column ``Q`` and its row and column inside that tile."""
+        g, i = self.block, np.arange(self.block)
+        p = (self.tiles[:, 0, None] * g + i)[:, :, None]
+        c = (self.tiles[:, 1, None] * g + i)[:, None, :]
+        return p // self.tile_p, c // self.tile_c, p % self.tile_p, c % self.tile_c
+
+    def _sizes(self, P: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Real rows and columns of op tiles ``(P, Q)`` (the last row and column of tiles may be cut short)."""
+        return np.minimum(self.tile_p, self.n - P * self.tile_p), np.minimum(self.tile_c, self.total - Q * self.tile_c)
+
+    def _keys(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(keys, first, counts)``: the op tiles holding edges as sorted ``P * cols + Q`` keys, each weight's
+        index into them (flat, [m * block * block]) and how many weights each holds."""
+        P, Q, _, _ = self._coarse()
+        cols = -(-self.total // self.tile_c)
+        keys, inverse, counts = np.unique((P * cols + Q).reshape(-1), return_inverse=True, return_counts=True)
+        return keys, inverse.reshape(-1), counts
+
+    def full(self) -> bool:
+        """Whether every op tile that holds an edge has an edge for each pair of its real rows and columns."""
+        keys, _, counts = self._keys()
+        cols = -(-self.total // self.tile_c)
+        rows, width = self._sizes(keys // cols, keys % cols)
+        return bool(np.array_equal(counts, rows * width))
+
+    def positions(self) -> np.ndarray:
+        """``pos`` [m * block * block]: where (from the tensor's first slot) its flat weight ``j`` is stored."""
+        keys, which, counts = self._keys()
+        cols = -(-self.total // self.tile_c)
+        start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        _, width = self._sizes(keys // cols, keys % cols)
+        _, _, r, c = self._coarse()
+        inner = np.broadcast_to(r * width[which].reshape(r.shape[0], self.block, self.block) + c,
+                                (len(self.tiles), self.block, self.block))
+        return (start[which] + inner.reshape(-1)).astype(np.int64)

@@ -213,10 +213,10 @@ class CircuitModel(torch.nn.Module):
         """The IR with the current parameters written into its tensors (concrete float64)."""
         c = self.circuit.copy()
         tables = {"sum": self.params.sum_w, "bernoulli": self.params.bern, "gaussian": self.params.gauss}
-        for name, (kind, start, size) in self.plan.tensor_slots.items():
+        for name, (kind, _, _) in self.plan.tensor_slots.items():
             t = c.tensors[name]
             src = self.params.cat[t.shape[1]] if kind == "categorical" else tables[kind]
-            data = src[start : start + size].detach().double().cpu().numpy().reshape(t.shape)
+            data = self.plan.tensor_values(name, src).detach().double().cpu().numpy().reshape(t.shape)
             c.tensors[name] = Tensor(t.dtype, t.shape, data=data)
         return c
 

@@ -175,3 +175,48 @@ def all_assignments(circuit: Circuit) -> np.ndarray:
     """Every joint assignment of an all-discrete circuit, ``[prod K, V]``."""
     ks = [v.domain.categories for v in circuit.variables]
     return np.array(list(itertools.product(*[range(k) for k in ks])), dtype=float)
+
+
+def tile_ordered_circuit() -> Circuit:
+    """Block-sparse sums whose op tiles (``block-edges``) are larger than their own tiles, so the plan stores
+    their weights by op tiles (:class:`pcc.backend.plan.TileOrder`): two parent tiles of 16 over different
+    pairs of child tiles (op tiles 16 x 32), pairs of parent tiles over the same children (32 x 64), a sum
+    tied to the first over other children, and ``block=8`` tiles of a 24 x 40 sum whose op tiles (32 x 16)
+    are cut short. Four categorical variables; the sums of X0, X1 and of X2, X3 meet in products."""
+    dom = Domain("categorical", 4)
+    blocks: list = []
+    tensors: dict[str, Tensor] = {}
+
+    def add(block) -> int:
+        block.name = f"b{len(blocks)}"
+        blocks.append(block)
+        return len(blocks) - 1
+
+    def tensor(dtype: str, shape: tuple, data=None) -> str:
+        name = f"t{len(tensors)}"
+        tensors[name] = Tensor(dtype, shape, data=data, seed=None if data is not None else len(tensors))
+        return name
+
+    def sparse(kids: tuple, n: int, block: int, tiles: list[tuple[int, int]], params: str | None = None) -> int:
+        table = np.array(tiles, dtype=np.int64)
+        params = params or tensor("f64", (len(table), block, block))
+        return add(SumBlock(kids, n, params, tensor("i64", table.shape, table), block))
+
+    def products(v: int) -> tuple:
+        x = [[add(InputBlock(u, "categorical", 32, tensor("f64", (32, 4)))) for _ in range(2)] for u in (v, v + 1)]
+        return tuple(add(ProdBlock((x[0][a], x[1][b]), 32)) for a, b in ((0, 0), (1, 1), (0, 1), (1, 0)))
+
+    left, right = products(0), products(2)
+    crossed = [(0, 0), (0, 1), (0, 4), (0, 5), (1, 2), (1, 3), (1, 6), (1, 7)]
+    halves = [(r, c) for r in range(4) for c in ((0, 1, 2, 3) if r < 2 else (4, 5, 6, 7))]
+    s1 = sparse(left, 32, 16, crossed)
+    tied = sparse(right, 32, 16, crossed, blocks[s1].params)
+    small = add(ProdBlock(tuple(add(InputBlock(v, "categorical", 8, tensor("f64", (8, 4)))) for v in (0, 1)), 8))
+    cut = sparse((left[0], small), 24, 8, [(r, c) for r in range(3) for c in range(5)])
+    tops = [add(ProdBlock((s1, tied), 32)),
+            add(ProdBlock((sparse(left, 64, 16, halves), sparse(right, 64, 16, halves)), 64)),
+            add(ProdBlock((cut, add(SumBlock(right, 24, tensor("f64", (24, 128))))), 24))]
+    add(SumBlock(tuple(tops), 1, tensor("f64", (1, 120))))
+    c = Circuit([Variable(f"X{v}", dom) for v in range(4)], blocks, tensors, len(blocks) - 1)
+    randomize(c, 7)
+    return c

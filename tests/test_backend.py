@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import EXAMPLES
-from randgen import random_circuits, random_inputs
+from randgen import random_circuits, random_inputs, tile_ordered_circuit
 from torch_reference import Reference, expected_input_flows
 
 from pcc import optimize, parse
@@ -38,6 +38,8 @@ from pcc.ir.params import array, randomize
 
 CIRCUITS = [(p.stem, lambda p=p: parse(p)) for p in EXAMPLES] + [
     (f"random{i}", lambda i=i: random_circuits(100 + i, 1)[0]) for i in range(40)]
+CIRCUITS.append(("tile-ordered", tile_ordered_circuit))  # weights stored by op tiles (plan.TileOrder)
+TILE_ORDERED = CIRCUITS[-1:]
 
 
 def setup(circuit, seed, dtype=torch.float64, batch=9, executor="torch"):
@@ -121,7 +123,7 @@ def test_flows_match_autograd(name, make, executor, dtype, _, rtol):
     for name, t in ref.theta.items():
         kind, start, size = plan.tensor_slots[name]
         if kind == "sum":
-            got = flows.sum_w[start : start + size].numpy()
+            got = plan.tensor_values(name, flows.sum_w).numpy()
             blk = next(b for b in c.blocks if getattr(b, "params", None) == name)
             want = (t * t.grad).detach().numpy()
             if blk.tiles is not None:
@@ -325,7 +327,7 @@ def test_gaussian_statistics_match_autograd(executor, dtype, _, rtol):
 
 
 @pytest.mark.parametrize("step,alpha", [(1.0, 0.0), (1.0, 0.5), (0.3, 0.1)])
-@pytest.mark.parametrize("name,make", CIRCUITS[:12], ids=[c[0] for c in CIRCUITS[:12]])
+@pytest.mark.parametrize("name,make", CIRCUITS[:12] + TILE_ORDERED, ids=[c[0] for c in CIRCUITS[:12] + TILE_ORDERED])
 @pytest.mark.parametrize("executor", ["torch", "triton"])
 def test_em_step_equals_closed_form(name, make, step, alpha, executor):
     c = make()
@@ -350,7 +352,7 @@ def test_em_step_equals_closed_form(name, make, step, alpha, executor):
             want = (1 - step) * dense_old + step * em
             if blk.tiles is not None:
                 want = gather_tiles(want, array(c, blk.tiles), blk.block)
-            np.testing.assert_allclose(p.sum_w[start : start + size].numpy(), want.reshape(-1), rtol=tol, atol=tol * 1e-3)
+            np.testing.assert_allclose(plan.tensor_values(name, p.sum_w).numpy(), want.reshape(-1), rtol=tol, atol=tol * 1e-3)
         elif kind == "categorical":
             f = expected_input_flows(ref, name)
             k = f.shape[1]

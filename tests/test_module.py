@@ -56,6 +56,16 @@ def test_plan_round_trip(tmp_path):
     assert np.array_equal(back.sum_w, plan.sum_w)
 
 
+def test_plan_round_trip_keeps_weights_stored_by_op_tiles(tmp_path):
+    from randgen import tile_ordered_circuit
+    plan = build_plan(pcc.optimize(tile_ordered_circuit()))
+    save_plan(plan, tmp_path / "p.safetensors")
+    back = load_plan(tmp_path / "p.safetensors")
+    assert back.digest() == plan.digest() and set(back.sum_orders) == set(plan.sum_orders) != set()
+    for name in plan.sum_orders:
+        np.testing.assert_array_equal(back.tensor_values(name, back.sum_w), plan.tensor_values(name, plan.sum_w))
+
+
 def test_damaged_module_is_a_user_error(tmp_path):
     out = tmp_path / "m"
     assert run("compile", EX / "mixture.pc", "-o", out).returncode == 0

@@ -2,12 +2,16 @@
 import numpy as np
 
 import pytest
+import torch
 
 from conftest import EXAMPLES
-from randgen import random_circuits
+from randgen import random_circuits, tile_ordered_circuit
 
 from pcc import optimize, parse
 from pcc.backend.plan import NEG, PAD, ZERO, InputOp, ProdOp, SumOp, build_plan
+from pcc.backend.runtime import CircuitModel
+from pcc.ir.circuit import SumBlock
+from pcc.ir.params import array, normalize_sum
 from pcc.frontend import load_text
 from pcc.structures.hmm import hmm_source
 from pcc.structures.pd import pd_source
@@ -111,3 +115,48 @@ def test_an_op_of_padding_only_is_not_dense():
     """A one-row tile whose only parent is padding has no dense form (it used to raise IndexError)."""
     op = SumOp(1, 2, np.array([[PAD]]), np.array([[10, 11]]), np.full((1, 1, 2), 7, dtype=np.int64))
     assert op.dense is None
+
+
+def _tile_ordered_plan():
+    c = optimize(tile_ordered_circuit())
+    return c, build_plan(c)
+
+
+def test_weights_of_op_tiles_larger_than_the_tensors_own_are_stored_by_op_tile():
+    c, plan = _tile_ordered_plan()
+    sparse = {b.params for b in c.blocks if isinstance(b, SumBlock) and b.tiles is not None}
+    assert set(plan.sum_orders) == sparse and len(sparse) == 4  # the tied sum shares its tensor's order
+    ops = [op for ops in plan.layers for op in ops if isinstance(op, SumOp)]
+    assert all(op.affine is not None for op in ops)  # every weight tile a strided block: no index table
+    assert any(op.dense is not None and op.dense.groups > 1 for op in ops)  # 32 x 64 pairs: grouped dense
+    for name in sparse:  # read back in the tensor's own order: its values and its normalisation groups
+        np.testing.assert_array_equal(plan.tensor_values(name, plan.sum_w), array(c, name).reshape(-1))
+        parents = plan.tensor_values(name, plan.sum_parent)
+        b = next(b for b in c.blocks if getattr(b, "params", None) == name)
+        rows = (array(c, b.tiles)[:, :1] * b.block + np.arange(b.block))[:, :, None]
+        own = np.broadcast_to(rows, (len(rows), b.block, b.block)).reshape(-1)
+        assert len(np.unique(np.stack([parents, own]), axis=1)[0]) == b.n  # one group per parent node
+    order = plan.sum_orders[next(iter(plan.sum_orders))]
+    assert sorted(order.positions().tolist()) == list(range(order.tiles.shape[0] * order.block ** 2))
+
+
+def test_a_partly_filled_op_tile_keeps_the_tensors_own_order():
+    c = tile_ordered_circuit()
+    b = next(b for b in c.blocks if isinstance(b, SumBlock) and b.block == 8)
+    tiles = array(c, b.tiles)[1:]  # the first 8 x 8 tile gone: op tile (0, 0) of 32 x 16 is no longer full
+    c.tensors[b.tiles].data, c.tensors[b.tiles].shape = tiles, tiles.shape
+    w = array(c, b.params)[1:]
+    c.tensors[b.params].data, c.tensors[b.params].shape = w, w.shape
+    c.tensors[b.params].data = normalize_sum(c, b, w)  # its first row lost some edges
+    c = optimize(c)
+    plan = build_plan(c)
+    assert b.params not in plan.sum_orders and len(plan.sum_orders) == 3
+    np.testing.assert_array_equal(plan.tensor_values(b.params, plan.sum_w), array(c, b.params).reshape(-1))
+
+
+def test_a_model_writes_tile_ordered_weights_back_in_the_tensors_order():
+    c, _ = _tile_ordered_plan()
+    model = CircuitModel(c, "cpu", torch.float64, executor="torch")
+    back = model.to_circuit()
+    for name in model.plan.sum_orders:
+        np.testing.assert_array_equal(array(back, name), array(c, name))
