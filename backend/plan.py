@@ -683,8 +683,10 @@ class TileOrder:
     The tensor holds ``[m, block, block]`` tiles (``tiles`` [m, 2]: parent tile, child tile, in ``block``
     units). The op that runs it multiplies ``tile_p x tile_c`` tiles; where one of those spans several of the
     tensor's tiles, the tensor's order would make its weights a patchwork, read through an index table. Stored
-    instead op tile by op tile (in (parent tile, child tile) order), each row-major with its real width as the
-    row stride, every op tile is one strided block (:attr:`SumOp.affine`) and kernels compute weight addresses.
+    instead row of op tiles by row (one parent tile's fan-in, row-major, its op tiles side by side), every op
+    tile is one strided block (:attr:`SumOp.affine`) and kernels compute weight addresses; a parent tile's whole
+    fan-in is one block too, so ops whose parent tiles share their children run as matrix products
+    (:attr:`SumOp.dense`).
     Used only when every op tile that holds an edge is full: every pair of a real parent and a real child in it
     is an edge (otherwise the block would have holes that are not edges).
     """
@@ -734,12 +736,21 @@ class TileOrder:
         return bool(np.array_equal(counts, rows * width))
 
     def positions(self) -> np.ndarray:
-        """``pos`` [m * block * block]: where (from the tensor's first slot) its flat weight ``j`` is stored."""
-        keys, which, counts = self._keys()
+        """``pos`` [m * block * block]: where (from the tensor's first slot) its flat weight ``j`` is stored.
+
+        A row of op tiles (one parent tile) is one row-major block, its tiles side by side in child order: each
+        op tile is then a strided block (row stride: the row's width), and a parent tile's whole fan-in is one
+        too, which :attr:`SumOp.dense` needs to run the op as matrix products (PD's region sums)."""
+        keys, which, _ = self._keys()
         cols = -(-self.total // self.tile_c)
-        start = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        _, width = self._sizes(keys // cols, keys % cols)
+        rows, width = self._sizes(keys // cols, keys % cols)
+        first = np.concatenate([[True], keys[1:] // cols != keys[:-1] // cols])  # keys sort by parent tile
+        row = np.cumsum(first) - 1
+        row_width = np.bincount(row, weights=width).astype(np.int64)
+        row_start = np.concatenate([[0], np.cumsum(rows[first] * row_width)[:-1]])
+        left = np.cumsum(width) - width  # columns of the row's earlier tiles
+        base = row_start[row] + left - left[first][row]
+        shape = (len(self.tiles), self.block, self.block)
         _, _, r, c = self._coarse()
-        inner = np.broadcast_to(r * width[which].reshape(r.shape[0], self.block, self.block) + c,
-                                (len(self.tiles), self.block, self.block))
-        return (start[which] + inner.reshape(-1)).astype(np.int64)
+        pos = base[which].reshape(shape) + r * row_width[row][which].reshape(shape) + c
+        return pos.reshape(-1).astype(np.int64)

@@ -8,7 +8,7 @@ from conftest import EXAMPLES
 from randgen import random_circuits, tile_ordered_circuit
 
 from pcc import optimize, parse
-from pcc.backend.plan import NEG, PAD, ZERO, InputOp, ProdOp, SumOp, build_plan
+from pcc.backend.plan import NEG, PAD, ZERO, InputOp, ProdOp, SumOp, TileOrder, build_plan
 from pcc.backend.runtime import CircuitModel
 from pcc.ir.circuit import SumBlock
 from pcc.ir.params import array, normalize_sum
@@ -138,6 +138,21 @@ def test_weights_of_op_tiles_larger_than_the_tensors_own_are_stored_by_op_tile()
         assert len(np.unique(np.stack([parents, own]), axis=1)[0]) == b.n  # one group per parent node
     order = plan.sum_orders[next(iter(plan.sum_orders))]
     assert sorted(order.positions().tolist()) == list(range(order.tiles.shape[0] * order.block ** 2))
+
+
+def test_a_parent_tiles_fan_in_is_one_row_major_block():
+    # 16 x 16 tiles of a 64 x 96 tensor, op tiles 32 x 32: parent tile 0 reads all three child op tiles, parent
+    # tile 1 the first and the last. Each parent tile's fan-in must be one row-major block (what SumOp.dense
+    # needs), whatever order the tensor lists its tiles in.
+    tiles = [(r, c) for r in (0, 1) for c in range(6)] + [(r, c) for r in (2, 3) for c in (0, 1, 4, 5)]
+    tiles = np.array(tiles)[np.random.default_rng(0).permutation(len(tiles))]
+    order = TileOrder(tiles, 16, 64, 96, 32, 32)
+    i = np.arange(16)
+    parent = (tiles[:, 0, None] * 16 + i)[:, :, None] + 0 * i
+    child = (tiles[:, 1, None] * 16 + i)[:, None, :] + 0 * i[:, None]
+    col = np.where(child < 32, child, child - 32)  # parent tile 1 skips child op tile 1
+    want = np.where(parent < 32, parent * 96 + child, 32 * 96 + (parent - 32) * 64 + col)
+    np.testing.assert_array_equal(order.positions(), want.reshape(-1))
 
 
 def test_a_partly_filled_op_tile_keeps_the_tensors_own_order():
