@@ -12,7 +12,7 @@ import numpy as np
 from pcc import __version__
 
 from .flowmap import FlowMap, compact_flows, forward_order
-from .valuemap import ValueMap
+from .valuemap import ValueMap, back_readers, recomputed
 from .plan import NEG, PAD, ZERO, Dense, InputOp, Plan, ProdOp, SumOp
 
 DISTS = {"categorical": 0, "bernoulli": 1, "gaussian": 2}
@@ -114,18 +114,26 @@ def tables(plan: Plan) -> dict[str, object]:
 def value_tables(plan: Plan, vmap: ValueMap) -> dict[str, object]:
     """The value-row tables under ``vmap`` (:mod:`.valuemap`): ``out``/``child``/``tiles`` (a sum's parent
     rows, child rows and child tiles), ``children`` (a product's) and ``rows`` (a product or input op's own)."""
-    v = vmap.rows
+    v, b = vmap.rows, vmap.back_rows
+    again = recomputed(plan)
+    readers = back_readers(plan, again)
     out = {}
     for key, op in forward_order(plan):
         if isinstance(op, SumOp):
             out.update({f"{key}.out": v[op.out_rows], f"{key}.child": v[op.child_rows], f"{key}.tiles": v[op.child_tiles[0]]})
+            if key in readers:  # the backward reads recomputed children from their second rows
+                out.update({f"{key}.bchild": b[op.child_rows], f"{key}.btiles": b[op.child_tiles[0]]})
             if op.dense is not None:  # the dense kernels' rows, [G, P] and [G, C]
                 parents, children = op.dense_rows()
                 out.update({f"{key}.dout": v[parents], f"{key}.dchild": v[children]})
+                if key in readers:
+                    out[f"{key}.bdchild"] = b[children]
             continue
         out[f"{key}.rows"] = v[op.start:op.start + op.n]
         if isinstance(op, ProdOp):
             out[f"{key}.children"] = v[op.children]
+            if vmap.back is not None and key in again:  # only layouts that recompute carry these
+                out.update({f"{key}.brows": b[op.start:op.start + op.n], f"{key}.bchildren": b[op.children]})
     return out
 
 
@@ -197,6 +205,8 @@ def generate(plan: Plan, precision: str = DOT_PRECISION, source: str = "", pipel
              "    f holds the flow-row tables: every node's own row (flows [ROWS, B]), or compact rows reused once a",
              '    flow is dead, which then come with the rows to clear ("zero") before an op (pcc.backend.flowmap)."""',
              "    nb = triton.cdiv(B, BB)"]
+    again = recomputed(plan)
+    readers = back_readers(plan, again)
     for li in range(len(plan.layers) - 1, -1, -1):
         for oi, op in enumerate(plan.layers[li]):
             key = f"L{li}.{oi}"
@@ -205,8 +215,21 @@ def generate(plan: Plan, precision: str = DOT_PRECISION, source: str = "", pipel
                 n = len(zero[key])
                 head += [f'    if "{key}.zero" in f:  # compact flows: rows whose last owner is done, for this op\'s children',
                          f'        K.zero_rows[(triton.cdiv({n}, BN), nb)](flows, f["{key}.zero"], {n}, B, BN=BN, BB=BB)']
-            head += ["    " + s for s in _backward_lines(key, op, fill, key in overwrite)]
+            head += ["    " + s for s in _recompute_lines(plan, key, again)]
+            head += ["    " + s for s in _backward_lines(key, op, fill, key in overwrite, key in readers)]
     return "\n".join(head) + "\n"
+
+
+def _recompute_lines(plan: Plan, key: str, again: dict[str, str]) -> list[str]:
+    """The launches that compute product ops again just before sum op ``key``'s backward, where the value
+    layout keeps their rows only for the forward pass (training steps; :func:`~.valuemap.recomputed`)."""
+    lines = []
+    for pkey, op in forward_order(plan):
+        if again.get(pkey) == key:
+            lines += [f'if "{pkey}.brows" in t:  # {op.n} products computed again, for the backward (valuemap)',
+                      f'    K.prod_fwd[(triton.cdiv({op.n}, BN), nb)](vals, t["{pkey}.bchildren"], t["{pkey}.brows"], '
+                      f"{op.n}, B, KMAX={op.children.shape[1]}, BN=BN, BB=BB)"]
+    return lines
 
 
 def _title(op) -> str:
@@ -259,7 +282,9 @@ def _weight_args(key: str, op: SumOp) -> str:
     return f't["{key}.wbase"], t["{key}.wbase"], t["{key}.wstride"]'
 
 
-def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool) -> list[str]:
+def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool, back: bool = False) -> list[str]:
+    """Op ``key``'s backward launches; ``back``: a sum op reads its children's values from the backward rows
+    (``bchild``, ``btiles``, ``bdchild``: some of them are computed again there)."""
     if isinstance(op, InputOp):
         stats = _STATS[op.dist].format(k=op.k)
         if op.dist == "categorical":
@@ -281,11 +306,12 @@ def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool) -> lis
     if isinstance(op, ProdOp):
         return [f'K.prod_bwd[(triton.cdiv({op.n}, BN), nb)](flows, f["{key}.frows"], f["{key}.fchildren"], {op.n}, B, '
                 f"KMAX={op.children.shape[1]}, BN=BN, BB=BB, ZERO={ZERO}, ATOMIC={op.child_atomics}, OVERWRITE={overwrite})"]
-    return _dense_or(op, lambda: _dense_backward_lines(key, op, overwrite), _sum_backward_lines(key, op, fill, overwrite))
+    b = "b" if back else ""
+    return _dense_or(op, lambda: _dense_backward_lines(key, op, overwrite, b), _sum_backward_lines(key, op, fill, overwrite, b))
 
 
-def _sum_backward_lines(key: str, op: SumOp, fill: tuple[int, int], overwrite: bool) -> list[str]:
-    tiles = f't["{key}.out"], f["{key}.fout"], t["{key}.child"], {_weight_args(key, op)}, B'
+def _sum_backward_lines(key: str, op: SumOp, fill: tuple[int, int], overwrite: bool, b: str = "") -> list[str]:
+    tiles = f't["{key}.out"], f["{key}.fout"], t["{key}.{b}child"], {_weight_args(key, op)}, B'
     shape = lambda tp: f"TP={tp}, TC={op.tile_c}, KC={op.child_rows.shape[1]}, BB=bb"  # noqa: E731
     masks = f"PAD={PAD}, NEG={NEG}, AFFINE={op.affine is not None}"
     # parameter flows first: they read the parents' flows before anything else changes the buffer
@@ -309,7 +335,7 @@ def _sum_backward_lines(key: str, op: SumOp, fill: tuple[int, int], overwrite: b
     return lines + [
             f"bb = K.batch_block(B, BB, {tiles_c}, {fill[0]})",
             f'K.sum_bwd[({tiles_c}, triton.cdiv(B, bb))](vals, flows, p.sum_w, t["{key}.out"], f["{key}.fout"], '
-            f'{_weight_args(key, op)}, t["{key}.tiles"], f["{key}.ftiles"], t["{key}.uses"], {scale}, B, '
+            f'{_weight_args(key, op)}, t["{key}.{b}tiles"], f["{key}.ftiles"], t["{key}.uses"], {scale}, B, '
             f"{shape(pair * op.tile_p)}, KMAX={op.kmax}, R={r}, "
             f"{masks}, ATOMIC={op.child_atomics}, PRECISION=PRECISION, OVERWRITE={overwrite}, SCALED={scaled}, "
             f"PAIR={pair}, num_warps={8 if r >= 8 else 4})"]
@@ -393,20 +419,20 @@ def _dense_forward_lines(key: str, op: SumOp) -> list[str]:
             + ["del vt, part, sh"])
 
 
-def _dense_backward_lines(key: str, op: SumOp, overwrite: bool) -> list[str]:
+def _dense_backward_lines(key: str, op: SumOp, overwrite: bool, b: str = "") -> list[str]:
     d = op.dense
     full = _fit(DENSE_GROUPS_PARAMS if d.groups > 1 else DENSE_PARAMS["full"], d.P, d.C, None)
     fills = d.groups * -(-d.P // full[0]) * -(-d.C // full[1]) >= FILL
     pt = full if fills else _fit(DENSE_PARAMS["small"], d.P, d.C, None)
     programs = -(-d.P // pt[0]) * -(-d.C // pt[1])
     most = _most_splits(programs * d.groups)
-    args = (f'vals, flows, p.sum_w, gt, sh, t["{key}.dchild"], f["{key}.fchild"], t["{key}.dbase"], {d.stride}, B, '
+    args = (f'vals, flows, p.sum_w, gt, sh, t["{key}.{b}dchild"], f["{key}.fchild"], t["{key}.dbase"], {d.stride}, B, '
             f"P={d.P}, C={d.C}, OVERWRITE={overwrite}")
     return [_dense_title(op), f"gt = flows.new_empty({d.groups}, B, {d.P})"] + _dense_shift(key, d.P, d.groups, False) + [
             f'D.dense_scale[(triton.cdiv({d.P}, 32), triton.cdiv(B, 64), {d.groups})](vals, flows, t["{key}.dout"], '
             f'f["{key}.fdout"], sh, gt, {d.P}, B, BN=32, BB=64)',
             f"split = max(1, min(triton.cdiv(B, {pt[2]}) // {SPLIT_BLOCKS}, {most}))",
-            f'D.dense_params[({programs}, split, {d.groups})](vals, gt, sh, p.sum_w, fl.sum_w, t["{key}.dchild"], '
+            f'D.dense_params[({programs}, split, {d.groups})](vals, gt, sh, p.sum_w, fl.sum_w, t["{key}.{b}dchild"], '
             f't["{key}.dbase"], {d.stride}, B, P={d.P}, C={d.C}, STEPS=triton.cdiv(triton.cdiv(B, {pt[2]}), split), '
             f"{_tile_args(pt, d.align)}, ATOMIC=split > 1)",
             ] + _dense_launch("dense_bwd", d.C, d.P, d, DENSE_BWD, args) + ["del gt, part, sh"]

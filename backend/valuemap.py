@@ -11,21 +11,28 @@ reused rows need no clearing.
 Layouts (the ``values`` argument of the Triton executor's ``forward``/``backward``):
 
 * ``"all"``: every node its own row (:func:`full_values`): queries, node values and node flows;
-* ``"train"``: rows live from the node's forward to its last forward or backward reader: training steps;
+* ``"train"``: rows live from the node's forward to its last forward or backward reader: training steps.
+  Products whose readers are all sums and whose children are all sums (:func:`recomputed`: PD's and
+  RAT-SPN's partitions, most of their rows) are not kept for the backward: their values die with their
+  last forward reader and are computed again in the backward, just before the first sum op that reads them
+  there, into rows that live until its last backward reader (``ValueMap.back``). Their children are sums,
+  alive then anyway (a sum's backward reads its own values), so no lifetime grows;
 * ``"root"``: rows live until the last forward reader; only the root's value is kept to the end: ``log_prob``.
 
 Contract of a :class:`ValueMap` ``m`` for plan ``p``: ``m.rows[r]`` is plan row ``r``'s value row; ``ZERO``,
 ``NEG`` and ``PAD`` map to themselves; two rows share a value row only if their lifetimes are disjoint (a row
-freed by a launch is reused from the next launch on), and the root lives to the end.
+freed by a launch is reused from the next launch on), and the root lives to the end. ``m.back[r]`` is the row
+the backward pass reads ``r`` from (``m.rows[r]`` but for recomputed products), and ``m.recompute`` maps the
+key of each sum op to the product ops whose rows are computed again just before its backward.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .flowmap import backward_order, colour_intervals, forward_order, read_rows, written_rows
-from .plan import FIRST_ROW, Plan, SumOp
+from .plan import FIRST_ROW, Plan, ProdOp, SumOp
 
 LAYOUTS = ("all", "train", "root")
 
@@ -36,6 +43,12 @@ class ValueMap:
 
     rows: np.ndarray
     size: int
+    back: np.ndarray | None = None  # the backward pass's rows (None: ``rows``)
+    recompute: dict[str, list[str]] = field(default_factory=dict)  # sum op key -> product op keys
+
+    @property
+    def back_rows(self) -> np.ndarray:
+        return self.rows if self.back is None else self.back
 
 
 def full_values(plan: Plan) -> ValueMap:
@@ -43,36 +56,104 @@ def full_values(plan: Plan) -> ValueMap:
     return ValueMap(np.arange(plan.rows, dtype=np.int64), plan.rows)
 
 
-def lifetimes(plan: Plan, backward: bool) -> tuple[np.ndarray, np.ndarray]:
-    """``(start, end)`` per plan row: the time of the launch that writes it and of its last reader.
+def recomputed(plan: Plan) -> dict[str, str]:
+    """Product ops computed again in a training step's backward: ``{product op key: key of the first sum op
+    (in backward order) that reads its rows}``. Taken: ops whose rows only sum ops read, and whose children
+    are sums (or reserved rows), whose values the backward keeps anyway; the root's op is never taken."""
+    is_sum, other = np.zeros(plan.rows, dtype=bool), np.zeros(plan.rows, dtype=bool)  # other: a non-sum reads it
+    for _, op in forward_order(plan):
+        if isinstance(op, SumOp):
+            is_sum[written_rows(op)] = True
+        else:
+            other[read_rows(op)] = True
+    first = {}
+    for key, op in backward_order(plan):
+        if not isinstance(op, SumOp):
+            continue
+        kids = np.unique(read_rows(op))
+        for pkey, pop in _product_ops(plan):
+            if pkey not in first and _reads(kids, pop) and _takeable(plan, pop, is_sum, other):
+                first[pkey] = key
+    return first
 
-    Times: forward ops ``0 .. F-1``, then (``backward``) the backward ops ``F ..`` in backward order. The
-    root ends after every op; a row nobody reads ends where it starts; reserved rows get ``start = -1``.
+
+def back_readers(plan: Plan, again: dict[str, str]) -> set[str]:
+    """Keys of the sum ops whose backward reads rows of the product ops in ``again`` (:func:`recomputed`):
+    they read their children through the backward rows (``ValueMap.back``)."""
+    prods = [op for key, op in _product_ops(plan) if key in again]
+    return {key for key, op in forward_order(plan)
+            if isinstance(op, SumOp) and any(_reads(np.unique(read_rows(op)), p) for p in prods)}
+
+
+def _product_ops(plan: Plan) -> list[tuple[str, ProdOp]]:
+    return [(key, op) for key, op in forward_order(plan) if isinstance(op, ProdOp)]
+
+
+def _reads(kids: np.ndarray, op: ProdOp) -> bool:
+    lo = np.searchsorted(kids, op.start)
+    return lo < len(kids) and kids[lo] < op.start + op.n
+
+
+def _takeable(plan: Plan, op: ProdOp, is_sum: np.ndarray, other: np.ndarray) -> bool:
+    return (not other[written_rows(op)].any() and is_sum[read_rows(op)].all()
+            and not op.start <= plan.root_row < op.start + op.n)
+
+
+def lifetimes(plan: Plan, backward: bool, again: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(start, end)`` per plan row, then per row of the product ops in ``again`` (:func:`recomputed`, in
+    forward order of the ops) for their second life: the time of the launch that writes it and of its last
+    reader.
+
+    Times: forward ops ``0 .. F-1``, then (``backward``) the backward ops ``F ..`` in backward order; a
+    product op in ``again`` runs again at the time of the sum op named there. The root ends after every op;
+    a row nobody reads ends where it starts; reserved rows get ``start = -1``.
     """
     fwd = forward_order(plan)
+    again = again or {}
     start = np.full(plan.rows, -1, dtype=np.int64)
     end = np.full(plan.rows, -1, dtype=np.int64)
     for t, (_, op) in enumerate(fwd):
         start[written_rows(op)] = t
         np.maximum.at(end, read_rows(op), t)
+    second = {key: op for key, op in fwd if key in again}
+    where = np.full(plan.rows, -1, dtype=np.int64)  # plan row -> index of its second life
+    if second:
+        rows = np.concatenate([written_rows(op) for op in second.values()])
+        where[rows] = np.arange(len(rows))
+    start2, end2 = np.full(int((where >= 0).sum()), -1, dtype=np.int64), np.full(int((where >= 0).sum()), -1, dtype=np.int64)
     if backward:
+        when = {key: t for t, (key, _) in enumerate(backward_order(plan), start=len(fwd))}
+        for key, op in second.items():
+            start2[where[written_rows(op)]] = when[again[key]]
         for t, (_, op) in enumerate(backward_order(plan), start=len(fwd)):
             if isinstance(op, SumOp):  # sum_bwd and sum_bwd_params read the parents' and the children's values
-                np.maximum.at(end, np.concatenate([written_rows(op), read_rows(op)]), t)
+                read = np.concatenate([written_rows(op), read_rows(op)])
+                np.maximum.at(end2, where[read[where[read] >= 0]], t)
+                np.maximum.at(end, read[where[read] < 0], t)
     end = np.maximum(end, start)
     end[plan.root_row] = 2 * len(fwd)
     start[:FIRST_ROW] = -1
-    return start, end
+    return np.concatenate([start, start2]), np.concatenate([end, np.maximum(end2, start2)])
 
 
 def compact_values(plan: Plan, backward: bool) -> ValueMap:
-    """Value rows reused across disjoint lifetimes: ``backward`` for a training step, else a forward pass."""
-    start, end = lifetimes(plan, backward)
+    """Value rows reused across disjoint lifetimes: ``backward`` for a training step (with the products of
+    :func:`recomputed` computed again there), else a forward pass."""
+    first = recomputed(plan) if backward else {}
+    start, end = lifetimes(plan, backward, first)
     node = np.flatnonzero(start >= 0)
-    rows = np.arange(plan.rows, dtype=np.int64)
     got, size, _ = colour_intervals(start[node], end[node], FIRST_ROW)
+    rows = np.arange(len(start), dtype=np.int64)
     rows[node] = got
-    return ValueMap(rows, size)
+    if not first:
+        return ValueMap(rows[:plan.rows], size)
+    back = rows[:plan.rows].copy()
+    again = np.concatenate([written_rows(op) for key, op in forward_order(plan) if key in first])
+    back[again] = rows[plan.rows:]
+    by_sum: dict[str, list[str]] = {}
+    for pkey, skey in first.items():
+        by_sum.setdefault(skey, []).append(pkey)
+    return ValueMap(rows[:plan.rows], size, back, by_sum)
 
 
 def value_map(plan: Plan, layout: str) -> ValueMap:
