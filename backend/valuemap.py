@@ -66,37 +66,34 @@ def recomputed(plan: Plan) -> dict[str, str]:
             is_sum[written_rows(op)] = True
         else:
             other[read_rows(op)] = True
-    first = {}
+    prods = [(key, op) for key, op in forward_order(plan) if isinstance(op, ProdOp)]
+    taken = [key for key, op in prods if not other[written_rows(op)].any() and is_sum[read_rows(op)].all()
+             and not op.start <= plan.root_row < op.start + op.n]
+    owner = _owners(plan, taken)
+    first: dict[str, str] = {}
     for key, op in backward_order(plan):
-        if not isinstance(op, SumOp):
-            continue
-        kids = np.unique(read_rows(op))
-        for pkey, pop in _product_ops(plan):
-            if pkey not in first and _reads(kids, pop) and _takeable(plan, pop, is_sum, other):
-                first[pkey] = key
+        if isinstance(op, SumOp):
+            for i in np.unique(owner[read_rows(op)]):
+                if i >= 0 and taken[i] not in first:
+                    first[taken[i]] = key
     return first
 
 
 def back_readers(plan: Plan, again: dict[str, str]) -> set[str]:
     """Keys of the sum ops whose backward reads rows of the product ops in ``again`` (:func:`recomputed`):
     they read their children through the backward rows (``ValueMap.back``)."""
-    prods = [op for key, op in _product_ops(plan) if key in again]
-    return {key for key, op in forward_order(plan)
-            if isinstance(op, SumOp) and any(_reads(np.unique(read_rows(op)), p) for p in prods)}
+    owner = _owners(plan, list(again))
+    return {key for key, op in forward_order(plan) if isinstance(op, SumOp) and (owner[read_rows(op)] >= 0).any()}
 
 
-def _product_ops(plan: Plan) -> list[tuple[str, ProdOp]]:
-    return [(key, op) for key, op in forward_order(plan) if isinstance(op, ProdOp)]
-
-
-def _reads(kids: np.ndarray, op: ProdOp) -> bool:
-    lo = np.searchsorted(kids, op.start)
-    return lo < len(kids) and kids[lo] < op.start + op.n
-
-
-def _takeable(plan: Plan, op: ProdOp, is_sum: np.ndarray, other: np.ndarray) -> bool:
-    return (not other[written_rows(op)].any() and is_sum[read_rows(op)].all()
-            and not op.start <= plan.root_row < op.start + op.n)
+def _owners(plan: Plan, keys: list[str]) -> np.ndarray:
+    """Per plan row, the index in ``keys`` of the op that writes it (-1: none of them)."""
+    owner = np.full(plan.rows, -1, dtype=np.int64)
+    where = {key: i for i, key in enumerate(keys)}
+    for key, op in forward_order(plan):
+        if key in where:
+            owner[written_rows(op)] = where[key]
+    return owner
 
 
 def lifetimes(plan: Plan, backward: bool, again: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
