@@ -56,7 +56,7 @@ class TritonExecutor:
     fused_em = True  # the EM update runs as Triton kernels too (pcc.backend.em_kernels)
 
     def __init__(self, plan: Plan, device, dtype=torch.float32, precision: str = DOT_PRECISION, source: str | None = None,
-                 fill: int | None = None):
+                 fill: int | None = None, recompute: bool = True):
         if dtype != torch.float32:
             raise ValueError("the Triton executor computes in float32")
         if torch.device(device).type != "cuda" and not interpreting():
@@ -69,7 +69,8 @@ class TritonExecutor:
         self.schedule = namespace
         # value rows per layout (pcc.backend.valuemap) and flow rows: each node's own (node flows) and the compact
         # rows of a training step; the tables repeat row numbers (a few int32 per node, next to B floats per node)
-        self.values = {layout: value_map(plan, layout) for layout in LAYOUTS}
+        # recompute: training steps compute products of sums again in the backward instead of keeping them
+        self.values = {layout: value_map(plan, layout, recompute) for layout in LAYOUTS}
         arrays = {"shared:" + k: v for k, v in tables(plan).items()}
         for layout, vmap in self.values.items():
             arrays.update({f"{layout}:{k}": v for k, v in value_tables(plan, vmap).items()})

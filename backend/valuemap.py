@@ -133,10 +133,10 @@ def lifetimes(plan: Plan, backward: bool, again: dict[str, str] | None = None) -
     return np.concatenate([start, start2]), np.concatenate([end, np.maximum(end2, start2)])
 
 
-def compact_values(plan: Plan, backward: bool) -> ValueMap:
+def compact_values(plan: Plan, backward: bool, recompute: bool = True) -> ValueMap:
     """Value rows reused across disjoint lifetimes: ``backward`` for a training step (with the products of
-    :func:`recomputed` computed again there), else a forward pass."""
-    first = recomputed(plan) if backward else {}
+    :func:`recomputed` computed again there unless ``recompute`` is False), else a forward pass."""
+    first = recomputed(plan) if backward and recompute else {}
     start, end = lifetimes(plan, backward, first)
     node = np.flatnonzero(start >= 0)
     got, size, _ = colour_intervals(start[node], end[node], FIRST_ROW)
@@ -153,8 +153,9 @@ def compact_values(plan: Plan, backward: bool) -> ValueMap:
     return ValueMap(rows[:plan.rows], size, back, by_sum)
 
 
-def value_map(plan: Plan, layout: str) -> ValueMap:
-    """The map of a layout (see the module docstring)."""
+def value_map(plan: Plan, layout: str, recompute: bool = True) -> ValueMap:
+    """The map of a layout (see the module docstring); ``recompute=False`` keeps every product a training
+    step's backward reads (more rows, no second product launches)."""
     if layout not in LAYOUTS:
         raise ValueError(f"values must be one of {', '.join(LAYOUTS)}, not {layout!r}")
-    return full_values(plan) if layout == "all" else compact_values(plan, backward=layout == "train")
+    return full_values(plan) if layout == "all" else compact_values(plan, layout == "train", recompute)

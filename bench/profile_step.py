@@ -90,6 +90,8 @@ def main() -> None:
     ap.add_argument("--dense-min-work", default=str(codegen.DENSE_MIN_WORK),
                     help="comma-separated codegen.DENSE_MIN_WORK values to compare (0: every dense op on the dense "
                          "kernels, never: none)")
+    ap.add_argument("--recompute", default="on", help="comma-separated on/off: products of sums computed again in "
+                    "the backward (valuemap.recomputed) or kept")
     args = ap.parse_args()
     x = datasets.load(args.mnist)
     start = time.perf_counter()
@@ -104,18 +106,20 @@ def main() -> None:
     model = CircuitModel(pcc.optimize(circuit, args.pipeline), "cuda", executor="triton")
     print(f"{title}: compiled in {time.perf_counter() - start:.1f}s", flush=True)
     xb = torch.as_tensor(x[:args.batch], device="cuda", dtype=torch.float32)
-    for precision, work in itertools.product(args.precision.split(","), args.dense_min_work.split(",")):
+    settings = itertools.product(args.precision.split(","), args.dense_min_work.split(","), args.recompute.split(","))
+    for precision, work, again in settings:
         codegen.DENSE_MIN_WORK = NEVER
         model.executor = TritonExecutor(model.plan, model.device_, precision="ieee")
         reference = model.log_prob(xb).double()  # at the current parameters (earlier settings trained them)
         codegen.DENSE_MIN_WORK = NEVER if work == "never" else int(work)
-        model.executor = TritonExecutor(model.plan, model.device_, precision=precision, fill=args.fill)
+        model.executor = TritonExecutor(model.plan, model.device_, precision=precision, fill=args.fill,
+                                        recompute=again == "on")
         torch.cuda.reset_peak_memory_stats()
         err = float((model.log_prob(xb).double() - reference).abs().max() / reference.abs().max())
         rows = profile(model, xb, args.steps)
         model.use_graphs = True
         graph_ms = median_ms(lambda: model.em_step(xb, step_size=0.1, pseudocount=0.1), 20)
-        print(f"precision {precision}, DENSE_MIN_WORK {work}: LL rel err vs ieee (generic kernels) {err:.1e}; "
+        print(f"precision {precision}, DENSE_MIN_WORK {work}, recompute {again}: LL rel err vs ieee (generic kernels) {err:.1e}; "
               f"step with CUDA graph {graph_ms:.3f} ms (median of 20); peak {torch.cuda.max_memory_allocated() >> 20} MiB")
         print(f"{'kernel':70s} {'ms/step':>9s} {'launches':>9s}")
         for name, ms, n in rows[:12]:

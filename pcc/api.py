@@ -66,14 +66,17 @@ def optimize(circuit: Circuit, pipeline: str = DEFAULT_PIPELINE, options: Option
 
 @_without_gc_pauses
 def compile(source: str | Path, device=None, executor: str = "auto", pipeline: str = DEFAULT_PIPELINE,
-            precision: str = "tf32x3"):
+            precision: str = "tf32x3", recompute: bool = True):
     """The runtime model (``torch.nn.Module``) of a ``.pc``/``.pcir`` path or ``.pc`` source text.
 
     ``precision`` is the Triton executor's matrix-product precision: ``tf32x3`` (fp32 accuracy, the
     default), ``ieee``, ``tf32`` or ``bf16`` (reduced; docs/benchmarks.md gives its measured accuracy).
+    ``recompute=False`` keeps the products of sums for the backward instead of computing them again there:
+    faster training steps, more memory (PD: about twice the value rows; docs/backend.md).
     """
     from pcc.backend.runtime import CircuitModel
-    return CircuitModel(optimize(parse(source), pipeline), device, executor=executor, precision=precision)
+    return CircuitModel(optimize(parse(source), pipeline), device, executor=executor, precision=precision,
+                        recompute=recompute)
 
 
 def load(path: str | Path, device=None, executor: str = "auto"):

@@ -94,6 +94,22 @@ def test_products_of_sums_are_computed_again_in_the_backward():
     rows = np.concatenate([np.arange(op.start, op.start + op.n) for op in again])
     assert (vmap.back[rows] >= FIRST_ROW).all() and (vmap.back[rows] < vmap.size).all()
     assert sorted(sum(vmap.recompute.values(), [])) == sorted(recomputed(pd))
+    kept = value_map(pd, "train", recompute=False)  # the option that keeps them
+    assert kept.back is None and not kept.recompute and kept.size > vmap.size
+
+
+def test_executor_that_keeps_products_trains_alike():
+    """``recompute=False`` (products kept, no second launches) gives the same training flows."""
+    plan, _, p, x, m = setup(parse("examples/pd8x8.pc"), 4, torch.float32, executor="triton")
+    xt, mt = torch.tensor(x, dtype=torch.float32), torch.tensor(m)
+    flows = []
+    for again in (True, False):
+        ex = TritonExecutor(plan, "cpu", recompute=again)
+        f = Flows.zeros_like(p)
+        ex.backward(p, ex.forward(p, xt, mt, values="train"), xt, mt, f, node_flows=False, values="train")
+        flows.append(f.all())
+    for a, b in zip(*flows):
+        assert torch.equal(a, b)
 
 
 def test_training_flows_with_products_computed_again_on_dense_kernels(monkeypatch):
