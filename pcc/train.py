@@ -69,6 +69,7 @@ class TrainConfig:
     dtype: str = "float32"   # float64 runs on the plain-torch executor
     nproc: int = 1           # data-parallel processes (pcc.distributed)
     precision: str = "tf32x3"  # Triton executor's matrix-product precision (bf16: reduced, see docs/benchmarks.md)
+    recompute: bool = True   # products of sums computed again in the backward (half the memory on PD), or kept
 
 
 def read_data(path: str, model: CircuitModel) -> np.ndarray:
@@ -123,7 +124,7 @@ def _train_one(model_path: str, data_path: str, out: str, cfg: TrainConfig, vali
     dtype = getattr(torch, cfg.dtype)
     device = f"cuda:{group.rank}" if group.world > 1 and cfg.device in ("auto", "cuda") and torch.cuda.is_available() else cfg.device
     model = CircuitModel(circuit, device, dtype=dtype, executor="torch" if dtype == torch.float64 else cfg.executor,
-                         precision=cfg.precision)
+                         precision=cfg.precision, recompute=cfg.recompute)
     if group.world > 1:
         model.use_graphs = False  # flows are summed over processes between the backward pass and the update
     if group.rank:

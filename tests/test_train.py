@@ -130,3 +130,19 @@ def test_keep_best_and_patience(nltcs, tmp_path):
     assert abs(meta["valid_ll"] - max(valids)) < 1e-3  # the checkpoint holds the best epoch
     r = pcc("train", model, "--data", nltcs["valid"], "--keep-best", "-o", ckpt, "--device", "cpu")
     assert r.returncode == 1 and "need --valid" in r.stderr
+
+
+def test_no_recompute_trains_the_same_model(tmp_path):
+    """``pcc train --no-recompute`` (products kept for the backward) gives the checkpoint the default
+    (products of sums computed again there) gives: the same EM on the same numbers."""
+    data = tmp_path / "x.npy"
+    np.save(data, np.random.default_rng(0).integers(0, 17, size=(32, 64)))
+    params = []
+    for flag in ([], ["--no-recompute"]):
+        ckpt = tmp_path / f"m{len(flag)}.ckpt"
+        r = pcc("train", "examples/pd8x8.pc", "--data", data, "--epochs", "1", "--batch-size", "16",
+                "--device", "cpu", "--executor", "triton", *flag, "-o", ckpt)
+        assert r.returncode == 0, r.stderr
+        circuit, _ = load_checkpoint(ckpt)
+        params.append(np.concatenate([np.ravel(t.data) for t in circuit.tensors.values() if t.dtype == "f64"]))
+    np.testing.assert_array_equal(*params)
