@@ -449,12 +449,70 @@ def build_plan(circuit: Circuit) -> Plan:
         groups.setdefault(key, []).append(i)
     for key, members in groups.items():
         layers[key[0]].append(_make_op(circuit, members, rows, params, key[1]))
+    layers = sink_inputs(layers)
     return Plan(
         num_vars=len(circuit.variables), domains=[(v.domain.kind, v.domain.k) for v in circuit.variables],
         rows=rows[-1], root_row=rows[circuit.root], layers=layers, block_rows=rows[:-1],
         sum_w=params.sum_w(), sum_parent=params.sum_parent(), sum_groups=params.groups,
         cat=params.cat_tables(), bern=params.bern_table(), gauss=params.gauss_table(),
         tensor_slots=params.slots, sum_orders=params.orders)
+
+
+# at most this many pieces per input op (each piece: one launch forward, one backward). 8 takes HMM 256's training
+# rows from 98,566 to 70,150 (flows 33,027 -> 4,611); 1 (one piece, the default) until that is measured on a GPU
+# against the step time it may cost (14 more launches, smaller categorical-count grids)
+INPUT_CHUNKS = 1
+
+
+def sink_inputs(layers: list[list]) -> list[list]:
+    """Input ops cut into up to :data:`INPUT_CHUNKS` pieces of consecutive rows, each moved from layer 0 to the
+    layer just below its first reader.
+
+    Contract: every piece still lies below all of its readers (so every executor, running layers in order
+    forward and in reverse backward, computes it before they read it and takes its flows after they wrote them),
+    and the pieces together hold exactly the op's rows. Why: an input's value then lives from just before its
+    first reader, and, more to the point, its flow from its readers' backward to its own piece's categorical
+    counts instead of to the end of the pass: an HMM's emission flows all stayed alive until the one counting
+    launch at the end (a third of HMM 256's training rows).
+    """
+    first = _first_readers(layers)
+    out = [list(ops) for ops in layers]
+    out[0] = [op for op in layers[0] if not isinstance(op, InputOp)]
+    for op in layers[0]:
+        if isinstance(op, InputOp):
+            for piece, target in _pieces(op, first[op.start:op.start + op.n]):
+                out[target].append(piece)
+    return out
+
+
+def _first_readers(layers: list[list]) -> np.ndarray:
+    """Per row, the lowest layer of an op that reads it (a large number where none does)."""
+    top = max((int(_op_rows(op).max()) + 1 for ops in layers for op in ops if len(_op_rows(op))), default=FIRST_ROW)
+    first = np.full(top, len(layers), dtype=np.int64)
+    for li in range(len(layers) - 1, -1, -1):
+        for op in layers[li]:
+            kids = op.child_rows if isinstance(op, SumOp) else getattr(op, "children", None)
+            if kids is not None:
+                first[kids.reshape(-1)] = li
+    return first
+
+
+def _op_rows(op) -> np.ndarray:
+    if isinstance(op, SumOp):
+        return op.out_rows.reshape(-1)
+    return np.arange(op.start, op.start + op.n)
+
+
+def _pieces(op: InputOp, first: np.ndarray) -> list[tuple[InputOp, int]]:
+    """``op`` cut where its rows' first readers change, merged back to at most INPUT_CHUNKS pieces of about
+    equal size; each piece goes to the layer below its earliest reader (0 when a row has none above 0)."""
+    cuts = np.flatnonzero(np.diff(first)) + 1
+    if len(cuts) >= INPUT_CHUNKS:  # keep the cuts nearest to equal sizes
+        want = np.arange(1, INPUT_CHUNKS) * op.n / INPUT_CHUNKS
+        cuts = np.unique(cuts[np.clip(np.searchsorted(cuts, want), 0, len(cuts) - 1)])
+    bounds = np.concatenate([[0], cuts, [op.n]]).astype(np.int64)
+    return [(InputOp(op.dist, op.k, op.start + int(a), op.var[a:b], op.prow[a:b]), max(0, int(first[a:b].min()) - 1))
+            for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def _torch_index(pos: np.ndarray, like):

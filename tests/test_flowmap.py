@@ -9,10 +9,11 @@ import torch
 from randgen import random_inputs
 from test_backend import CIRCUITS, PAIRED, setup
 
+from pcc import optimize, parse
 from pcc.backend import codegen
 from pcc.backend.flowmap import _lifetimes, backward_order, compact_flows, full_flows, overwriting_ops
 from pcc.backend.params import Flows, Params
-from pcc.backend.plan import FIRST_ROW, NEG, PAD, ZERO, InputOp, ProdOp
+from pcc.backend.plan import FIRST_ROW, NEG, PAD, ZERO, InputOp, ProdOp, build_plan
 from pcc.backend.torch_exec import TorchExecutor
 from pcc.backend.triton_exec import TritonExecutor
 
@@ -173,3 +174,50 @@ def test_atomic_product_backward_still_matches_the_reference(monkeypatch):
         if checked == 4:
             break
     assert checked == 4
+
+
+def _pieces_below_readers(plan) -> None:
+    """Every input piece lies below each op that reads its rows; the pieces hold every input row once."""
+    layer_of = {}
+    for li, ops in enumerate(plan.layers):
+        for op in ops:
+            if isinstance(op, InputOp):
+                for r in range(op.start, op.start + op.n):
+                    assert r not in layer_of, f"input row {r} in two pieces"
+                    layer_of[r] = li
+    for li, ops in enumerate(plan.layers):
+        for op in ops:
+            kids = _children(op)
+            low = [layer_of[int(r)] for r in kids if int(r) in layer_of]
+            assert all(l < li for l in low), f"an input piece at layer {max(low)} is read at layer {li}"
+    return layer_of
+
+
+@pytest.mark.parametrize("name,make", CIRCUITS, ids=[c[0] for c in CIRCUITS])
+def test_input_pieces_sit_below_their_readers(name, make, monkeypatch):
+    from pcc.backend import plan as planning
+    monkeypatch.setattr(planning, "INPUT_CHUNKS", 8)
+    plan = setup(make(), 1)[0]
+    rows = _pieces_below_readers(plan)
+    monkeypatch.setattr(planning, "sink_inputs", lambda layers: layers)
+    whole = [op for op in planning.build_plan(make_layered(make)).layers[0] if isinstance(op, InputOp)]
+    assert sorted(rows) == sorted(r for op in whole for r in range(op.start, op.start + op.n))
+    assert sum(isinstance(op, InputOp) for ops in plan.layers for op in ops) <= planning.INPUT_CHUNKS * len(whole)
+
+
+def make_layered(make):
+    c = make()
+    setup(c, 1)  # optimised in place, as the plan above
+    return c
+
+
+def test_hmm_emission_flows_die_with_their_step(monkeypatch):
+    """The HMM's emission inputs come in pieces along the sequence, each counted right after the products that
+    read it: the training flows need 291 rows instead of 2067 (one piece: every emission flow until the end)."""
+    from pcc.backend import plan as planning
+    monkeypatch.setattr(planning, "INPUT_CHUNKS", 8)
+    plan = build_plan(optimize(parse("examples/hmm.pc")))
+    pieces = [(li, op) for li, ops in enumerate(plan.layers) for op in ops if isinstance(op, InputOp)]
+    assert len(pieces) == 8 and len({li for li, _ in pieces}) == 8
+    _pieces_below_readers(plan)
+    assert compact_flows(plan).size <= 300

@@ -158,3 +158,12 @@ def test_triton_model_steps_equal_the_torch_model_s(example):
     torch.testing.assert_close(fast.params.sum_w, ref.params.sum_w, rtol=1e-4, atol=1e-6)
     for k in ref.params.cat:
         torch.testing.assert_close(fast.params.cat[k], ref.params.cat[k], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("example", ["hmm", "pd8x8"])
+def test_input_pieces_train_like_the_torch_model(example, monkeypatch):
+    """Input ops in pieces below their readers (plan.INPUT_CHUNKS, off by default): the Triton model's EM steps
+    still match the torch executor's."""
+    from pcc.backend import plan as planning
+    monkeypatch.setattr(planning, "INPUT_CHUNKS", 8)
+    test_triton_model_steps_equal_the_torch_model_s(example)
