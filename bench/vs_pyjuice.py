@@ -17,6 +17,10 @@ over to a ``.pc`` file, which pcc compiles. Both then train on the same MNIST ba
 * precisions: pcc runs once per ``--precisions`` entry; the first (``tf32x3``: fp32 accuracy) is the main
   row, the others (``bf16``: the reduced mode; PyJuice's CUTLASS sum kernels multiply in bf16 too) are
   reported beside it with their own timings and checks.
+* fresh compile (``--fresh-compile``): each system's compile timed again in a Python process of its own,
+  started for it (imports and CUDA context made before the clock starts; PyJuice's structure built there
+  first, untimed): what a user who compiles one model pays, without the other system's objects in the
+  process. The report then shows those seconds and their ratio in the compile column.
 * floor: DESIGN.md §5, ``max(6 E B / 368 TFLOP/s, 16 N B / 3.0 TB/s)``; "floor %" is floor / pcc's step.
 
 Run (on the GPU machine): ``python bench/vs_pyjuice.py --mnist t10k-images-idx3-ubyte.gz [--configs ...]``.
@@ -27,6 +31,8 @@ import argparse
 import gc
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -62,6 +68,7 @@ class Row:
     extra_err: dict = field(default_factory=dict)  # precision -> [LL err, LL err after EM]
     error: str = ""
     pyjuice_error: str = ""  # PyJuice failed (e.g. out of memory) but pcc was still measured
+    fresh_compile_s: dict = field(default_factory=dict)  # --fresh-compile: each system in a process of its own
 
     @property
     def floor_ms(self) -> float:
@@ -182,9 +189,38 @@ def measure(runner, xb: torch.Tensor, steps: int) -> tuple[float, float]:
     return median_ms(lambda: runner.step(xb), steps), median_ms(lambda: runner.log_prob(xb), steps)
 
 
+def compile_once(system: str, name: str, mnist: str, pc: str | None = None, device: str = "cuda") -> float:
+    """Seconds ``system`` (``pcc`` or ``pyjuice``) takes to compile configuration ``name`` in this process
+    (run in a fresh one by :func:`fresh_compile_s`); pcc compiles the converted file ``pc``."""
+    torch.zeros(1, device=device)  # the CUDA context is made here, outside the clock
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    if system == "pcc":
+        start = time.perf_counter()
+        pcc.compile(pc, device=device)
+        sync()
+        return time.perf_counter() - start
+    import pyjuice as juice
+    ns = structure(name, data_for(name, datasets.load(mnist).astype(np.int64)), device=device)
+    start = time.perf_counter()
+    juice.compile(ns).to(torch.device(device))
+    sync()
+    return time.perf_counter() - start
+
+
+def fresh_compile_s(system: str, name: str, mnist: str, pc: Path | None = None, device: str = "cuda") -> float:
+    """:func:`compile_once` in a new Python process (this script with ``--compile-once``)."""
+    cmd = [sys.executable, __file__, "--compile-once", system, "--configs", name, "--mnist", str(mnist), "--device", device]
+    done = subprocess.run(cmd + (["--pc", str(pc)] if pc else []), capture_output=True, text=True, timeout=1200)
+    lines = [s for s in done.stdout.splitlines() if s.startswith("compile_s=")]
+    if done.returncode or not lines:
+        raise RuntimeError(f"{system} compile in a fresh process failed: {done.stderr.strip()[-300:]}")
+    return float(lines[-1].split("=")[1])
+
+
 def compare(name: str, images: np.ndarray, batch: int, steps: int, workdir: Path,
-            precisions: tuple[str, ...] = ("tf32x3",)) -> Row:
-    """Both systems on configuration ``name`` at ``batch``; see the module docstring."""
+            precisions: tuple[str, ...] = ("tf32x3",), fresh: str | None = None) -> Row:
+    """Both systems on configuration ``name`` at ``batch``; see the module docstring. ``fresh``: the MNIST
+    path, to time each system's compile again in a process of its own (``--fresh-compile``)."""
     row = Row(name, batch)
     clock = time.perf_counter()
     x = data_for(name, images)
@@ -201,6 +237,12 @@ def compare(name: str, images: np.ndarray, batch: int, steps: int, workdir: Path
     start = time.perf_counter()
     path = convert(ns, workdir / f"{name}.pc")  # after juice.compile, which rewrites the DAG in place
     row.convert_s = time.perf_counter() - start
+    if fresh:  # before this process holds either model: the child processes get the GPU to themselves
+        for system in ("pyjuice", "pcc"):
+            try:
+                row.fresh_compile_s[system] = fresh_compile_s(system, name, fresh, path if system == "pcc" else None)
+            except (RuntimeError, subprocess.TimeoutExpired) as e:
+                print(f"  {name}: {e}", flush=True)
     if pj is not None:
         try:
             ll_pj, after_pj = one_step(pj, xb)
@@ -270,9 +312,9 @@ def table(rows: list[Row]) -> str:
         if r.error:
             out.append(f"| {r.name} | {r.batch} | | | | {r.error} | | | | | | |" + " |" * len(extra))
             continue
-        c, s, f, m = r.compile_s, r.step_ms, r.fwd_ms, r.peak_mib
+        s, f, m = r.step_ms, r.fwd_ms, r.peak_mib
         why = f" (PyJuice: {r.pyjuice_error})" if r.pyjuice_error else ""
-        out.append(f"| {r.name} | {r.batch} | {r.nodes:,} | {r.edges:,} | {_pair(c, ratio=False)} "
+        out.append(f"| {r.name} | {r.batch} | {r.nodes:,} | {r.edges:,} | {_compile_cell(r)} "
                    f"| {_pair(s)}{why} | {_pair(f)} | {_pair(m, '.0f')} | {_own(r)} "
                    f"| {r.ll_err:.1e} | {r.em_err:.1e} | {100 * r.floor_ms / s['pcc']:.1f} |"
                    + "".join(_extra_cell(r, p) for p in extra))
@@ -284,6 +326,15 @@ def _pair(d: dict, fmt: str = ".2f", ratio: bool = True) -> str:
     if "pyjuice" not in d:
         return f"{d['pcc']:{fmt}} / –"
     return f"{d['pcc']:{fmt}} / {d['pyjuice']:{fmt}}" + (f" ({d['pcc'] / d['pyjuice']:.2f})" if ratio else "")
+
+
+def _compile_cell(r: Row) -> str:
+    """``pcc / PyJuice`` seconds in the harness process; with ``--fresh-compile`` rows, also each in a process
+    of its own, with its ratio: ``… ; fresh a / b (ratio)``."""
+    cell = _pair(r.compile_s, ratio=False)
+    if {"pcc", "pyjuice"} <= set(r.fresh_compile_s):
+        cell += f"; fresh {_pair(r.fresh_compile_s)}"
+    return cell
 
 
 def _own(r: Row) -> str:
@@ -314,9 +365,17 @@ def main() -> None:
     ap.add_argument("--precisions", default="tf32x3,bf16",
                     help="pcc's matrix-product precisions, comma-separated; the first is the main row")
     ap.add_argument("--jsonl", help="append each row as JSON to this file")
+    ap.add_argument("--fresh-compile", action="store_true",
+                    help="also time each system's compile in a Python process of its own (see the docstring)")
+    ap.add_argument("--compile-once", choices=("pcc", "pyjuice"), help=argparse.SUPPRESS)  # fresh_compile_s's child
+    ap.add_argument("--pc", help=argparse.SUPPRESS)
+    ap.add_argument("--device", default="cuda", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.report:
         print(table(read_rows(args.report)))
+        return
+    if args.compile_once:
+        print(f"compile_s={compile_once(args.compile_once, args.configs, args.mnist, args.pc, args.device)}")
         return
     if not args.mnist:
         ap.error("--mnist is required to run")
@@ -329,7 +388,8 @@ def main() -> None:
         for name in args.configs.split(","):
             for batch in [int(b) for b in args.batch.split(",")]:
                 try:
-                    row = compare(name, images, batch, args.steps, Path(tmp), tuple(args.precisions.split(",")))
+                    row = compare(name, images, batch, args.steps, Path(tmp), tuple(args.precisions.split(",")),
+                                  args.mnist if args.fresh_compile else None)
                 except Exception as e:  # a configuration that fails is reported, the rest still run
                     row = Row(name, batch, error=f"{type(e).__name__}: {str(e)[:120]}")
                     fresh_memory()

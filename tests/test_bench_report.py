@@ -67,3 +67,21 @@ def test_report_keeps_pcc_numbers_when_pyjuice_failed(tmp_path):
     path.write_text(json.dumps(row) + "\n")
     out = _report(path).splitlines()
     assert "| 1.00 / – | 3.00 / – (PyJuice: OutOfMemoryError: CUDA out of memory) | 1.00 / – | 70 / – | – |" in out[2]
+
+
+def test_report_shows_compiles_in_fresh_processes(tmp_path):
+    row = {"name": "hclt8", "batch": 64, "nodes": 10, "edges": 100, "convert_s": 0.1,
+           "compile_s": {"pyjuice": 2.0, "pcc": 1.5}, "step_ms": {"pyjuice": 4.0, "pcc": 3.0},
+           "fwd_ms": {"pyjuice": 1.0, "pcc": 1.0}, "peak_mib": {"pyjuice": 120.0, "pcc": 70.0},
+           "ll_err": 1e-6, "em_err": 2e-5, "fresh_compile_s": {"pyjuice": 4.0, "pcc": 1.0}}
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    assert "| 1.50 / 2.00; fresh 1.00 / 4.00 (0.25) |" in _report(path).splitlines()[2]
+
+
+def test_pcc_compile_timed_in_a_fresh_process():
+    """--fresh-compile's child process (here on the CPU): it prints the seconds the parent reads."""
+    sys.path.insert(0, str(HARNESS.parent))
+    import vs_pyjuice
+    seconds = vs_pyjuice.fresh_compile_s("pcc", "pd8x8", "unused", ROOT / "examples" / "pd8x8.pc", device="cpu")
+    assert 0 < seconds < 60
