@@ -97,9 +97,8 @@ def _owners(plan: Plan, keys: list[str]) -> np.ndarray:
 
 
 def lifetimes(plan: Plan, backward: bool, again: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``(start, end)`` per plan row, then per row of the product ops in ``again`` (:func:`recomputed`, in
-    forward order of the ops) for their second life: the time of the launch that writes it and of its last
-    reader.
+    """``(start, end)`` per plan row, then per row of :func:`again_rows` (the product ops in ``again``,
+    :func:`recomputed`) for its second life: the time of the launch that writes it and of its last reader.
 
     Times: forward ops ``0 .. F-1``, then (``backward``) the backward ops ``F ..`` in backward order; a
     product op in ``again`` runs again at the time of the sum op named there. The root ends after every op;
@@ -112,25 +111,37 @@ def lifetimes(plan: Plan, backward: bool, again: dict[str, str] | None = None) -
     for t, (_, op) in enumerate(fwd):
         start[written_rows(op)] = t
         np.maximum.at(end, read_rows(op), t)
-    second = {key: op for key, op in fwd if key in again}
-    where = np.full(plan.rows, -1, dtype=np.int64)  # plan row -> index of its second life
-    if second:
-        rows = np.concatenate([written_rows(op) for op in second.values()])
-        where[rows] = np.arange(len(rows))
-    start2, end2 = np.full(int((where >= 0).sum()), -1, dtype=np.int64), np.full(int((where >= 0).sum()), -1, dtype=np.int64)
+    second = again_rows(plan, again)
+    start2, end2 = np.full(len(second), -1, dtype=np.int64), np.full(len(second), -1, dtype=np.int64)
     if backward:
-        when = {key: t for t, (key, _) in enumerate(backward_order(plan), start=len(fwd))}
-        for key, op in second.items():
-            start2[where[written_rows(op)]] = when[again[key]]
-        for t, (_, op) in enumerate(backward_order(plan), start=len(fwd)):
-            if isinstance(op, SumOp):  # sum_bwd and sum_bwd_params read the parents' and the children's values
-                read = np.concatenate([written_rows(op), read_rows(op)])
-                np.maximum.at(end2, where[read[where[read] >= 0]], t)
-                np.maximum.at(end, read[where[read] < 0], t)
+        _backward_reads(plan, again, second, len(fwd), end, start2, end2)
     end = np.maximum(end, start)
     end[plan.root_row] = 2 * len(fwd)
     start[:FIRST_ROW] = -1
     return np.concatenate([start, start2]), np.concatenate([end, np.maximum(end2, start2)])
+
+
+def again_rows(plan: Plan, again: dict[str, str]) -> np.ndarray:
+    """The rows of the product ops in ``again``, in forward order of the ops: the order of their second lives."""
+    parts = [written_rows(op) for key, op in forward_order(plan) if key in again]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def _backward_reads(plan: Plan, again: dict[str, str], second: np.ndarray, fwd: int, end: np.ndarray,
+                    start2: np.ndarray, end2: np.ndarray) -> None:
+    """Extend ``end`` (first lives) and ``end2`` (second lives of rows ``second``) to the sum ops' backward
+    reads, and start each second life at its recomputation (``start2``); times as in :func:`lifetimes`."""
+    where = np.full(plan.rows, -1, dtype=np.int64)  # plan row -> index of its second life
+    where[second] = np.arange(len(second))
+    when = {key: t for t, (key, _) in enumerate(backward_order(plan), start=fwd)}
+    for key, op in forward_order(plan):
+        if key in again:
+            start2[where[written_rows(op)]] = when[again[key]]
+    for t, (_, op) in enumerate(backward_order(plan), start=fwd):
+        if isinstance(op, SumOp):  # sum_bwd and sum_bwd_params read the parents' and the children's values
+            read = np.concatenate([written_rows(op), read_rows(op)])
+            np.maximum.at(end2, where[read[where[read] >= 0]], t)
+            np.maximum.at(end, read[where[read] < 0], t)
 
 
 def compact_values(plan: Plan, backward: bool, recompute: bool = True) -> ValueMap:
@@ -145,8 +156,7 @@ def compact_values(plan: Plan, backward: bool, recompute: bool = True) -> ValueM
     if not first:
         return ValueMap(rows[:plan.rows], size)
     back = rows[:plan.rows].copy()
-    again = np.concatenate([written_rows(op) for key, op in forward_order(plan) if key in first])
-    back[again] = rows[plan.rows:]
+    back[again_rows(plan, first)] = rows[plan.rows:]
     by_sum: dict[str, list[str]] = {}
     for pkey, skey in first.items():
         by_sum.setdefault(skey, []).append(pkey)
