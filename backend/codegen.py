@@ -12,7 +12,7 @@ import numpy as np
 from pcc import __version__
 
 from .flowmap import FlowMap, compact_flows, forward_order
-from .valuemap import ValueMap, back_readers, recomputed
+from .valuemap import ValueMap, by_first_reader, schedule
 from .plan import NEG, PAD, ZERO, Dense, InputOp, Plan, ProdOp, SumOp
 
 DISTS = {"categorical": 0, "bernoulli": 1, "gaussian": 2}
@@ -111,12 +111,13 @@ def tables(plan: Plan) -> dict[str, object]:
     return out
 
 
-def value_tables(plan: Plan, vmap: ValueMap) -> dict[str, object]:
+def value_tables(plan: Plan, vmap: ValueMap, plan_schedule: tuple[dict, set] | None = None) -> dict[str, object]:
     """The value-row tables under ``vmap`` (:mod:`.valuemap`): ``out``/``child``/``tiles`` (a sum's parent
-    rows, child rows and child tiles), ``children`` (a product's) and ``rows`` (a product or input op's own)."""
+    rows, child rows and child tiles), ``children`` (a product's) and ``rows`` (a product or input op's own);
+    ``b``-tables where products are computed again (``plan_schedule``: :func:`~.valuemap.schedule`, given by a
+    caller that asks for several layouts)."""
     v, b = vmap.rows, vmap.back_rows
-    again = recomputed(plan)
-    readers = back_readers(plan, again)
+    again, readers = plan_schedule or schedule(plan)
     out = {}
     for key, op in forward_order(plan):
         if isinstance(op, SumOp):
@@ -205,8 +206,9 @@ def generate(plan: Plan, precision: str = DOT_PRECISION, source: str = "", pipel
              "    f holds the flow-row tables: every node's own row (flows [ROWS, B]), or compact rows reused once a",
              '    flow is dead, which then come with the rows to clear ("zero") before an op (pcc.backend.flowmap)."""',
              "    nb = triton.cdiv(B, BB)"]
-    again = recomputed(plan)
-    readers = back_readers(plan, again)
+    again, readers = schedule(plan)
+    before = by_first_reader(again)
+    ops = dict(forward_order(plan))
     for li in range(len(plan.layers) - 1, -1, -1):
         for oi, op in enumerate(plan.layers[li]):
             key = f"L{li}.{oi}"
@@ -215,21 +217,17 @@ def generate(plan: Plan, precision: str = DOT_PRECISION, source: str = "", pipel
                 n = len(zero[key])
                 head += [f'    if "{key}.zero" in f:  # compact flows: rows whose last owner is done, for this op\'s children',
                          f'        K.zero_rows[(triton.cdiv({n}, BN), nb)](flows, f["{key}.zero"], {n}, B, BN=BN, BB=BB)']
-            head += ["    " + s for s in _recompute_lines(plan, key, again)]
+            head += ["    " + s for pkey in before.get(key, []) for s in _recompute_lines(pkey, ops[pkey])]
             head += ["    " + s for s in _backward_lines(key, op, fill, key in overwrite, key in readers)]
     return "\n".join(head) + "\n"
 
 
-def _recompute_lines(plan: Plan, key: str, again: dict[str, str]) -> list[str]:
-    """The launches that compute product ops again just before sum op ``key``'s backward, where the value
-    layout keeps their rows only for the forward pass (training steps; :func:`~.valuemap.recomputed`)."""
-    lines = []
-    for pkey, op in forward_order(plan):
-        if again.get(pkey) == key:
-            lines += [f'if "{pkey}.brows" in t:  # {op.n} products computed again, for the backward (valuemap)',
-                      f'    K.prod_fwd[(triton.cdiv({op.n}, BN), nb)](vals, t["{pkey}.bchildren"], t["{pkey}.brows"], '
-                      f"{op.n}, B, KMAX={op.children.shape[1]}, BN=BN, BB=BB)"]
-    return lines
+def _recompute_lines(key: str, op: ProdOp) -> list[str]:
+    """Product op ``key`` computed again (before the backward of the first sum op that reads it there), where
+    the value layout keeps its rows only for the forward pass (training steps; :func:`~.valuemap.recomputed`)."""
+    return [f'if "{key}.brows" in t:  # {op.n} products computed again, for the backward (valuemap)',
+            f'    K.prod_fwd[(triton.cdiv({op.n}, BN), nb)](vals, t["{key}.bchildren"], t["{key}.brows"], '
+            f"{op.n}, B, KMAX={op.children.shape[1]}, BN=BN, BB=BB)"]
 
 
 def _title(op) -> str:

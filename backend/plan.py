@@ -449,7 +449,7 @@ def build_plan(circuit: Circuit) -> Plan:
         groups.setdefault(key, []).append(i)
     for key, members in groups.items():
         layers[key[0]].append(_make_op(circuit, members, rows, params, key[1]))
-    layers = sink_inputs(layers)
+    layers = sink_inputs(layers, rows[-1])
     return Plan(
         num_vars=len(circuit.variables), domains=[(v.domain.kind, v.domain.k) for v in circuit.variables],
         rows=rows[-1], root_row=rows[circuit.root], layers=layers, block_rows=rows[:-1],
@@ -464,7 +464,7 @@ def build_plan(circuit: Circuit) -> Plan:
 INPUT_CHUNKS = 1
 
 
-def sink_inputs(layers: list[list]) -> list[list]:
+def sink_inputs(layers: list[list], rows: int) -> list[list]:
     """Input ops cut into up to :data:`INPUT_CHUNKS` pieces of consecutive rows, each moved from layer 0 to the
     layer just below its first reader.
 
@@ -475,7 +475,7 @@ def sink_inputs(layers: list[list]) -> list[list]:
     counts instead of to the end of the pass: an HMM's emission flows all stayed alive until the one counting
     launch at the end (a third of HMM 256's training rows).
     """
-    first = _first_readers(layers)
+    first = _first_readers(layers, rows)
     out = [list(ops) for ops in layers]
     out[0] = [op for op in layers[0] if not isinstance(op, InputOp)]
     for op in layers[0]:
@@ -485,22 +485,15 @@ def sink_inputs(layers: list[list]) -> list[list]:
     return out
 
 
-def _first_readers(layers: list[list]) -> np.ndarray:
-    """Per row, the lowest layer of an op that reads it (a large number where none does)."""
-    top = max((int(_op_rows(op).max()) + 1 for ops in layers for op in ops if len(_op_rows(op))), default=FIRST_ROW)
-    first = np.full(top, len(layers), dtype=np.int64)
-    for li in range(len(layers) - 1, -1, -1):
+def _first_readers(layers: list[list], rows: int) -> np.ndarray:
+    """Per row, the lowest layer of an op that reads it (``len(layers)`` where none does)."""
+    first = np.full(rows, len(layers), dtype=np.int64)
+    for li in range(len(layers) - 1, -1, -1):  # lower layers last: their readings stand
         for op in layers[li]:
             kids = op.child_rows if isinstance(op, SumOp) else getattr(op, "children", None)
             if kids is not None:
                 first[kids.reshape(-1)] = li
     return first
-
-
-def _op_rows(op) -> np.ndarray:
-    if isinstance(op, SumOp):
-        return op.out_rows.reshape(-1)
-    return np.arange(op.start, op.start + op.n)
 
 
 def _pieces(op: InputOp, first: np.ndarray) -> list[tuple[InputOp, int]]:

@@ -18,7 +18,7 @@ from .codegen import DOT_PRECISION, flow_tables, generate, tables, value_tables
 from .flowmap import compact_flows, full_flows
 from .params import Flows, Params
 from .plan import NEG, PAD, ZERO, Plan
-from .valuemap import LAYOUTS, value_map
+from .valuemap import LAYOUTS, schedule, value_map
 
 
 def interpreting() -> bool:
@@ -72,8 +72,9 @@ class TritonExecutor:
         # recompute: training steps compute products of sums again in the backward instead of keeping them
         self.values = {layout: value_map(plan, layout, recompute) for layout in LAYOUTS}
         arrays = {"shared:" + k: v for k, v in tables(plan).items()}
+        again = schedule(plan)  # which products are computed again: the same for every layout's tables
         for layout, vmap in self.values.items():
-            arrays.update({f"{layout}:{k}": v for k, v in value_tables(plan, vmap).items()})
+            arrays.update({f"{layout}:{k}": v for k, v in value_tables(plan, vmap, again).items()})
         for name, fmap in (("own:", full_flows(plan)), ("compact:", self.compact)):
             arrays.update({name + k: v for k, v in flow_tables(plan, fmap).items()})
         up = upload_tables(arrays, device)

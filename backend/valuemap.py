@@ -79,6 +79,21 @@ def recomputed(plan: Plan) -> dict[str, str]:
     return first
 
 
+def schedule(plan: Plan) -> tuple[dict[str, str], set[str]]:
+    """``(again, readers)``: :func:`recomputed` and its :func:`back_readers`, what codegen's tables and launches
+    follow (whether a layout recomputes or not: the tables of one that does not just repeat its rows)."""
+    again = recomputed(plan)
+    return again, back_readers(plan, again)
+
+
+def by_first_reader(again: dict[str, str]) -> dict[str, list[str]]:
+    """``{sum op key: the product op keys computed again just before its backward}`` (``again`` inverted)."""
+    out: dict[str, list[str]] = {}
+    for pkey, skey in again.items():
+        out.setdefault(skey, []).append(pkey)
+    return out
+
+
 def back_readers(plan: Plan, again: dict[str, str]) -> set[str]:
     """Keys of the sum ops whose backward reads rows of the product ops in ``again`` (:func:`recomputed`):
     they read their children through the backward rows (``ValueMap.back``)."""
@@ -157,10 +172,7 @@ def compact_values(plan: Plan, backward: bool, recompute: bool = True) -> ValueM
         return ValueMap(rows[:plan.rows], size)
     back = rows[:plan.rows].copy()
     back[again_rows(plan, first)] = rows[plan.rows:]
-    by_sum: dict[str, list[str]] = {}
-    for pkey, skey in first.items():
-        by_sum.setdefault(skey, []).append(pkey)
-    return ValueMap(rows[:plan.rows], size, back, by_sum)
+    return ValueMap(rows[:plan.rows], size, back, by_first_reader(first))
 
 
 def value_map(plan: Plan, layout: str, recompute: bool = True) -> ValueMap:

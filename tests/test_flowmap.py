@@ -199,7 +199,7 @@ def test_input_pieces_sit_below_their_readers(name, make, monkeypatch):
     monkeypatch.setattr(planning, "INPUT_CHUNKS", 8)
     plan = setup(make(), 1)[0]
     rows = _pieces_below_readers(plan)
-    monkeypatch.setattr(planning, "sink_inputs", lambda layers: layers)
+    monkeypatch.setattr(planning, "sink_inputs", lambda layers, rows: layers)
     whole = [op for op in planning.build_plan(make_layered(make)).layers[0] if isinstance(op, InputOp)]
     assert sorted(rows) == sorted(r for op in whole for r in range(op.start, op.start + op.n))
     assert sum(isinstance(op, InputOp) for ops in plan.layers for op in ops) <= planning.INPUT_CHUNKS * len(whole)
