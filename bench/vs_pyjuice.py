@@ -237,7 +237,7 @@ def compare(name: str, images: np.ndarray, batch: int, steps: int, workdir: Path
     start = time.perf_counter()
     path = convert(ns, workdir / f"{name}.pc")  # after juice.compile, which rewrites the DAG in place
     row.convert_s = time.perf_counter() - start
-    if fresh:  # before this process holds either model: the child processes get the GPU to themselves
+    if fresh:  # before pcc's model is built here; PyJuice's is held (GPU memory only: compiles are host work)
         for system in ("pyjuice", "pcc"):
             try:
                 row.fresh_compile_s[system] = fresh_compile_s(system, name, fresh, path if system == "pcc" else None)

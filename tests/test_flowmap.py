@@ -176,7 +176,7 @@ def test_atomic_product_backward_still_matches_the_reference(monkeypatch):
     assert checked == 4
 
 
-def _pieces_below_readers(plan) -> None:
+def _pieces_below_readers(plan) -> dict[int, int]:
     """Every input piece lies below each op that reads its rows; the pieces hold every input row once."""
     layer_of = {}
     for li, ops in enumerate(plan.layers):
