@@ -8,6 +8,7 @@ Prints, per kernel name, the summed CUDA time of ``--steps`` eager steps divided
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import time
 
@@ -16,6 +17,8 @@ import torch
 import pcc
 from pcc import data as datasets
 from pcc.backend import codegen
+from pcc.backend import plan as planning
+from pcc.backend.plan import InputOp
 from pcc.backend.runtime import CircuitModel
 from pcc.backend.triton_exec import TritonExecutor
 from pcc.frontend import load_text
@@ -92,6 +95,9 @@ def main() -> None:
                          "kernels, never: none)")
     ap.add_argument("--recompute", default="on", help="comma-separated on/off: products of sums computed again in "
                     "the backward (valuemap.recomputed) or kept")
+    ap.add_argument("--input-chunks", default=str(planning.INPUT_CHUNKS),
+                    help="comma-separated plan.INPUT_CHUNKS values to compare (input ops cut into pieces below "
+                         "their first readers; each value compiles the circuit again)")
     args = ap.parse_args()
     x = datasets.load(args.mnist)
     start = time.perf_counter()
@@ -103,9 +109,22 @@ def main() -> None:
     else:
         text, title = hclt(x, args.latents, "categorical", num_cats=256), f"HCLT 784x256 L={args.latents}"
     circuit = pcc.parse(text) if args.config else load_text(text, f"{args.structure}.pc")
-    model = CircuitModel(pcc.optimize(circuit, args.pipeline), "cuda", executor="triton")
-    print(f"{title}: compiled in {time.perf_counter() - start:.1f}s", flush=True)
+    optimized = pcc.optimize(circuit, args.pipeline)
+    print(f"{title}: parsed and optimized in {time.perf_counter() - start:.1f}s", flush=True)
     xb = torch.as_tensor(x[:args.batch], device="cuda", dtype=torch.float32)
+    for chunks in args.input_chunks.split(","):
+        model = None  # the previous setting's buffers go before the next one's peak is measured
+        gc.collect()
+        torch.cuda.empty_cache()
+        planning.INPUT_CHUNKS = int(chunks)
+        model = CircuitModel(optimized, "cuda", executor="triton")
+        print(f"INPUT_CHUNKS {chunks}: {sum(isinstance(op, InputOp) for ops in model.plan.layers for op in ops)} "
+              f"input ops", flush=True)
+        compare(model, xb, args)
+
+
+def compare(model: CircuitModel, xb: torch.Tensor, args: argparse.Namespace) -> None:
+    """Every setting of ``args`` on ``model``: accuracy against the generic fp32 kernels, kernel profile, step."""
     settings = itertools.product(args.precision.split(","), args.dense_min_work.split(","), args.recompute.split(","))
     for precision, work, again in settings:
         codegen.DENSE_MIN_WORK = NEVER
