@@ -131,10 +131,13 @@ def value_tables(plan: Plan, vmap: ValueMap, plan_schedule: tuple[dict, set] | N
                     out[f"{key}.bdchild"] = b[children]
             continue
         out[f"{key}.rows"] = v[op.start:op.start + op.n]
+        again_here = vmap.back is not None and key in again  # only layouts that recompute carry b-tables
+        if again_here:
+            out[f"{key}.brows"] = b[op.start:op.start + op.n]
         if isinstance(op, ProdOp):
             out[f"{key}.children"] = v[op.children]
-            if vmap.back is not None and key in again:  # only layouts that recompute carry these
-                out.update({f"{key}.brows": b[op.start:op.start + op.n], f"{key}.bchildren": b[op.children]})
+            if again_here:
+                out[f"{key}.bchildren"] = b[op.children]
     return out
 
 
@@ -222,12 +225,13 @@ def generate(plan: Plan, precision: str = DOT_PRECISION, source: str = "", pipel
     return "\n".join(head) + "\n"
 
 
-def _recompute_lines(key: str, op: ProdOp) -> list[str]:
-    """Product op ``key`` computed again (before the backward of the first sum op that reads it there), where
-    the value layout keeps its rows only for the forward pass (training steps; :func:`~.valuemap.recomputed`)."""
-    return [f'if "{key}.brows" in t:  # {op.n} products computed again, for the backward (valuemap)',
-            f'    K.prod_fwd[(triton.cdiv({op.n}, BN), nb)](vals, t["{key}.bchildren"], t["{key}.brows"], '
-            f"{op.n}, B, KMAX={op.children.shape[1]}, BN=BN, BB=BB)"]
+def _recompute_lines(key: str, op: InputOp | ProdOp) -> list[str]:
+    """Op ``key`` computed again (before the backward of the first sum op that reads it there), where the value
+    layout keeps its rows only for the forward pass (training steps; :func:`~.valuemap.recomputed`)."""
+    what = "inputs" if isinstance(op, InputOp) else "products"
+    launch = _forward_lines(key, op, (0, 0))[0].replace(f'"{key}.rows"', f'"{key}.brows"')
+    launch = launch.replace(f'"{key}.children"', f'"{key}.bchildren"')
+    return [f'if "{key}.brows" in t:  # {op.n} {what} computed again, for the backward (valuemap)', "    " + launch]
 
 
 def _title(op) -> str:

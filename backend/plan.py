@@ -458,10 +458,11 @@ def build_plan(circuit: Circuit) -> Plan:
         tensor_slots=params.slots, sum_orders=params.orders)
 
 
-# at most this many pieces per input op (each piece: one launch forward, one backward). 8 takes HMM 256's training
-# rows from 98,566 to 70,150 (flows 33,027 -> 4,611); 1 (one piece, the default) until that is measured on a GPU
-# against the step time it may cost (14 more launches, smaller categorical-count grids)
-INPUT_CHUNKS = 1
+# at most this many pieces per input op (each piece: one launch forward, one backward). Measured on an H100
+# (bench/results/input_chunks_2026-12-05_h100.txt): 8 pieces take HMM 256's peak at batch 8192 from 3120 to 2232
+# MiB for 19.1 -> 20.1 ms a step, HMM 1024's and HMM 4096's at 512 from 829 to 607 and 3701 to 2813 MiB for
+# under 1.2%; 32 pieces save 2-4% more memory but cost HMM 256 at 8192 63% of its step (small count grids)
+INPUT_CHUNKS = 8
 
 
 def sink_inputs(layers: list[list], rows: int) -> list[list]:

@@ -12,18 +12,21 @@ Layouts (the ``values`` argument of the Triton executor's ``forward``/``backward
 
 * ``"all"``: every node its own row (:func:`full_values`): queries, node values and node flows;
 * ``"train"``: rows live from the node's forward to its last forward or backward reader: training steps.
-  Products whose readers are all sums and whose children are all sums (:func:`recomputed`: PD's and
-  RAT-SPN's partitions, most of their rows) are not kept for the backward: their values die with their
-  last forward reader and are computed again in the backward, just before the first sum op that reads them
-  there, into rows that live until its last backward reader (``ValueMap.back``). Their children are sums,
-  alive then anyway (a sum's backward reads its own values), so no lifetime grows;
+  Some ops are not kept for the backward (:func:`recomputed`): products whose readers are all sums and
+  whose children are sums or inputs (PD's and RAT-SPN's partitions, an HMM's and an HCLT's products of an
+  input and sums: most of their rows), and the inputs the backward reads. Their values die with their last
+  forward reader and are computed again in the backward, inputs first, just before the first sum op that
+  reads them there, into rows that live until their last backward reader (``ValueMap.back``). Sum children
+  are alive then anyway (a sum's backward reads its own values), and the inputs' second lives are as short
+  as their readers' backward allows;
 * ``"root"``: rows live until the last forward reader; only the root's value is kept to the end: ``log_prob``.
 
 Contract of a :class:`ValueMap` ``m`` for plan ``p``: ``m.rows[r]`` is plan row ``r``'s value row; ``ZERO``,
 ``NEG`` and ``PAD`` map to themselves; two rows share a value row only if their lifetimes are disjoint (a row
 freed by a launch is reused from the next launch on), and the root lives to the end. ``m.back[r]`` is the row
-the backward pass reads ``r`` from (``m.rows[r]`` but for recomputed products), and ``m.recompute`` maps the
-key of each sum op to the product ops whose rows are computed again just before its backward.
+the backward pass reads ``r`` from (``m.rows[r]`` but for recomputed ops), and ``m.recompute`` maps the
+key of each sum op to the input and product ops (in that order) whose rows are computed again just before its
+backward.
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .flowmap import backward_order, colour_intervals, forward_order, read_rows, written_rows
-from .plan import FIRST_ROW, Plan, ProdOp, SumOp
+from .plan import FIRST_ROW, InputOp, Plan, ProdOp, SumOp
 
 LAYOUTS = ("all", "train", "root")
 
@@ -44,7 +47,7 @@ class ValueMap:
     rows: np.ndarray
     size: int
     back: np.ndarray | None = None  # the backward pass's rows (None: ``rows``)
-    recompute: dict[str, list[str]] = field(default_factory=dict)  # sum op key -> product op keys
+    recompute: dict[str, list[str]] = field(default_factory=dict)  # sum op key -> input and product op keys
 
     @property
     def back_rows(self) -> np.ndarray:
@@ -57,25 +60,68 @@ def full_values(plan: Plan) -> ValueMap:
 
 
 def recomputed(plan: Plan) -> dict[str, str]:
-    """Product ops computed again in a training step's backward: ``{product op key: key of the first sum op
-    (in backward order) that reads its rows}``. Taken: ops whose rows only sum ops read, and whose children
-    are sums (or reserved rows), whose values the backward keeps anyway; the root's op is never taken."""
-    is_sum, other = np.zeros(plan.rows, dtype=bool), np.zeros(plan.rows, dtype=bool)  # other: a non-sum reads it
-    for _, op in forward_order(plan):
+    """Ops computed again in a training step's backward: ``{op key: key of the sum op before whose backward it
+    runs}``, in forward order (an op's children come before it), which is the order they run in there.
+
+    Taken: product ops whose rows only sum ops read and whose children are sums, inputs or reserved rows; then
+    input ops whose rows the backward reads (sums' children, or children of products taken). The root's op is
+    never taken. Each runs just before the first sum op (in backward order) that reads it or reads a product
+    taken that reads it. Why: a sum's values are kept for its own backward anyway, and an input's are a gather
+    from its parameters, so computing these again costs a launch and saves every row they held between their
+    forward and their backward readers (PD's and RAT-SPN's partitions; an HMM's or an HCLT's products of an
+    input and sums, and those inputs).
+    """
+    fwd = forward_order(plan)
+    is_sum, is_input = np.zeros(plan.rows, dtype=bool), np.zeros(plan.rows, dtype=bool)
+    other = np.zeros(plan.rows, dtype=bool)  # a product or input op reads it
+    for _, op in fwd:
         if isinstance(op, SumOp):
             is_sum[written_rows(op)] = True
+        elif isinstance(op, InputOp):
+            is_input[written_rows(op)] = True
         else:
             other[read_rows(op)] = True
-    prods = [(key, op) for key, op in forward_order(plan) if isinstance(op, ProdOp)]
-    taken = [key for key, op in prods if not other[written_rows(op)].any() and is_sum[read_rows(op)].all()
-             and not op.start <= plan.root_row < op.start + op.n]
-    owner = _owners(plan, taken)
+    root = lambda op: op.start <= plan.root_row < op.start + op.n  # noqa: E731
+    prods = [(key, op) for key, op in fwd if isinstance(op, ProdOp) and not other[written_rows(op)].any()
+             and not root(op)]
+    inputs = [key for key, op in fwd if isinstance(op, InputOp) and not root(op)]
+    is_kid = is_sum.copy()
+    is_kid[:FIRST_ROW] = True
+    best = None
+    for with_inputs in (False, True):  # products of inputs too: fewer rows where the inputs come in pieces
+        is_kid |= is_input if with_inputs else False
+        first = _first_sum_readers(plan, [key for key, op in prods if is_kid[op.children].all()])
+        first.update(_first_sum_readers(plan, inputs, first))
+        again = {key: first[key] for key, _ in fwd if key in first}
+        size = _train_size(plan, again)
+        if best is None or size < best[0]:
+            best = (size, again)
+    return best[1]
+
+
+def _train_size(plan: Plan, again: dict[str, str]) -> int:
+    """The training layout's value rows with the ops of ``again`` computed again."""
+    start, end = lifetimes(plan, True, again)
+    node = start >= 0
+    starts, ends = np.sort(start[node]), np.sort(end[node])  # the most alive at one start time: the colouring's
+    return int((np.searchsorted(starts, starts, "right") - np.searchsorted(ends, starts, "left")).max(initial=0))
+
+
+def _first_sum_readers(plan: Plan, keys: list[str], products: dict[str, str] | None = None) -> dict[str, str]:
+    """``{key: the first sum op in backward order whose backward reads rows of op key}`` for the ops ``keys``;
+    ``products`` (product key -> the sum op it is computed again before) count as reading their children
+    there. Ops no backward reads are left out."""
+    owner = _owners(plan, keys)
+    ops = dict(forward_order(plan))
+    again = by_first_reader(products or {})
     first: dict[str, str] = {}
     for key, op in backward_order(plan):
+        read = [read_rows(ops[p]) for p in again.get(key, [])]
         if isinstance(op, SumOp):
-            for i in np.unique(owner[read_rows(op)]):
-                if i >= 0 and taken[i] not in first:
-                    first[taken[i]] = key
+            read += [written_rows(op), read_rows(op)]
+        for i in np.unique(owner[np.concatenate(read)]) if read else []:
+            if i >= 0 and keys[i] not in first:
+                first[keys[i]] = key
     return first
 
 
@@ -87,7 +133,7 @@ def schedule(plan: Plan) -> tuple[dict[str, str], set[str]]:
 
 
 def by_first_reader(again: dict[str, str]) -> dict[str, list[str]]:
-    """``{sum op key: the product op keys computed again just before its backward}`` (``again`` inverted)."""
+    """``{sum op key: the op keys computed again just before its backward, in ``again``'s order}`` (inverted)."""
     out: dict[str, list[str]] = {}
     for pkey, skey in again.items():
         out.setdefault(skey, []).append(pkey)
@@ -95,7 +141,7 @@ def by_first_reader(again: dict[str, str]) -> dict[str, list[str]]:
 
 
 def back_readers(plan: Plan, again: dict[str, str]) -> set[str]:
-    """Keys of the sum ops whose backward reads rows of the product ops in ``again`` (:func:`recomputed`):
+    """Keys of the sum ops whose backward reads rows of the ops in ``again`` (:func:`recomputed`):
     they read their children through the backward rows (``ValueMap.back``)."""
     owner = _owners(plan, list(again))
     return {key for key, op in forward_order(plan) if isinstance(op, SumOp) and (owner[read_rows(op)] >= 0).any()}
@@ -112,11 +158,11 @@ def _owners(plan: Plan, keys: list[str]) -> np.ndarray:
 
 
 def lifetimes(plan: Plan, backward: bool, again: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``(start, end)`` per plan row, then per row of :func:`again_rows` (the product ops in ``again``,
+    """``(start, end)`` per plan row, then per row of :func:`again_rows` (the ops in ``again``,
     :func:`recomputed`) for its second life: the time of the launch that writes it and of its last reader.
 
     Times: forward ops ``0 .. F-1``, then (``backward``) the backward ops ``F ..`` in backward order; a
-    product op in ``again`` runs again at the time of the sum op named there. The root ends after every op;
+    op in ``again`` runs again at the time of the sum op named there. The root ends after every op;
     a row nobody reads ends where it starts; reserved rows get ``start = -1``.
     """
     fwd = forward_order(plan)
@@ -137,7 +183,7 @@ def lifetimes(plan: Plan, backward: bool, again: dict[str, str] | None = None) -
 
 
 def again_rows(plan: Plan, again: dict[str, str]) -> np.ndarray:
-    """The rows of the product ops in ``again``, in forward order of the ops: the order of their second lives."""
+    """The rows of the ops in ``again``, in forward order of the ops: the order of their second lives."""
     parts = [written_rows(op) for key, op in forward_order(plan) if key in again]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
@@ -152,15 +198,21 @@ def _backward_reads(plan: Plan, again: dict[str, str], second: np.ndarray, fwd: 
     for key, op in forward_order(plan):
         if key in again:
             start2[where[written_rows(op)]] = when[again[key]]
-    for t, (_, op) in enumerate(backward_order(plan), start=fwd):
-        if isinstance(op, SumOp):  # sum_bwd and sum_bwd_params read the parents' and the children's values
-            read = np.concatenate([written_rows(op), read_rows(op)])
+    ops, before = dict(forward_order(plan)), by_first_reader(again)
+    for t, (key, op) in enumerate(backward_order(plan), start=fwd):
+        # products computed again here read their children; sum_bwd and sum_bwd_params read the parents' and
+        # the children's values
+        read = [read_rows(ops[p]) for p in before.get(key, []) if isinstance(ops[p], ProdOp)]
+        if isinstance(op, SumOp):
+            read += [written_rows(op), read_rows(op)]
+        if read:
+            read = np.concatenate(read)
             np.maximum.at(end2, where[read[where[read] >= 0]], t)
             np.maximum.at(end, read[where[read] < 0], t)
 
 
 def compact_values(plan: Plan, backward: bool, recompute: bool = True) -> ValueMap:
-    """Value rows reused across disjoint lifetimes: ``backward`` for a training step (with the products of
+    """Value rows reused across disjoint lifetimes: ``backward`` for a training step (with the ops of
     :func:`recomputed` computed again there unless ``recompute`` is False), else a forward pass."""
     first = recomputed(plan) if backward and recompute else {}
     start, end = lifetimes(plan, backward, first)
@@ -176,8 +228,8 @@ def compact_values(plan: Plan, backward: bool, recompute: bool = True) -> ValueM
 
 
 def value_map(plan: Plan, layout: str, recompute: bool = True) -> ValueMap:
-    """The map of a layout (see the module docstring); ``recompute=False`` keeps every product a training
-    step's backward reads (more rows, no second product launches)."""
+    """The map of a layout (see the module docstring); ``recompute=False`` keeps every value a training
+    step's backward reads (more rows, no second input and product launches)."""
     if layout not in LAYOUTS:
         raise ValueError(f"values must be one of {', '.join(LAYOUTS)}, not {layout!r}")
     return full_values(plan) if layout == "all" else compact_values(plan, layout == "train", recompute)

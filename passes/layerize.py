@@ -4,7 +4,8 @@ Layer 0 holds the input blocks; odd layers hold products, even layers (>= 2) hol
 block's children lie in lower layers. Sums are placed as early as possible; products as late as
 possible, right below their first consumer, so that no pass-through blocks are ever needed (PyJuice
 inserts identity sums there). Within a layer, blocks are sorted by fan-in (edges per node for sums,
-children for products) and cut into groups whose padded size (max fan-in x nodes) stays within
+children for products; input blocks by the layer of their first reader, so that ``plan.sink_inputs`` can cut
+an input op into runs of consecutive rows that each sit just below their readers) and cut into groups whose padded size (max fan-in x nodes) stays within
 ``max_padding`` times the real edge count (``max_prod_padding`` for products: a padded product child reads
 the ZERO row from cache, while every group is a launch in the forward and one in the backward pass; HCLT-64
 has 74 product groups at 1.25 and 51 at 4).
@@ -36,25 +37,28 @@ class Layerize(Pass):
 
     def run(self, circuit: Circuit) -> Circuit:
         layers = assign_layers(circuit)
+        users = circuit.users()
+        first_reader = {i: min((layers[u] for u in users[i]), default=0) for i, l in enumerate(layers) if l == 0}
         order: list[int] = []
         for layer in range(max(layers) + 1):
             members = [i for i, l in enumerate(layers) if l == layer]
-            for g, group in enumerate(self._groups(circuit, members)):
+            for g, group in enumerate(self._groups(circuit, members, first_reader)):
                 for i in group:
                     circuit.blocks[i].attrs.update(layer=layer, group=g)
                 order.extend(group)
         circuit.attrs.update(layered=1, layers=max(layers) + 1)
         return keep_blocks(circuit, order)
 
-    def _groups(self, circuit: Circuit, members: list[int]) -> list[list[int]]:
+    def _groups(self, circuit: Circuit, members: list[int], first_reader: dict[int, int]) -> list[list[int]]:
         fan = {i: fan_in(circuit, circuit.blocks[i]) for i in members}
+        order = {i: (first_reader.get(i, 0), fan[i], i) for i in members}  # inputs: fan 0, first reader first
         kinds: dict[tuple, list[int]] = {}
         for i in members:
             kinds.setdefault(_group_key(circuit, circuit.blocks[i]), []).append(i)
         groups = []
         for key in sorted(kinds):
             pad = self.max_prod_padding if key == ("prod",) else self.max_padding
-            groups += _cut(sorted(kinds[key], key=lambda i: (fan[i], i)), fan, circuit, pad)
+            groups += _cut(sorted(kinds[key], key=order.__getitem__), fan, circuit, pad)
         return groups
 
 
