@@ -119,9 +119,9 @@ def _first_sum_readers(plan: Plan, keys: list[str], products: dict[str, str] | N
         read = [read_rows(ops[p]) for p in again.get(key, [])]
         if isinstance(op, SumOp):
             read += [written_rows(op), read_rows(op)]
-        for i in np.unique(owner[np.concatenate(read)]) if read else []:
-            if i >= 0 and keys[i] not in first:
-                first[keys[i]] = key
+        if read:  # bincount, not unique: a sum's child rows repeat once per parent tile
+            for i in np.flatnonzero(np.bincount(owner[np.concatenate(read)] + 1, minlength=len(keys) + 1)[1:]):
+                first.setdefault(keys[i], key)
     return first
 
 
