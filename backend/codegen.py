@@ -117,7 +117,8 @@ def value_tables(plan: Plan, vmap: ValueMap, plan_schedule: tuple[dict, set] | N
     ``b``-tables where products are computed again (``plan_schedule``: :func:`~.valuemap.schedule`, given by a
     caller that asks for several layouts)."""
     v, b = vmap.rows, vmap.back_rows
-    again, readers = plan_schedule or schedule(plan)
+    _, readers = plan_schedule or schedule(plan)
+    mine = {k for keys in vmap.recompute.values() for k in keys}  # what this layout computes again (<= again)
     out = {}
     for key, op in forward_order(plan):
         if isinstance(op, SumOp):
@@ -131,7 +132,7 @@ def value_tables(plan: Plan, vmap: ValueMap, plan_schedule: tuple[dict, set] | N
                     out[f"{key}.bdchild"] = b[children]
             continue
         out[f"{key}.rows"] = v[op.start:op.start + op.n]
-        again_here = vmap.back is not None and key in again  # only layouts that recompute carry b-tables
+        again_here = key in mine  # only layouts that compute it again carry its b-tables
         if again_here:
             out[f"{key}.brows"] = b[op.start:op.start + op.n]
         if isinstance(op, ProdOp):

@@ -44,10 +44,10 @@ def pick_device(device: str | torch.device | None) -> torch.device:
 
 
 def make_executor(plan: Plan, device: torch.device, dtype: torch.dtype, kind: str = "auto", kernels: str | None = None,
-                  precision: str = DOT_PRECISION, recompute: bool = True):
+                  precision: str = DOT_PRECISION, recompute: bool | str = True):
     """The Triton executor on CUDA (``auto``/``triton``), the plain-torch one otherwise (``precision``: Triton's
-    matrix products, see :data:`pcc.backend.codegen.PRECISIONS`; ``recompute``: training steps compute products
-    of sums again in the backward instead of keeping them, :func:`pcc.backend.valuemap.recomputed`)."""
+    matrix products, see :data:`pcc.backend.codegen.PRECISIONS`; ``recompute``: what training steps compute again
+    in the backward instead of keeping, :func:`pcc.backend.valuemap.level`)."""
     if kind == "triton" or (kind == "auto" and device.type == "cuda"):
         from .triton_exec import TritonExecutor
         return TritonExecutor(plan, device, dtype, precision=precision, source=kernels, recompute=recompute)
@@ -59,7 +59,7 @@ class CircuitModel(torch.nn.Module):
 
     def __init__(self, circuit: Circuit, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32,
                  executor: str = "auto", plan: Plan | None = None, kernels: str | None = None,
-                 precision: str = DOT_PRECISION, recompute: bool = True):
+                 precision: str = DOT_PRECISION, recompute: bool | str = True):
         super().__init__()
         self.circuit = circuit
         self.plan = plan or build_plan(circuit)

@@ -56,7 +56,7 @@ class TritonExecutor:
     fused_em = True  # the EM update runs as Triton kernels too (pcc.backend.em_kernels)
 
     def __init__(self, plan: Plan, device, dtype=torch.float32, precision: str = DOT_PRECISION, source: str | None = None,
-                 fill: int | None = None, recompute: bool = True):
+                 fill: int | None = None, recompute: bool | str = True):
         if dtype != torch.float32:
             raise ValueError("the Triton executor computes in float32")
         if torch.device(device).type != "cuda" and not interpreting():
@@ -69,10 +69,10 @@ class TritonExecutor:
         self.schedule = namespace
         # value rows per layout (pcc.backend.valuemap) and flow rows: each node's own (node flows) and the compact
         # rows of a training step; the tables repeat row numbers (a few int32 per node, next to B floats per node)
-        # recompute: training steps compute products of sums again in the backward instead of keeping them
+        # recompute (valuemap.level): what training steps compute again in the backward instead of keeping
         self.values = {layout: value_map(plan, layout, recompute) for layout in LAYOUTS}
         arrays = {"shared:" + k: v for k, v in tables(plan).items()}
-        again = schedule(plan)  # which products are computed again: the same for every layout's tables
+        again = schedule(plan)  # what the generated code may compute again: the same for every layout's tables
         for layout, vmap in self.values.items():
             arrays.update({f"{layout}:{k}": v for k, v in value_tables(plan, vmap, again).items()})
         for name, fmap in (("own:", full_flows(plan)), ("compact:", self.compact)):

@@ -38,6 +38,9 @@ from .flowmap import backward_order, colour_intervals, forward_order, read_rows,
 from .plan import FIRST_ROW, InputOp, Plan, ProdOp, SumOp
 
 LAYOUTS = ("all", "train", "root")
+# what a training step computes again in the backward instead of keeping (:func:`recomputed`); "sums" by default:
+# "all" saves more memory (HCLT 32 at 512: 204 -> 161 MiB) but costs 10-18% of HCLT's step on an H100
+LEVELS = ("off", "sums", "all")
 
 
 @dataclass
@@ -59,18 +62,23 @@ def full_values(plan: Plan) -> ValueMap:
     return ValueMap(np.arange(plan.rows, dtype=np.int64), plan.rows)
 
 
-def recomputed(plan: Plan) -> dict[str, str]:
+def recomputed(plan: Plan, level: str = "sums") -> dict[str, str]:
     """Ops computed again in a training step's backward: ``{op key: key of the sum op before whose backward it
     runs}``, in forward order (an op's children come before it), which is the order they run in there.
 
-    Taken: product ops whose rows only sum ops read and whose children are sums, inputs or reserved rows; then
-    input ops whose rows the backward reads (sums' children, or children of products taken). The root's op is
-    never taken. Each runs just before the first sum op (in backward order) that reads it or reads a product
-    taken that reads it. Why: a sum's values are kept for its own backward anyway, and an input's are a gather
-    from its parameters, so computing these again costs a launch and saves every row they held between their
-    forward and their backward readers (PD's and RAT-SPN's partitions; an HMM's or an HCLT's products of an
-    input and sums, and those inputs).
+    ``level`` (:data:`LEVELS`): ``"sums"`` takes the product ops whose rows only sum ops read and whose children
+    are sums or reserved rows; ``"all"`` also the input ops whose rows the backward reads (sums' children, or
+    children of products taken) and, where that leaves fewer rows, products whose children are inputs too;
+    ``"off"`` nothing. The root's op is never taken. Each runs just before the first sum op (in backward order)
+    that reads it or reads a product taken that reads it. Why: a sum's values are kept for its own backward
+    anyway, and an input's are a gather from its parameters, so computing these again costs launches and saves
+    every row they held between their forward and their backward readers (PD's and RAT-SPN's partitions; with
+    ``"all"``, an HMM's or an HCLT's products of an input and sums, and those inputs).
     """
+    if level not in LEVELS:
+        raise ValueError(f"recompute must be one of {', '.join(LEVELS)}, not {level!r}")
+    if level == "off":
+        return {}
     fwd = forward_order(plan)
     is_sum, is_input = np.zeros(plan.rows, dtype=bool), np.zeros(plan.rows, dtype=bool)
     other = np.zeros(plan.rows, dtype=bool)  # a product or input op reads it
@@ -88,12 +96,13 @@ def recomputed(plan: Plan) -> dict[str, str]:
     is_kid = is_sum.copy()
     is_kid[:FIRST_ROW] = True
     best = None
-    for with_inputs in (False, True):  # products of inputs too: fewer rows where the inputs come in pieces
+    for with_inputs in (False, True) if level == "all" else (False,):  # products of inputs: when inputs come in pieces
         is_kid |= is_input if with_inputs else False
         first = _first_sum_readers(plan, [key for key, op in prods if is_kid[op.children].all()])
-        first.update(_first_sum_readers(plan, inputs, first))
+        if level == "all":
+            first.update(_first_sum_readers(plan, inputs, first))
         again = {key: first[key] for key, _ in fwd if key in first}
-        size = _train_size(plan, again)
+        size = _train_size(plan, again) if level == "all" else 0
         if best is None or size < best[0]:
             best = (size, again)
     return best[1]
@@ -126,10 +135,21 @@ def _first_sum_readers(plan: Plan, keys: list[str], products: dict[str, str] | N
 
 
 def schedule(plan: Plan) -> tuple[dict[str, str], set[str]]:
-    """``(again, readers)``: :func:`recomputed` and its :func:`back_readers`, what codegen's tables and launches
-    follow (whether a layout recomputes or not: the tables of one that does not just repeat its rows)."""
-    again = recomputed(plan)
+    """``(again, readers)``: :func:`recomputed` at level ``"all"`` and its :func:`back_readers`, what codegen's
+    launches and tables follow, whatever a layout recomputes: a launch runs only where the layout's tables carry
+    its ``brows`` (every lower level's ops are among these, before the same sum ops), and the ``b``-tables of a
+    layout that keeps a row just repeat it."""
+    again = recomputed(plan, "all")
     return again, back_readers(plan, again)
+
+
+def level(recompute: bool | str) -> str:
+    """A ``recompute`` argument as one of :data:`LEVELS` (True: ``"sums"``, False: ``"off"``)."""
+    if recompute is True or recompute is False:
+        return "sums" if recompute else "off"
+    if recompute not in LEVELS:
+        raise ValueError(f"recompute must be True, False or one of {', '.join(LEVELS)}, not {recompute!r}")
+    return recompute
 
 
 def by_first_reader(again: dict[str, str]) -> dict[str, list[str]]:
@@ -211,10 +231,10 @@ def _backward_reads(plan: Plan, again: dict[str, str], second: np.ndarray, fwd: 
             np.maximum.at(end, read[where[read] < 0], t)
 
 
-def compact_values(plan: Plan, backward: bool, recompute: bool = True) -> ValueMap:
+def compact_values(plan: Plan, backward: bool, recompute: bool | str = True) -> ValueMap:
     """Value rows reused across disjoint lifetimes: ``backward`` for a training step (with the ops of
-    :func:`recomputed` computed again there unless ``recompute`` is False), else a forward pass."""
-    first = recomputed(plan) if backward and recompute else {}
+    :func:`recomputed` at :func:`level` ``recompute`` computed again there), else a forward pass."""
+    first = recomputed(plan, level(recompute)) if backward else {}
     start, end = lifetimes(plan, backward, first)
     node = np.flatnonzero(start >= 0)
     got, size, _ = colour_intervals(start[node], end[node], FIRST_ROW)
@@ -227,9 +247,9 @@ def compact_values(plan: Plan, backward: bool, recompute: bool = True) -> ValueM
     return ValueMap(rows[:plan.rows], size, back, by_first_reader(first))
 
 
-def value_map(plan: Plan, layout: str, recompute: bool = True) -> ValueMap:
-    """The map of a layout (see the module docstring); ``recompute=False`` keeps every value a training
-    step's backward reads (more rows, no second input and product launches)."""
+def value_map(plan: Plan, layout: str, recompute: bool | str = True) -> ValueMap:
+    """The map of a layout (see the module docstring); ``recompute`` (:func:`level`) picks what a training
+    step computes again in its backward: False keeps every value it reads (more rows, no second launches)."""
     if layout not in LAYOUTS:
         raise ValueError(f"values must be one of {', '.join(LAYOUTS)}, not {layout!r}")
     return full_values(plan) if layout == "all" else compact_values(plan, layout == "train", recompute)

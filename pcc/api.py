@@ -66,13 +66,15 @@ def optimize(circuit: Circuit, pipeline: str = DEFAULT_PIPELINE, options: Option
 
 @_without_gc_pauses
 def compile(source: str | Path, device=None, executor: str = "auto", pipeline: str = DEFAULT_PIPELINE,
-            precision: str = "tf32x3", recompute: bool = True):
+            precision: str = "tf32x3", recompute: bool | str = True):
     """The runtime model (``torch.nn.Module``) of a ``.pc``/``.pcir`` path or ``.pc`` source text.
 
     ``precision`` is the Triton executor's matrix-product precision: ``tf32x3`` (fp32 accuracy, the
     default), ``ieee``, ``tf32`` or ``bf16`` (reduced; docs/benchmarks.md gives its measured accuracy).
-    ``recompute=False`` keeps the products of sums for the backward instead of computing them again there:
-    faster training steps, more memory (PD: about twice the value rows; docs/backend.md).
+    ``recompute`` is what training steps compute again in their backward instead of keeping: ``True`` or
+    ``"sums"`` (the default) products of sums; ``"all"`` also inputs and products of inputs and sums (HCLT,
+    HMM: about 40% fewer training rows, 10-18% slower steps on an H100); ``False`` or ``"off"`` nothing (PD:
+    about 10% faster steps, twice the value rows). docs/backend.md gives the measurements.
     """
     from pcc.backend.runtime import CircuitModel
     return CircuitModel(optimize(parse(source), pipeline), device, executor=executor, precision=precision,

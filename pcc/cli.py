@@ -15,6 +15,7 @@ from typing import Sequence
 from pcc import __version__
 from pcc.api import read_ir, stage_writer, write_ir, write_text_atomic
 from pcc.backend.codegen import DOT_PRECISION, PRECISIONS
+from pcc.backend.valuemap import LEVELS
 from pcc.frontend import dump, load_file
 from pcc.frontend.lower import parse_ast
 from pcc.ir import Circuit, UserError, VerifyError, to_text
@@ -76,9 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--precision", choices=PRECISIONS, default=DOT_PRECISION,
                    help="Triton executor's matrix products: tf32x3 keeps fp32 accuracy; bf16x3 (about 1e-5) and "
                         "bf16 are faster and reduced (bf16: log-likelihoods within about 1e-2 relative)")
-    t.add_argument("--no-recompute", dest="recompute", action="store_false",
-                   help="keep the products of sums for the backward instead of computing them again there: faster "
-                        "steps (about 10%% on PD), more memory (about twice the value rows on PD)")
+    t.add_argument("--recompute", choices=LEVELS, default="sums",
+                   help="what training steps compute again in the backward instead of keeping: products of sums "
+                        "(default; half the memory on PD for about 10%% of its step), all (also inputs and products "
+                        "of inputs: about 40%% fewer rows on HCLT and HMMs for 10-18%% of their step) or off")
+    t.add_argument("--no-recompute", dest="recompute", action="store_const", const="off",
+                   help="the same as --recompute off")
     t.add_argument("--keep-best", action="store_true", help="write the checkpoint only when --valid improves")
     t.add_argument("--patience", type=int, default=0, help="stop after N epochs without --valid improvement")
     t.add_argument("-o", "--output", required=True, help="checkpoint file (rewritten atomically every epoch)")

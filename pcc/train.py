@@ -69,7 +69,7 @@ class TrainConfig:
     dtype: str = "float32"   # float64 runs on the plain-torch executor
     nproc: int = 1           # data-parallel processes (pcc.distributed)
     precision: str = "tf32x3"  # Triton executor's matrix-product precision (bf16: reduced, see docs/benchmarks.md)
-    recompute: bool = True   # products of sums computed again in the backward (half the memory on PD), or kept
+    recompute: bool | str = True  # what the backward computes again instead of keeping (valuemap.level)
 
 
 def read_data(path: str, model: CircuitModel) -> np.ndarray:

@@ -132,15 +132,18 @@ def test_keep_best_and_patience(nltcs, tmp_path):
     assert r.returncode == 1 and "need --valid" in r.stderr
 
 
-def test_no_recompute_trains_the_same_model(tmp_path):
-    """``pcc train --no-recompute`` (products kept for the backward) gives the checkpoint the default
-    (products of sums computed again there) gives: the same EM on the same numbers."""
+@pytest.mark.parametrize("example,cats,flags", [("pd8x8", 17, ["--no-recompute"]), ("hmm", 8, ["--recompute", "all"])])
+def test_recompute_levels_train_the_same_model(tmp_path, example, cats, flags):
+    """``pcc train --no-recompute`` (products kept for the backward) and ``--recompute all`` (inputs and their
+    products computed again too) give the checkpoint the default (products of sums computed again) gives: the
+    same EM on the same numbers."""
     data = tmp_path / "x.npy"
-    np.save(data, np.random.default_rng(0).integers(0, 17, size=(32, 64)))
+    width = 64 if example == "pd8x8" else 128
+    np.save(data, np.random.default_rng(0).integers(0, cats, size=(32, width)))
     params = []
-    for flag in ([], ["--no-recompute"]):
+    for flag in ([], flags):
         ckpt = tmp_path / f"m{len(flag)}.ckpt"
-        r = pcc("train", "examples/pd8x8.pc", "--data", data, "--epochs", "1", "--batch-size", "16",
+        r = pcc("train", f"examples/{example}.pc", "--data", data, "--epochs", "1", "--batch-size", "16",
                 "--device", "cpu", "--executor", "triton", *flag, "-o", ckpt)
         assert r.returncode == 0, r.stderr
         circuit, _ = load_checkpoint(ckpt)

@@ -66,8 +66,8 @@ def _replay(plan, vmap, train: bool) -> None:
 def test_no_launch_reads_an_overwritten_value(name, make):
     c = make()
     plan = setup(c, 1)[0]
-    for layout in ("train", "root"):
-        vmap = value_map(plan, layout)
+    for layout, level in (("train", "sums"), ("train", "all"), ("train", "off"), ("root", "sums")):
+        vmap = value_map(plan, layout, level)
         assert list(vmap.rows[[ZERO, NEG, PAD]]) == [ZERO, NEG, PAD]
         _replay(plan, vmap, train=layout == "train")
     sizes = [value_map(plan, layout).size for layout in LAYOUTS]
@@ -102,18 +102,32 @@ def test_inputs_and_their_products_are_computed_again_where_that_saves_rows():
     one input piece). A RAT-SPN-like circuit, whose one input op the first products read, keeps those
     products: computing them again would bring back all its inputs at once (``recomputed`` compares both)."""
     hmm = build_plan(optimize(parse("examples/hmm.pc")))
-    again = recomputed(hmm)
+    again = recomputed(hmm, "all")
     ops = dict(forward_order(hmm))
-    assert {type(ops[k]) for k in again} == {InputOp, ProdOp}
-    vmap = value_map(hmm, "train")
+    assert {type(ops[k]) for k in again} == {InputOp, ProdOp} and not recomputed(hmm)  # default: "sums"
+    vmap = value_map(hmm, "train", "all")
     for skey, keys in vmap.recompute.items():
         kinds = [isinstance(ops[k], InputOp) for k in keys]
         assert kinds == sorted(kinds, reverse=True), skey  # inputs first
     assert vmap.size < 0.6 * 4099 < value_map(hmm, "train", recompute=False).size  # measured: 2308
     rat = build_plan(optimize(parse(RAT)))
     first = [key for key, op in forward_order(rat) if isinstance(op, ProdOp)][0]
-    assert first not in recomputed(rat)
-    assert value_map(rat, "train").size <= value_map(rat, "train", recompute=False).size
+    assert first not in recomputed(rat, "all")
+    assert value_map(rat, "train", "all").size <= value_map(rat, "train", recompute=False).size
+
+
+@pytest.mark.parametrize("example", ["hmm", "pd8x8", "mixture", "reuse"])
+def test_recompute_levels_nest(example):
+    """Each level computes again a subset of the next one's ops, before the same sum ops and in the same order:
+    the generated code's launches (level "all", :func:`schedule`) serve every level's tables."""
+    plan = build_plan(optimize(parse(f"examples/{example}.pc")))
+    every = recomputed(plan, "all")
+    for level in ("off", "sums"):
+        mine = recomputed(plan, level)
+        assert all(every.get(k) == s for k, s in mine.items())
+        assert [k for k in every if k in mine] == list(mine)
+    with pytest.raises(ValueError):
+        recomputed(plan, "most")
 
 
 # inputs all in one op, read by products of inputs, then sums and products of sums (a small RAT-SPN)
@@ -182,13 +196,30 @@ def test_layouts_give_the_same_values_and_flows(name, make):
         ex.backward(p, root, xt, mt, Flows.zeros_like(p), node_flows=False, values="root")
 
 
-@pytest.mark.parametrize("example", ["hmm", "pd8x8", "mixture"])
-def test_triton_model_steps_equal_the_torch_model_s(example):
+@pytest.mark.parametrize("name,make", CIRCUITS[:24], ids=[c[0] for c in CIRCUITS[:24]])
+def test_computing_inputs_again_gives_the_same_flows(name, make):
+    """``recompute="all"``: inputs, and products of inputs and sums, computed again in the backward (where that
+    saves rows) give the full layout's parameter flows exactly."""
+    plan, ex, p, x, m = setup(make(), 4, torch.float32, executor="triton")
+    xt, mt = torch.tensor(x, dtype=torch.float32), torch.tensor(m)
+    again = TritonExecutor(plan, "cpu", recompute="all")
+    assert again.values["train"].size == value_map(plan, "train", "all").size
+    a, b = Flows.zeros_like(p), Flows.zeros_like(p)
+    ex.backward(p, ex.forward(p, xt, mt), xt, mt, a, node_flows=False)
+    again.backward(p, again.forward(p, xt, mt, values="train"), xt, mt, b, node_flows=False, values="train")
+    for fa, fb in zip(a.all(), b.all()):
+        assert torch.equal(fa, fb)
+
+
+@pytest.mark.parametrize("example,level", [("hmm", "sums"), ("pd8x8", "sums"), ("mixture", "sums"), ("hmm", "all"),
+                                           ("pd8x8", "all")])
+def test_triton_model_steps_equal_the_torch_model_s(example, level):
     """CircuitModel on the Triton executor trains in the compact layouts with the fused EM update: its
     log-likelihoods and parameters after EM steps match the torch executor's (full rows, torch EM)."""
     circuit = optimize(parse(f"examples/{example}.pc"))
     x, m = random_inputs(circuit, np.random.default_rng(2), batch=7)
-    fast, ref = CircuitModel(circuit, "cpu", executor="triton"), CircuitModel(circuit, "cpu", executor="torch")
+    fast = CircuitModel(circuit, "cpu", executor="triton", recompute=level)
+    ref = CircuitModel(circuit, "cpu", executor="torch")
     for _ in range(2):
         ll_fast, ll_ref = fast.em_step(x, m, step_size=0.5, pseudocount=0.1), ref.em_step(x, m, step_size=0.5, pseudocount=0.1)
         torch.testing.assert_close(ll_fast, ll_ref, rtol=1e-5, atol=1e-5)
@@ -203,9 +234,9 @@ def test_triton_model_steps_equal_the_torch_model_s(example):
 
 
 @pytest.mark.parametrize("example", ["hmm", "pd8x8"])
-def test_input_pieces_train_like_the_torch_model(example, monkeypatch):
-    """Input ops in pieces below their readers (plan.INPUT_CHUNKS, 8 by default): the Triton model's EM steps
-    still match the torch executor's."""
+def test_whole_input_ops_train_like_the_torch_model(example, monkeypatch):
+    """Input ops in one piece each (plan.INPUT_CHUNKS = 1; 8 pieces below their readers by default), computed
+    again whole: the Triton model's EM steps still match the torch executor's."""
     from pcc.backend import plan as planning
-    monkeypatch.setattr(planning, "INPUT_CHUNKS", 8)
-    test_triton_model_steps_equal_the_torch_model_s(example)
+    monkeypatch.setattr(planning, "INPUT_CHUNKS", 1)
+    test_triton_model_steps_equal_the_torch_model_s(example, "all")
