@@ -124,12 +124,13 @@ def value_tables(plan: Plan, vmap: ValueMap, plan_schedule: tuple[dict, set] | N
         if isinstance(op, SumOp):
             out.update({f"{key}.out": v[op.out_rows], f"{key}.child": v[op.child_rows], f"{key}.tiles": v[op.child_tiles[0]]})
             if key in readers:  # the backward reads recomputed children from their second rows
-                out.update({f"{key}.bchild": b[op.child_rows], f"{key}.btiles": b[op.child_tiles[0]]})
+                out.update({f"{key}.bchild": _same(out[f"{key}.child"], b[op.child_rows]),
+                            f"{key}.btiles": _same(out[f"{key}.tiles"], b[op.child_tiles[0]])})
             if op.dense is not None:  # the dense kernels' rows, [G, P] and [G, C]
                 parents, children = op.dense_rows()
                 out.update({f"{key}.dout": v[parents], f"{key}.dchild": v[children]})
                 if key in readers:
-                    out[f"{key}.bdchild"] = b[children]
+                    out[f"{key}.bdchild"] = _same(out[f"{key}.dchild"], b[children])
             continue
         out[f"{key}.rows"] = v[op.start:op.start + op.n]
         again_here = key in mine  # only layouts that compute it again carry its b-tables
@@ -140,6 +141,13 @@ def value_tables(plan: Plan, vmap: ValueMap, plan_schedule: tuple[dict, set] | N
             if again_here:
                 out[f"{key}.bchildren"] = b[op.children]
     return out
+
+
+def _same(forward: np.ndarray, back: np.ndarray) -> np.ndarray:
+    """``back``, or the very ``forward`` array where they are equal (a layout that computes none of these rows
+    again): :func:`~.triton_exec.upload_tables` sends an array given under two names once. HMM 4096's child
+    tables are about 130 MB per layout."""
+    return forward if np.array_equal(forward, back) else back
 
 
 def flow_tables(plan: Plan, fmap: FlowMap) -> dict[str, object]:

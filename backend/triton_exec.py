@@ -35,11 +35,16 @@ def upload_tables(arrays: dict[str, object], device) -> dict[str, torch.Tensor]:
     The tables are packed into one host buffer (each starting at a multiple of :data:`TABLE_ALIGN`
     elements) that goes to the device at once; the returned tensors are views of that one buffer. A model
     has hundreds to thousands of tables, and one host-to-device copy each cost a synchronising transfer
-    apiece. Values are converted to int32 as ``torch.as_tensor(..., dtype=torch.int32)`` does.
+    apiece. Values are converted to int32 as ``torch.as_tensor(..., dtype=torch.int32)`` does. One array
+    object given under several names is sent once, and its tensors are one view.
     """
     flat = {k: np.asarray(v).reshape(-1) for k, v in arrays.items()}
-    starts, total = {}, 0
+    starts, total, seen = {}, 0, {}
     for k, a in flat.items():
+        if id(arrays[k]) in seen:
+            starts[k] = starts[seen[id(arrays[k])]]
+            continue
+        seen[id(arrays[k])] = k
         starts[k] = total
         total += -(-len(a) // TABLE_ALIGN) * TABLE_ALIGN
     host = np.zeros(max(total, 1), dtype=np.int32)

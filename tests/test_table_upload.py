@@ -54,3 +54,26 @@ def test_executor_tables_equal_the_plan_s() -> None:
     ex = TritonExecutor(plan, "cpu")
     for k, a in tables(plan).items():
         assert torch.equal(ex.t[k], torch.as_tensor(a, dtype=torch.int32)), k
+
+
+def test_an_array_under_two_names_is_sent_once() -> None:
+    """The b-tables of a layout that computes nothing again are the forward tables themselves (codegen._same):
+    they share one view instead of a second copy."""
+    a, b = np.arange(40).reshape(8, 5), np.arange(3)
+    out = upload_tables({"x": a, "y": b, "x_again": a, "y_copy": b.copy()}, "cpu")
+    assert out["x"].data_ptr() == out["x_again"].data_ptr() and out["y"].data_ptr() != out["y_copy"].data_ptr()
+    assert torch.equal(out["x_again"], torch.as_tensor(a, dtype=torch.int32))
+    sizes = upload_tables({"x": a}, "cpu")["x"].untyped_storage().nbytes(), out["x"].untyped_storage().nbytes()
+    assert sizes[1] < 2 * sizes[0] + 2 * TABLE_ALIGN * 4
+
+
+def test_hmm_sums_read_their_own_child_tables_backward_by_default() -> None:
+    """The HMM computes nothing again at the default level: its sums' ``bchild`` tables are their ``child``
+    tables (one upload), while at level "all" they differ."""
+    from pcc.backend.codegen import value_tables
+    from pcc.backend.valuemap import value_map
+    plan = build_plan(optimize(parse("examples/hmm.pc")))
+    for level, same in (("sums", True), ("all", False)):
+        t = value_tables(plan, value_map(plan, "train", level))
+        pairs = [(t[k], t[k[:-len("bchild")] + "child"]) for k in t if k.endswith(".bchild")]
+        assert pairs and any(b is not c for b, c in pairs) != same
