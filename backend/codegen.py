@@ -175,11 +175,13 @@ def flow_tables(plan: Plan, fmap: FlowMap) -> dict[str, object]:
 
 
 def generate(plan: Plan, precision: str = DOT_PRECISION, source: str = "", pipeline: str = "",
-             fill: int | None = None, flow_map: FlowMap | None = None) -> str:
+             fill: int | None = None, flow_map: FlowMap | None = None,
+             plan_schedule: tuple[dict, set] | None = None) -> str:
     """The Python source of the model's launch schedule (see the module docstring); ``fill`` overrides
     :data:`SUM_FILL` and :data:`PARAM_FILL` (0: every sum launch keeps the executor's batch block).
     ``flow_map`` is the compact flow map whose clearing launches the backward pass includes (default: the
-    plan's :func:`~.flowmap.compact_flows`); they run only when the flow tables ``f`` carry them."""
+    plan's :func:`~.flowmap.compact_flows`); they run only when the flow tables ``f`` carry them.
+    ``plan_schedule`` is the plan's :func:`~.valuemap.schedule`, where the caller has it already."""
     fill = (SUM_FILL, PARAM_FILL) if fill is None else (fill, fill)
     flow_map = flow_map or compact_flows(plan)
     zero, overwrite = flow_map.zero, flow_map.overwrite
@@ -218,7 +220,7 @@ def generate(plan: Plan, precision: str = DOT_PRECISION, source: str = "", pipel
              "    f holds the flow-row tables: every node's own row (flows [ROWS, B]), or compact rows reused once a",
              '    flow is dead, which then come with the rows to clear ("zero") before an op (pcc.backend.flowmap)."""',
              "    nb = triton.cdiv(B, BB)"]
-    again, readers = schedule(plan)
+    again, readers = plan_schedule or schedule(plan)
     before = by_first_reader(again)
     ops = dict(forward_order(plan))
     for li in range(len(plan.layers) - 1, -1, -1):

@@ -68,7 +68,8 @@ class TritonExecutor:
             raise RuntimeError("the Triton executor needs CUDA (or TRITON_INTERPRET=1 on a CPU)")
         self.plan, self.device, self.dtype = plan, device, dtype
         self.compact = compact_flows(plan)
-        self.source = source or generate(plan, precision, fill=fill, flow_map=self.compact)
+        again = schedule(plan)  # what the generated code may compute again: the same for every layout's tables
+        self.source = source or generate(plan, precision, fill=fill, flow_map=self.compact, plan_schedule=again)
         namespace: dict = {}
         exec(compile(self.source, "<pcc generated kernels>", "exec"), namespace)  # our own generated code
         self.schedule = namespace
@@ -77,7 +78,6 @@ class TritonExecutor:
         # recompute (valuemap.level): what training steps compute again in the backward instead of keeping
         self.values = {layout: value_map(plan, layout, recompute) for layout in LAYOUTS}
         arrays = {"shared:" + k: v for k, v in tables(plan).items()}
-        again = schedule(plan)  # what the generated code may compute again: the same for every layout's tables
         for layout, vmap in self.values.items():
             arrays.update({f"{layout}:{k}": v for k, v in value_tables(plan, vmap, again).items()})
         for name, fmap in (("own:", full_flows(plan)), ("compact:", self.compact)):

@@ -112,8 +112,11 @@ def _train_size(plan: Plan, again: dict[str, str]) -> int:
     """The training layout's value rows with the ops of ``again`` computed again."""
     start, end = lifetimes(plan, True, again)
     node = start >= 0
-    starts, ends = np.sort(start[node]), np.sort(end[node])  # the most alive at one start time: the colouring's
-    return int((np.searchsorted(starts, starts, "right") - np.searchsorted(ends, starts, "left")).max(initial=0))
+    if not node.any():
+        return 0
+    span = int(end[node].max()) + 2  # alive at t: started at or before t, not ended before t (the colouring's size)
+    began, ended = np.bincount(start[node], minlength=span), np.bincount(end[node] + 1, minlength=span)
+    return int((np.cumsum(began) - np.cumsum(ended)).max())
 
 
 def _first_sum_readers(plan: Plan, keys: list[str], products: dict[str, str] | None = None) -> dict[str, str]:
