@@ -26,6 +26,11 @@ PRECISIONS = ("tf32x3", "ieee", "tf32", "bf16", "bf16x3")
 # categorical-backward tiles: at most CAT_ROWS rows (one variable per tile) x CAT_BATCH samples; 64 x 32 was
 # fastest on an H100 (bench/cat_sweep.py)
 CAT_ROWS, CAT_BATCH = 64, 32
+# a categorical-count launch of fewer than CAT_FILL programs splits its batch (at least CAT_SPLIT_MIN samples a
+# range) until it has that many: an input piece (plan.INPUT_CHUNKS) otherwise loops over a whole large batch in
+# few programs (input pieces cost HCLT 32 at 8192 10% of its step in run 60, HMM 256 at 8192 5%). 0: off, the
+# default until measured on a GPU (bench/profile_step.py --cat-fill 0,528)
+CAT_FILL, CAT_SPLIT_MIN = 0, 512
 FILL = 528  # programs that keep an H100's 132 SMs busy (4 each); fewer only under-fill smaller GPUs
 # sum launches take smaller batch blocks (down to 16) while their programs stay within one wave (SUM_FILL; the
 # forward kernel's 4-stage pipeline fits one program per SM), parameter-flow launches within two (PARAM_FILL),
@@ -304,9 +309,11 @@ def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool, back: 
             kb, rows = _pow2(op.k, 16, 64), cat_rows(op)
             kblocks = -(-op.k // kb)
             # missing entries' expected counts are added in the kernel (no mass buffer, no torch passes)
-            return [f'K.input_bwd_cat[({len(op.var_tiles(rows)) * kblocks},)](flows, f["{key}.frows"], x, miss, '
+            programs = len(op.var_tiles(rows)) * kblocks
+            return [f"sp = K.cat_splits({programs}, B, {CAT_FILL}, {CAT_SPLIT_MIN})",
+                    f'K.input_bwd_cat[({programs} * sp,)](flows, f["{key}.frows"], x, miss, '
                     f't["{key}.var"], t["{key}.prow"], t["{key}.tiles"], {stats}, {_THETA[op.dist].format(k=op.k)}, '
-                    f"{op.n}, B, K={op.k}, BN={rows}, KB={kb}, BB={CAT_BATCH}, PRECISION=PRECISION, "
+                    f"{op.n}, B, sp, K={op.k}, BN={rows}, KB={kb}, BB={CAT_BATCH}, PRECISION=PRECISION, "
                     f"KBLOCKS={kblocks})"]
         launch = (f'K.input_bwd[(triton.cdiv({op.n}, BN), nb)](flows, f["{key}.frows"], x, miss, t["{key}.var"], '
                   f't["{key}.prow"], {stats}, mass, {op.n}, B, DIST={DISTS[op.dist]}, K={op.k}, BN=BN, BB=BB)')

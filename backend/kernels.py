@@ -39,6 +39,15 @@ UNROLL_USES = tl.constexpr(16)
 INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")
 
 
+def cat_splits(programs: int, batch: int, fill: int, least: int) -> int:
+    """Batch ranges of a categorical-count launch (:func:`input_bwd_cat`) of ``programs`` programs: enough that
+    ``programs`` x ranges reach ``fill``, each range at least ``least`` samples; 1 where ``fill`` is 0 or
+    already reached."""
+    if fill <= 0 or programs >= fill:
+        return 1
+    return max(1, min(-(-fill // programs), batch // least))
+
+
 def batch_block(batch: int, bb: int, tiles: int, fill: int) -> int:
     """A sum launch's batch block: ``bb`` halved (not below 16) while that keeps ``tiles`` x batch blocks
     within ``fill`` (the programs the GPU runs at once).
@@ -159,7 +168,7 @@ def input_bwd(flows, frows, x, miss, var, prow, stats, mass, n, B,
 
 
 @triton.jit
-def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B,
+def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B, splits,
                   K: tl.constexpr, BN: tl.constexpr, KB: tl.constexpr, BB: tl.constexpr, PRECISION: tl.constexpr,
                   KBLOCKS: tl.constexpr):
     """Categorical EM counts of one tile of rows over one variable (``tiles[tile]``: its first and end row),
@@ -176,8 +185,16 @@ def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B,
     read the same flows are adjacent, so they run together and all but one read them from L2 (with the
     category block as the slower grid axis, each tile's flows came from memory ``KBLOCKS`` times: HCLT-128's
     counts at batch 8192 took 12.9 of a 47 ms step).
+
+    ``splits`` (:func:`cat_splits`) cuts the batch into that many ranges of whole ``BB`` blocks, one program
+    each (program ``(tile * splits + s) * KBLOCKS + j``): the counts are atomics already, so a launch of few
+    tiles (an input piece) need not loop over a whole large batch in few programs.
     """
-    tile, kblock = tl.program_id(0) // KBLOCKS, tl.program_id(0) % KBLOCKS
+    kblock, rest = tl.program_id(0) % KBLOCKS, tl.program_id(0) // KBLOCKS
+    tile, s = rest // splits, rest % splits
+    per = tl.cdiv(tl.cdiv(B, splits), BB) * BB
+    b0 = s * per
+    b_end = tl.minimum(B, b0 + per)
     i0 = tl.load(tiles + 2 * tile)
     i = i0 + tl.arange(0, BN)
     v = tl.load(var + i0)
@@ -186,10 +203,9 @@ def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B,
     k = kblock * KB + tl.arange(0, KB)
     acc = tl.zeros((BN, KB), dtype=tl.float32)
     lost = tl.zeros((BN,), dtype=tl.float32)
-    b0 = 0
-    while b0 < B:
+    while b0 < b_end:
         b = b0 + tl.arange(0, BB)
-        inb = b < B
+        inb = b < b_end
         f = tl.load(flows + fr[:, None] * B + b[None, :], mask=rows_ok[:, None] & inb[None, :], other=0.0)
         xv = tl.load(x + v.to(tl.int64) * B + b, mask=inb, other=-1.0).to(tl.int32)
         gone = tl.load(miss + v.to(tl.int64) * B + b, mask=inb, other=1) != 0

@@ -96,7 +96,7 @@ def main() -> None:
     frows = torch.arange(op.start, op.start + op.n, device="cuda", dtype=torch.int32)  # node flows: own rows
     kb0 = -(-op.k // 64)
     ref_fn = lambda: K.input_bwd_cat[(len(tiles0) * kb0,)](  # noqa: E731
-        node, frows, xt, mt, var, prow, tiles0, stats, model.params.cat[op.k], op.n, B, K=op.k, BN=codegen.cat_rows(op),
+        node, frows, xt, mt, var, prow, tiles0, stats, model.params.cat[op.k], op.n, B, 1, K=op.k, BN=codegen.cat_rows(op),
         KB=64, BB=codegen.CAT_BATCH, PRECISION=args.precision, KBLOCKS=kb0)
     stats.zero_()
     ref_fn()

@@ -93,8 +93,11 @@ def main() -> None:
     ap.add_argument("--dense-min-work", default=str(codegen.DENSE_MIN_WORK),
                     help="comma-separated codegen.DENSE_MIN_WORK values to compare (0: every dense op on the dense "
                          "kernels, never: none)")
-    ap.add_argument("--recompute", default="on", help="comma-separated on/off: products of sums computed again in "
-                    "the backward (valuemap.recomputed) or kept")
+    ap.add_argument("--recompute", default="on", help="comma-separated on/off/sums/all (on: sums): what the backward "
+                    "computes again instead of keeping (valuemap.recomputed)")
+    ap.add_argument("--cat-fill", default=str(codegen.CAT_FILL),
+                    help="comma-separated codegen.CAT_FILL values to compare (categorical counts split their batch "
+                         "until a launch has that many programs; 0: never)")
     ap.add_argument("--input-chunks", default=str(planning.INPUT_CHUNKS),
                     help="comma-separated plan.INPUT_CHUNKS values to compare (input ops cut into pieces below "
                          "their first readers; each value compiles the circuit again)")
@@ -125,20 +128,22 @@ def main() -> None:
 
 def compare(model: CircuitModel, xb: torch.Tensor, args: argparse.Namespace) -> None:
     """Every setting of ``args`` on ``model``: accuracy against the generic fp32 kernels, kernel profile, step."""
-    settings = itertools.product(args.precision.split(","), args.dense_min_work.split(","), args.recompute.split(","))
-    for precision, work, again in settings:
+    settings = itertools.product(args.precision.split(","), args.dense_min_work.split(","), args.recompute.split(","),
+                                 args.cat_fill.split(","))
+    for precision, work, again, cat_fill in settings:
         codegen.DENSE_MIN_WORK = NEVER
         model.executor = TritonExecutor(model.plan, model.device_, precision="ieee")
         reference = model.log_prob(xb).double()  # at the current parameters (earlier settings trained them)
         codegen.DENSE_MIN_WORK = NEVER if work == "never" else int(work)
+        codegen.CAT_FILL = int(cat_fill)
         model.executor = TritonExecutor(model.plan, model.device_, precision=precision, fill=args.fill,
-                                        recompute=again == "on")
+                                        recompute={"on": True, "off": False}.get(again, again))
         torch.cuda.reset_peak_memory_stats()
         err = float((model.log_prob(xb).double() - reference).abs().max() / reference.abs().max())
         rows = profile(model, xb, args.steps)
         model.use_graphs = True
         graph_ms = median_ms(lambda: model.em_step(xb, step_size=0.1, pseudocount=0.1), 20)
-        print(f"precision {precision}, DENSE_MIN_WORK {work}, recompute {again}: LL rel err vs ieee (generic kernels) {err:.1e}; "
+        print(f"precision {precision}, DENSE_MIN_WORK {work}, recompute {again}, CAT_FILL {cat_fill}: LL rel err vs ieee (generic kernels) {err:.1e}; "
               f"step with CUDA graph {graph_ms:.3f} ms (median of 20); peak {torch.cuda.max_memory_allocated() >> 20} MiB")
         print(f"{'kernel':70s} {'ms/step':>9s} {'launches':>9s}")
         for name, ms, n in rows[:12]:

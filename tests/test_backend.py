@@ -444,3 +444,30 @@ def test_categorical_counts_of_a_variable_that_comes_back_within_a_tile():
     op = next(op for ops in plan.layers for op in ops if isinstance(op, InputOp))
     assert len(np.unique(op.var)) < len(np.flatnonzero(np.diff(op.var))) + 1  # some variable has two runs
     _assert_param_flows_close(*_flows_and_float64(plan, ex, p, x, m)[2:])
+
+
+def test_categorical_counts_split_over_the_batch(monkeypatch):
+    """``codegen.CAT_FILL``: a categorical-count launch of few programs splits its batch into ranges of whole
+    blocks, one program each (``kernels.cat_splits``; here 3 ranges of 64, 36 and 0 of 100 samples, with missing
+    entries): the parameter flows equal the unsplit launch's and the float64 torch executor's."""
+    from pcc.backend import codegen
+    from pcc.backend import kernels as K
+    from pcc.backend.triton_exec import TritonExecutor
+    assert K.cat_splits(10, 100, 0, 32) == 1 and K.cat_splits(10, 100, 40, 32) == 3 and K.cat_splits(50, 100, 40, 32) == 1
+    plan, ref, p64, x, m = setup(parse(open("examples/hmm.pc").read()), 3, batch=100)
+    xt, mt = torch.tensor(x, dtype=torch.float32), torch.tensor(m)
+    f64 = Flows.zeros_like(p64)
+    ref.backward(p64, ref.forward(p64, xt.double(), mt), xt.double(), mt, f64, node_flows=False)
+    p = Params.from_plan(plan, "cpu", torch.float32)
+    got = []
+    for fill in (0, 10**6):
+        monkeypatch.setattr(codegen, "CAT_FILL", fill)
+        monkeypatch.setattr(codegen, "CAT_SPLIT_MIN", 32)
+        ex = TritonExecutor(plan, "cpu")
+        assert ("K.cat_splits(" in ex.source) and (f", {fill}, 32)" in ex.source)
+        f = Flows.zeros_like(p)
+        ex.backward(p, ex.forward(p, xt, mt, values="train"), xt, mt, f, node_flows=False, values="train")
+        got.append(f)
+    for k in f64.cat:
+        np.testing.assert_allclose(got[1].cat[k].double().numpy(), f64.cat[k].numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(got[1].cat[k].numpy(), got[0].cat[k].numpy(), rtol=1e-5, atol=1e-5)
