@@ -37,7 +37,8 @@ MODULE_FORMAT = "pcc-module-9"  # 2: the backward schedule reads flow-row tables
 # take groups (base tables, a group grid axis, WALIGN) and categorical-count tiles carry their end row;
 # 7: block-sparse sum tensors may be stored by op tiles (``Plan.sum_orders``); 8: by rows of op tiles, and
 # training steps compute products of sums again in the backward (``valuemap.recomputed``: new launches, tables);
-# 9: inputs (and products of inputs and sums) computed again too; input ops in pieces below their readers
+# 9: inputs (and products of inputs and sums) computed again too; input ops in pieces below their readers;
+# categorical counts take a batch-range count (``splits``)
 _INIT = '''"""A circuit compiled by pcc {version} from {source}. Load it with `load()`."""
 from pathlib import Path
 
