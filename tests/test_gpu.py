@@ -59,6 +59,29 @@ def test_dense_kernels_match_float64(name, make, monkeypatch):
     test_flows_and_em_match_float64(name, make)
 
 
+@pytest.mark.parametrize("name,make", CASES, ids=[c[0] for c in CASES])
+def test_inputs_computed_again_and_split_counts_match_float64(name, make, monkeypatch):
+    """``recompute="all"`` (inputs and their products computed again in the backward) with categorical counts
+    split over the batch (``codegen.CAT_FILL``, forced: ranges of 16 samples): EM steps as the float64 model's."""
+    from pcc.backend import codegen
+    monkeypatch.setattr(codegen, "CAT_FILL", 1 << 20)
+    monkeypatch.setattr(codegen, "CAT_SPLIT_MIN", 16)
+    c = make()
+    randomize(c, 3)
+    layered = pcc.optimize(c)
+    fast = CircuitModel(layered, "cuda", executor="triton", recompute="all")
+    exact = CircuitModel(layered, "cuda", dtype=torch.float64, executor="torch")
+    x, m = random_inputs(c, np.random.default_rng(3), batch=48)
+    for _ in range(2):
+        a = fast.em_step(x, m, step_size=0.5, pseudocount=0.1).double()
+        b = exact.em_step(x, m, step_size=0.5, pseudocount=0.1)
+        finite = torch.isfinite(b)
+        assert (a[finite] - b[finite]).abs().max() <= 1e-5 * max(1.0, b[finite].abs().max().item())
+    for a, b in zip(fast.params.tensors().values(), exact.params.tensors().values()):
+        if a.numel():
+            assert (a.double() - b).abs().max().item() <= 1e-4
+
+
 def test_hmm_of_1024_states_runs_dense_and_matches_float64():
     """HMM 1024's transitions take the dense kernels by default at batch 320 (>= 256), five batch tiles."""
     c = pcc.parse(hmm_source(6, 1024, 16, seed=3))
