@@ -42,7 +42,8 @@ INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")
 def cat_splits(programs: int, batch: int, fill: int, least: int) -> int:
     """Batch ranges of a categorical-count launch (:func:`input_bwd_cat`) of ``programs`` programs: enough that
     ``programs`` x ranges reach ``fill``, each range at least ``least`` samples; 1 where ``fill`` is 0 or
-    already reached."""
+    already reached. Ranges are whole batch blocks, so a ``least`` below the kernel's block (tests force 16)
+    can leave the last ranges empty: their programs count nothing."""
     if fill <= 0 or programs >= fill:
         return 1
     return max(1, min(-(-fill // programs), batch // least))
