@@ -43,10 +43,12 @@ import torch
 
 import pcc
 from pcc import data as datasets
+from pcc.backend import codegen
 from pcc.interop.pyjuice import convert
 
 TF32_FLOPS, COPY_BYTES = 368e12, 3.0e12  # DESIGN.md §5, measured on the H100 used here
 STEP, PSEUDOCOUNT = 0.1, 0.1
+PCC_SETTINGS: dict = {}  # pcc options other than the defaults (--recompute, --cat-fill), recorded in each row
 
 
 @dataclass
@@ -69,6 +71,7 @@ class Row:
     error: str = ""
     pyjuice_error: str = ""  # PyJuice failed (e.g. out of memory) but pcc was still measured
     fresh_compile_s: dict = field(default_factory=dict)  # --fresh-compile: each system in a process of its own
+    settings: dict = field(default_factory=dict)  # PCC_SETTINGS of the run (empty: pcc's defaults)
 
     @property
     def floor_ms(self) -> float:
@@ -158,7 +161,8 @@ class PccRunner:
 
     def __init__(self, path: Path, precision: str = "tf32x3"):
         start = time.perf_counter()
-        self.model = pcc.compile(path, device="cuda", executor="triton", precision=precision)
+        self.model = pcc.compile(path, device="cuda", executor="triton", precision=precision,
+                                 recompute=PCC_SETTINGS.get("recompute", True))
         torch.cuda.synchronize()
         self.compile_s = time.perf_counter() - start
         self.nodes = self.model.plan.rows - 3
@@ -221,7 +225,7 @@ def compare(name: str, images: np.ndarray, batch: int, steps: int, workdir: Path
             precisions: tuple[str, ...] = ("tf32x3",), fresh: str | None = None) -> Row:
     """Both systems on configuration ``name`` at ``batch``; see the module docstring. ``fresh``: the MNIST
     path, to time each system's compile again in a process of its own (``--fresh-compile``)."""
-    row = Row(name, batch)
+    row = Row(name, batch, settings=dict(PCC_SETTINGS))
     clock = time.perf_counter()
     x = data_for(name, images)
     xb = x[:batch].cuda()
@@ -283,12 +287,13 @@ def _pyjuice_failed(row: Row, e: Exception) -> None:
 
 
 def read_rows(paths: list[str]) -> list[Row]:
-    """Rows from ``--jsonl`` files; a later row of the same configuration and batch replaces an earlier one."""
+    """Rows from ``--jsonl`` files; a later row of the same configuration, batch and pcc settings replaces an
+    earlier one."""
     rows: dict[tuple, Row] = {}
     for path in paths:
         for line in Path(path).read_text().splitlines():
             row = Row(**json.loads(line))
-            rows[(row.name, row.batch)] = row
+            rows[(row.name, row.batch, tuple(sorted(row.settings.items())))] = row
     return sorted(rows.values(), key=_order)
 
 
@@ -314,11 +319,16 @@ def table(rows: list[Row]) -> str:
             continue
         s, f, m = r.step_ms, r.fwd_ms, r.peak_mib
         why = f" (PyJuice: {r.pyjuice_error})" if r.pyjuice_error else ""
-        out.append(f"| {r.name} | {r.batch} | {r.nodes:,} | {r.edges:,} | {_compile_cell(r)} "
+        out.append(f"| {_name(r)} | {r.batch} | {r.nodes:,} | {r.edges:,} | {_compile_cell(r)} "
                    f"| {_pair(s)}{why} | {_pair(f)} | {_pair(m, '.0f')} | {_own(r)} "
                    f"| {r.ll_err:.1e} | {r.em_err:.1e} | {100 * r.floor_ms / s['pcc']:.1f} |"
                    + "".join(_extra_cell(r, p) for p in extra))
     return "\n".join(out)
+
+
+def _name(r: Row) -> str:
+    """The configuration, with pcc's non-default settings: ``hclt32 [recompute=all]``."""
+    return r.name + (f" [{', '.join(f'{k}={v}' for k, v in sorted(r.settings.items()))}]" if r.settings else "")
 
 
 def _pair(d: dict, fmt: str = ".2f", ratio: bool = True) -> str:
@@ -367,6 +377,10 @@ def main() -> None:
     ap.add_argument("--jsonl", help="append each row as JSON to this file")
     ap.add_argument("--fresh-compile", action="store_true",
                     help="also time each system's compile in a Python process of its own (see the docstring)")
+    ap.add_argument("--recompute", choices=("off", "sums", "all"), default="sums",
+                    help="pcc's recompute level (pcc.compile's recompute=; rows record a non-default one)")
+    ap.add_argument("--cat-fill", type=int, default=codegen.CAT_FILL,
+                    help="pcc's codegen.CAT_FILL (categorical counts split their batch; rows record a non-default one)")
     ap.add_argument("--compile-once", choices=("pcc", "pyjuice"), help=argparse.SUPPRESS)  # fresh_compile_s's child
     ap.add_argument("--pc", help=argparse.SUPPRESS)
     ap.add_argument("--device", default="cuda", help=argparse.SUPPRESS)
@@ -379,6 +393,10 @@ def main() -> None:
         return
     if not args.mnist:
         ap.error("--mnist is required to run")
+    if args.recompute != "sums":
+        PCC_SETTINGS["recompute"] = args.recompute
+    if args.cat_fill != codegen.CAT_FILL:
+        PCC_SETTINGS["cat_fill"] = codegen.CAT_FILL = args.cat_fill
     from importlib.metadata import version
     print(f"torch {torch.__version__}, triton {version('triton')}, pyjuice {version('pyjuice')}, "
           f"{torch.cuda.get_device_name()}", flush=True)

@@ -85,3 +85,15 @@ def test_pcc_compile_timed_in_a_fresh_process():
     import vs_pyjuice
     seconds = vs_pyjuice.fresh_compile_s("pcc", "pd8x8", "unused", ROOT / "examples" / "pd8x8.pc", device="cpu")
     assert 0 < seconds < 60
+
+
+def test_report_keeps_rows_of_other_pcc_settings_apart(tmp_path):
+    """A run with non-default pcc settings (``--recompute all``) adds rows named by them, beside the defaults'."""
+    row = {"name": "hclt8", "batch": 64, "nodes": 10, "edges": 100, "convert_s": 0.1,
+           "compile_s": {"pyjuice": 2.0, "pcc": 1.5}, "step_ms": {"pyjuice": 4.0, "pcc": 3.0},
+           "fwd_ms": {"pyjuice": 1.0, "pcc": 1.0}, "peak_mib": {"pyjuice": 120.0, "pcc": 70.0},
+           "ll_err": 1e-6, "em_err": 2e-5}
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps(row) + "\n" + json.dumps({**row, "settings": {"recompute": "all"}}) + "\n")
+    out = _report(path).splitlines()
+    assert len(out) == 4 and out[2].startswith("| hclt8 | 64 |") and out[3].startswith("| hclt8 [recompute=all] | 64 |")
