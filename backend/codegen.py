@@ -245,9 +245,8 @@ def _recompute_lines(key: str, op: InputOp | ProdOp) -> list[str]:
     """Op ``key`` computed again (before the backward of the first sum op that reads it there), where the value
     layout keeps its rows only for the forward pass (training steps; :func:`~.valuemap.recomputed`)."""
     what = "inputs" if isinstance(op, InputOp) else "products"
-    launch = _forward_lines(key, op, (0, 0))[0].replace(f'"{key}.rows"', f'"{key}.brows"')
-    launch = launch.replace(f'"{key}.children"', f'"{key}.bchildren"')
-    return [f'if "{key}.brows" in t:  # {op.n} {what} computed again, for the backward (valuemap)', "    " + launch]
+    return [f'if "{key}.brows" in t:  # {op.n} {what} computed again, for the backward (valuemap)',
+            "    " + _forward_lines(key, op, (0, 0), "b")[0]]
 
 
 def _title(op) -> str:
@@ -258,13 +257,15 @@ def _title(op) -> str:
     return f"{len(op.out_rows)} sum tiles of {op.tile_p} nodes x {op.kmax} child tiles of {op.tile_c}"
 
 
-def _forward_lines(key: str, op, fill: tuple[int, int]) -> list[str]:
+def _forward_lines(key: str, op, fill: tuple[int, int], b: str = "") -> list[str]:
+    """Op ``key``'s forward launches; ``b``: an input or product op writes (and reads) the backward rows
+    (``brows``, ``bchildren``: computed again there)."""
     if isinstance(op, InputOp):
         return [f'K.input_fwd[(triton.cdiv({op.n}, BN) * nb,)](vals, x, miss, t["{key}.var"], t["{key}.prow"], '
-                f'{_THETA[op.dist].format(k=op.k)}, t["{key}.rows"], {op.n}, B, '
+                f'{_THETA[op.dist].format(k=op.k)}, t["{key}.{b}rows"], {op.n}, B, '
                 f"DIST={DISTS[op.dist]}, K={op.k}, BN=BN, BB=BB)"]
     if isinstance(op, ProdOp):
-        return [f'K.prod_fwd[(triton.cdiv({op.n}, BN), nb)](vals, t["{key}.children"], t["{key}.rows"], {op.n}, B, '
+        return [f'K.prod_fwd[(triton.cdiv({op.n}, BN), nb)](vals, t["{key}.{b}children"], t["{key}.{b}rows"], {op.n}, B, '
                 f"KMAX={op.children.shape[1]}, BN=BN, BB=BB)"]
     return _dense_or(op, lambda: _dense_forward_lines(key, op), _sum_forward_lines(key, op, fill))
 

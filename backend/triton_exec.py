@@ -18,7 +18,7 @@ from .codegen import DOT_PRECISION, flow_tables, generate, tables, value_tables
 from .flowmap import compact_flows, full_flows
 from .params import Flows, Params
 from .plan import NEG, PAD, ZERO, Plan
-from .valuemap import LAYOUTS, schedule, value_map
+from .valuemap import LAYOUTS, level, schedule, value_map
 
 
 def interpreting() -> bool:
@@ -48,7 +48,8 @@ def upload_tables(arrays: dict[str, object], device) -> dict[str, torch.Tensor]:
         starts[k] = total
         total += -(-len(a) // TABLE_ALIGN) * TABLE_ALIGN
     host = np.zeros(max(total, 1), dtype=np.int32)
-    for k, a in flat.items():
+    for k in seen.values():  # each array once
+        a = flat[k]
         host[starts[k]:starts[k] + len(a)] = a  # numpy's unsafe cast: int64 wraps to int32 as torch's does
     buffer = torch.from_numpy(host).to(device)
     return {k: buffer[starts[k]:starts[k] + len(a)].view(np.shape(arrays[k])) for k, a in flat.items()}
@@ -76,7 +77,8 @@ class TritonExecutor:
         # value rows per layout (pcc.backend.valuemap) and flow rows: each node's own (node flows) and the compact
         # rows of a training step; the tables repeat row numbers (a few int32 per node, next to B floats per node)
         # recompute (valuemap.level): what training steps compute again in the backward instead of keeping
-        self.values = {layout: value_map(plan, layout, recompute) for layout in LAYOUTS}
+        known = again[0] if level(recompute) == "all" else None  # schedule() has level "all" worked out already
+        self.values = {layout: value_map(plan, layout, recompute, known) for layout in LAYOUTS}
         arrays = {"shared:" + k: v for k, v in tables(plan).items()}
         for layout, vmap in self.values.items():
             arrays.update({f"{layout}:{k}": v for k, v in value_tables(plan, vmap, again).items()})

@@ -95,17 +95,17 @@ def recomputed(plan: Plan, level: str = "sums") -> dict[str, str]:
     inputs = [key for key, op in fwd if isinstance(op, InputOp) and not root(op)]
     is_kid = is_sum.copy()
     is_kid[:FIRST_ROW] = True
-    best = None
-    for with_inputs in (False, True) if level == "all" else (False,):  # products of inputs: when inputs come in pieces
-        is_kid |= is_input if with_inputs else False
-        first = _first_sum_readers(plan, [key for key, op in prods if is_kid[op.children].all()])
+
+    def taken(kids: np.ndarray) -> dict[str, str]:  # products of ``kids`` rows, then (level "all") inputs
+        first = _first_sum_readers(plan, [key for key, op in prods if kids[op.children].all()])
         if level == "all":
             first.update(_first_sum_readers(plan, inputs, first))
-        again = {key: first[key] for key, _ in fwd if key in first}
-        size = _train_size(plan, again) if level == "all" else 0
-        if best is None or size < best[0]:
-            best = (size, again)
-    return best[1]
+        return {key: first[key] for key, _ in fwd if key in first}
+
+    if level == "sums":
+        return taken(is_kid)
+    # products of inputs too where that leaves fewer rows (it does when inputs come in pieces; min keeps the first)
+    return min(taken(is_kid), taken(is_kid | is_input), key=lambda again: _train_size(plan, again))
 
 
 def _train_size(plan: Plan, again: dict[str, str]) -> int:
@@ -184,7 +184,7 @@ def lifetimes(plan: Plan, backward: bool, again: dict[str, str] | None = None) -
     """``(start, end)`` per plan row, then per row of :func:`again_rows` (the ops in ``again``,
     :func:`recomputed`) for its second life: the time of the launch that writes it and of its last reader.
 
-    Times: forward ops ``0 .. F-1``, then (``backward``) the backward ops ``F ..`` in backward order; a
+    Times: forward ops ``0 .. F-1``, then (``backward``) the backward ops ``F ..`` in backward order; an
     op in ``again`` runs again at the time of the sum op named there. The root ends after every op;
     a row nobody reads ends where it starts; reserved rows get ``start = -1``.
     """
@@ -234,10 +234,12 @@ def _backward_reads(plan: Plan, again: dict[str, str], second: np.ndarray, fwd: 
             np.maximum.at(end, read[where[read] < 0], t)
 
 
-def compact_values(plan: Plan, backward: bool, recompute: bool | str = True) -> ValueMap:
+def compact_values(plan: Plan, backward: bool, recompute: bool | str = True,
+                   again: dict[str, str] | None = None) -> ValueMap:
     """Value rows reused across disjoint lifetimes: ``backward`` for a training step (with the ops of
-    :func:`recomputed` at :func:`level` ``recompute`` computed again there), else a forward pass."""
-    first = recomputed(plan, level(recompute)) if backward else {}
+    :func:`recomputed` at :func:`level` ``recompute`` computed again there; ``again``: that dict, where the
+    caller has it already), else a forward pass."""
+    first = (recomputed(plan, level(recompute)) if again is None else again) if backward else {}
     start, end = lifetimes(plan, backward, first)
     node = np.flatnonzero(start >= 0)
     got, size, _ = colour_intervals(start[node], end[node], FIRST_ROW)
@@ -250,9 +252,10 @@ def compact_values(plan: Plan, backward: bool, recompute: bool | str = True) -> 
     return ValueMap(rows[:plan.rows], size, back, by_first_reader(first))
 
 
-def value_map(plan: Plan, layout: str, recompute: bool | str = True) -> ValueMap:
+def value_map(plan: Plan, layout: str, recompute: bool | str = True, again: dict[str, str] | None = None) -> ValueMap:
     """The map of a layout (see the module docstring); ``recompute`` (:func:`level`) picks what a training
-    step computes again in its backward: False keeps every value it reads (more rows, no second launches)."""
+    step computes again in its backward: False keeps every value it reads (more rows, no second launches).
+    ``again``: :func:`recomputed` at that level, where the caller has it already."""
     if layout not in LAYOUTS:
         raise ValueError(f"values must be one of {', '.join(LAYOUTS)}, not {layout!r}")
-    return full_values(plan) if layout == "all" else compact_values(plan, layout == "train", recompute)
+    return full_values(plan) if layout == "all" else compact_values(plan, layout == "train", recompute, again)

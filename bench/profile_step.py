@@ -137,7 +137,7 @@ def compare(model: CircuitModel, xb: torch.Tensor, args: argparse.Namespace) -> 
         codegen.DENSE_MIN_WORK = NEVER if work == "never" else int(work)
         codegen.CAT_FILL = int(cat_fill)
         model.executor = TritonExecutor(model.plan, model.device_, precision=precision, fill=args.fill,
-                                        recompute={"on": True, "off": False}.get(again, again))
+                                        recompute="sums" if again == "on" else again)
         torch.cuda.reset_peak_memory_stats()
         err = float((model.log_prob(xb).double() - reference).abs().max() / reference.abs().max())
         rows = profile(model, xb, args.steps)

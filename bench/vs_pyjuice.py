@@ -44,6 +44,7 @@ import torch
 import pcc
 from pcc import data as datasets
 from pcc.backend import codegen
+from pcc.backend.valuemap import LEVELS
 from pcc.interop.pyjuice import convert
 
 TF32_FLOPS, COPY_BYTES = 368e12, 3.0e12  # DESIGN.md §5, measured on the H100 used here
@@ -377,7 +378,7 @@ def main() -> None:
     ap.add_argument("--jsonl", help="append each row as JSON to this file")
     ap.add_argument("--fresh-compile", action="store_true",
                     help="also time each system's compile in a Python process of its own (see the docstring)")
-    ap.add_argument("--recompute", choices=("off", "sums", "all"), default="sums",
+    ap.add_argument("--recompute", choices=LEVELS, default="sums",
                     help="pcc's recompute level (pcc.compile's recompute=; rows record a non-default one)")
     ap.add_argument("--cat-fill", type=int, default=codegen.CAT_FILL,
                     help="pcc's codegen.CAT_FILL (categorical counts split their batch; rows record a non-default one)")

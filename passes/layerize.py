@@ -4,11 +4,11 @@ Layer 0 holds the input blocks; odd layers hold products, even layers (>= 2) hol
 block's children lie in lower layers. Sums are placed as early as possible; products as late as
 possible, right below their first consumer, so that no pass-through blocks are ever needed (PyJuice
 inserts identity sums there). Within a layer, blocks are sorted by fan-in (edges per node for sums,
-children for products; input blocks by the layer of their first reader, so that ``plan.sink_inputs`` can cut
-an input op into runs of consecutive rows that each sit just below their readers) and cut into groups whose padded size (max fan-in x nodes) stays within
-``max_padding`` times the real edge count (``max_prod_padding`` for products: a padded product child reads
-the ZERO row from cache, while every group is a launch in the forward and one in the backward pass; HCLT-64
-has 74 product groups at 1.25 and 51 at 4).
+children for products; input blocks by the layer of their first reader, so that ``plan.sink_inputs`` can
+cut an input op into runs of consecutive rows that each sit just below their readers) and cut into groups
+whose padded size (max fan-in x nodes) stays within ``max_padding`` times the real edge count
+(``max_prod_padding`` for products: a padded product child reads the ZERO row from cache, while every group
+is a launch in the forward and one in the backward pass; HCLT-64 has 74 product groups at 1.25 and 51 at 4).
 
 Pre: a verified circuit. Post: blocks are ordered by (layer, group); each block has ``layer`` and
 ``group`` attributes; the circuit has ``layered=1`` and ``layers=L``; the distribution is unchanged.
