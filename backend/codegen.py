@@ -28,9 +28,10 @@ PRECISIONS = ("tf32x3", "ieee", "tf32", "bf16", "bf16x3")
 CAT_ROWS, CAT_BATCH = 64, 32
 # a categorical-count launch of fewer than CAT_FILL programs splits its batch (at least CAT_SPLIT_MIN samples a
 # range) until it has that many: an input piece (plan.INPUT_CHUNKS) otherwise loops over a whole large batch in
-# few programs (input pieces cost HCLT 32 at 8192 10% of its step in run 60, HMM 256 at 8192 5%). 0: off, the
-# default until measured on a GPU (bench/profile_step.py --cat-fill 0,528)
-CAT_FILL, CAT_SPLIT_MIN = 0, 512
+# few programs. On an H100 (bench/results/cat_fill_2026-12-05_h100.txt, step with CUDA graph, fill 0 / 528 /
+# 1056): HCLT 32 at 8192 13.14 / 12.90 / 12.45 ms, HCLT 64 at 8192 20.26 / 20.02 / 19.65, HMM 256 at 8192
+# 19.61 / 18.62 / 19.31. 0: off
+CAT_FILL, CAT_SPLIT_MIN = 1056, 512
 FILL = 528  # programs that keep an H100's 132 SMs busy (4 each); fewer only under-fill smaller GPUs
 # sum launches take smaller batch blocks (down to 16) while their programs stay within one wave (SUM_FILL; the
 # forward kernel's 4-stage pipeline fits one program per SM), parameter-flow launches within two (PARAM_FILL),
