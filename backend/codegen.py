@@ -12,6 +12,7 @@ import numpy as np
 from pcc import __version__
 
 from .flowmap import FlowMap, compact_flows, forward_order
+from .fusion import fused_inputs, fused_k, split_children
 from .valuemap import ValueMap, by_first_reader, schedule
 from .plan import NEG, PAD, ZERO, Dense, InputOp, Plan, ProdOp, SumOp
 
@@ -138,14 +139,29 @@ def value_tables(plan: Plan, vmap: ValueMap, plan_schedule: tuple[dict, set] | N
                 if key in readers:
                     out[f"{key}.bdchild"] = _same(out[f"{key}.dchild"], b[children])
             continue
+        if key in vmap.fused:  # no rows here: the products that read them compute them (pcc.backend.fusion)
+            continue
         out[f"{key}.rows"] = v[op.start:op.start + op.n]
         again_here = key in mine  # only layouts that compute it again carry its b-tables
         if again_here:
             out[f"{key}.brows"] = b[op.start:op.start + op.n]
         if isinstance(op, ProdOp):
-            out[f"{key}.children"] = v[op.children]
-            if again_here:
-                out[f"{key}.bchildren"] = b[op.children]
+            out.update(_product_tables(plan, key, op, vmap, again_here))
+    return out
+
+
+def _product_tables(plan: Plan, key: str, op: ProdOp, vmap: ValueMap, again_here: bool) -> dict[str, object]:
+    """A product op's children: ``children`` (value rows), or where the layout leaves out fused inputs
+    (:mod:`.fusion`) ``vchildren`` (ZERO in the fused inputs' slots) with ``ivar``/``iprow`` (their variables,
+    -1 in the other slots, and parameter rows), ``b``-prefixed for the rows computed again."""
+    v, b = vmap.rows, vmap.back_rows
+    split = split_children(plan, op) if vmap.fused else None
+    kids, name = (op.children, "children") if split is None else (split[0], "vchildren")
+    out = {f"{key}.{name}": v[kids]}
+    if again_here:
+        out[f"{key}.b{name}"] = b[kids]
+    if split is not None:
+        out.update({f"{key}.ivar": split[1], f"{key}.iprow": split[2]})
     return out
 
 
@@ -214,9 +230,10 @@ def generate(plan: Plan, precision: str = DOT_PRECISION, source: str = "", pipel
             "def forward(vals, x, miss, t, p, B, BN, BB):",
             '    """Fill vals [ROWS, B] with every node\'s log-value."""',
             "    nb = triton.cdiv(B, BB)"]
+    fusion = _Fusion(plan)
     for li, ops in enumerate(plan.layers):
         for oi, op in enumerate(ops):
-            head += [f"    # layer {li}: {_title(op)}"] + ["    " + s for s in _forward_lines(f"L{li}.{oi}", op, fill)]
+            head += [f"    # layer {li}: {_title(op)}"] + ["    " + s for s in _forward_lines(f"L{li}.{oi}", op, fill, fusion)]
     head += ["", "", "def backward(vals, flows, x, miss, t, f, p, fl, B, BN, BB, scaled=False):",
              '    """Add node flows into flows (root flow preset to 1) and parameter flows into fl.',
              "",
@@ -237,17 +254,27 @@ def generate(plan: Plan, precision: str = DOT_PRECISION, source: str = "", pipel
                 n = len(zero[key])
                 head += [f'    if "{key}.zero" in f:  # compact flows: rows whose last owner is done, for this op\'s children',
                          f'        K.zero_rows[(triton.cdiv({n}, BN), nb)](flows, f["{key}.zero"], {n}, B, BN=BN, BB=BB)']
-            head += ["    " + s for pkey in before.get(key, []) for s in _recompute_lines(pkey, ops[pkey])]
+            head += ["    " + s for pkey in before.get(key, []) for s in _recompute_lines(pkey, ops[pkey], fusion)]
             head += ["    " + s for s in _backward_lines(key, op, fill, key in overwrite, key in readers)]
     return "\n".join(head) + "\n"
 
 
-def _recompute_lines(key: str, op: InputOp | ProdOp) -> list[str]:
+def _recompute_lines(key: str, op: InputOp | ProdOp, fusion: "_Fusion") -> list[str]:
     """Op ``key`` computed again (before the backward of the first sum op that reads it there), where the value
     layout keeps its rows only for the forward pass (training steps; :func:`~.valuemap.recomputed`)."""
     what = "inputs" if isinstance(op, InputOp) else "products"
-    return [f'if "{key}.brows" in t:  # {op.n} {what} computed again, for the backward (valuemap)',
-            "    " + _forward_lines(key, op, (0, 0), "b")[0]]
+    return ([f'if "{key}.brows" in t:  # {op.n} {what} computed again, for the backward (valuemap)']
+            + ["    " + s for s in _forward_lines(key, op, (0, 0), fusion, "b")])
+
+
+class _Fusion:
+    """What the generated code needs of :mod:`.fusion`: the fused input ops, their category count, and the
+    product ops that read them."""
+
+    def __init__(self, plan: Plan):
+        self.inputs, self.k = fused_inputs(plan), fused_k(plan)
+        self.products = {key for key, op in forward_order(plan) if isinstance(op, ProdOp) and self.inputs
+                         and split_children(plan, op) is not None}
 
 
 def _title(op) -> str:
@@ -258,16 +285,27 @@ def _title(op) -> str:
     return f"{len(op.out_rows)} sum tiles of {op.tile_p} nodes x {op.kmax} child tiles of {op.tile_c}"
 
 
-def _forward_lines(key: str, op, fill: tuple[int, int], b: str = "") -> list[str]:
+def _forward_lines(key: str, op, fill: tuple[int, int], fusion: _Fusion, b: str = "") -> list[str]:
     """Op ``key``'s forward launches; ``b``: an input or product op writes (and reads) the backward rows
     (``brows``, ``bchildren``: computed again there)."""
     if isinstance(op, InputOp):
-        return [f'K.input_fwd[(triton.cdiv({op.n}, BN) * nb,)](vals, x, miss, t["{key}.var"], t["{key}.prow"], '
+        line = (f'K.input_fwd[(triton.cdiv({op.n}, BN) * nb,)](vals, x, miss, t["{key}.var"], t["{key}.prow"], '
                 f'{_THETA[op.dist].format(k=op.k)}, t["{key}.{b}rows"], {op.n}, B, '
-                f"DIST={DISTS[op.dist]}, K={op.k}, BN=BN, BB=BB)"]
+                f"DIST={DISTS[op.dist]}, K={op.k}, BN=BN, BB=BB)")
+        if key in fusion.inputs:
+            return [f'if "{key}.rows" in t:  # layouts that keep inputs (the others fuse them into products)',
+                    "    " + line]
+        return [line]
     if isinstance(op, ProdOp):
-        return [f'K.prod_fwd[(triton.cdiv({op.n}, BN), nb)](vals, t["{key}.{b}children"], t["{key}.{b}rows"], {op.n}, B, '
-                f"KMAX={op.children.shape[1]}, BN=BN, BB=BB)"]
+        line = (f'K.prod_fwd[(triton.cdiv({op.n}, BN), nb)](vals, t["{key}.{b}children"], t["{key}.{b}rows"], '
+                f"{op.n}, B, KMAX={op.children.shape[1]}, BN=BN, BB=BB)")
+        if key not in fusion.products:
+            return [line]
+        fused = (f'K.prod_fwd_inputs[(triton.cdiv({op.n}, BN), nb)](vals, t["{key}.{b}vchildren"], '
+                 f't["{key}.{b}rows"], t["{key}.ivar"], t["{key}.iprow"], x, miss, p.cat[{fusion.k}], {op.n}, B, '
+                 f"KMAX={op.children.shape[1]}, K={fusion.k}, BN=BN, BB=BB)")
+        return [f'if "{key}.ivar" in t:  # input children computed here, without rows (pcc.backend.fusion)',
+                "    " + fused, "else:", "    " + line]
     return _dense_or(op, lambda: _dense_forward_lines(key, op), _sum_forward_lines(key, op, fill))
 
 

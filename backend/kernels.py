@@ -257,6 +257,35 @@ def prod_fwd(vals, children, rows, n, B, KMAX: tl.constexpr, BN: tl.constexpr, B
 
 
 @triton.jit
+def prod_fwd_inputs(vals, children, rows, ivar, iprow, x, miss, theta, n, B, KMAX: tl.constexpr, K: tl.constexpr,
+                    BN: tl.constexpr, BB: tl.constexpr):
+    """Rows ``rows[i]``: the sum (log space) over slots ``k`` of the row ``children[i, k]`` or, where
+    ``ivar[i, k] >= 0``, of the categorical log-probability ``log theta[iprow[i, k], x[:, ivar[i, k]]]`` (0 if
+    missing): inputs fused into their products (:mod:`pcc.backend.fusion`) never get a row of their own.
+
+    Slots add in order, and the other term of each is an exact 0 (its load masked off), so the value is bitwise
+    what :func:`input_fwd` then :func:`prod_fwd` give."""
+    i = tl.program_id(0) * BN + tl.arange(0, BN)
+    b = tl.program_id(1) * BB + tl.arange(0, BB)
+    ok = (i[:, None] < n) & (b[None, :] < B)
+    acc = tl.zeros((BN, BB), dtype=tl.float32)
+    for k in tl.static_range(KMAX):
+        slot = i.to(tl.int64) * KMAX + k
+        c = tl.load(children + slot, mask=i < n, other=0).to(tl.int64)
+        v = tl.load(ivar + slot, mask=i < n, other=-1)
+        r = tl.load(iprow + slot, mask=i < n, other=0).to(tl.int64)
+        row = tl.load(vals + c[:, None] * B + b[None, :], mask=ok & (v[:, None] < 0), other=0.0)
+        real = ok & (v[:, None] >= 0)
+        at = tl.maximum(v, 0).to(tl.int64)[:, None] * B + b[None, :]
+        gone = tl.load(miss + at, mask=real, other=1) != 0  # other slots count as missing: log 1
+        idx = tl.where(gone, 0, tl.load(x + at, mask=real, other=0.0).to(tl.int64))
+        logp = tl.where(gone, 0.0, tl.log(tl.load(theta + r[:, None] * K + idx, mask=real, other=1.0)))
+        acc += row + logp
+    at = tl.load(rows + i, mask=i < n, other=0).to(tl.int64)
+    tl.store(vals + at[:, None] * B + b[None, :], acc, mask=ok)
+
+
+@triton.jit
 def prod_bwd(flows, frows, children, n, B, KMAX: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr,
              ZERO: tl.constexpr, ATOMIC: tl.constexpr, OVERWRITE: tl.constexpr):
     """Every child receives its product parents' flows (product ``i``'s flow row is ``frows[i]``, its

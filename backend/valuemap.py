@@ -34,8 +34,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .fusion import fused_inputs, fused_mask
 from .flowmap import backward_order, colour_intervals, forward_order, read_rows, written_rows
-from .plan import FIRST_ROW, InputOp, Plan, ProdOp, SumOp
+from .plan import FIRST_ROW, ZERO, InputOp, Plan, ProdOp, SumOp
 
 LAYOUTS = ("all", "train", "root")
 # what a training step computes again in the backward instead of keeping (:func:`recomputed`); "sums" by default:
@@ -51,6 +52,7 @@ class ValueMap:
     size: int
     back: np.ndarray | None = None  # the backward pass's rows (None: ``rows``)
     recompute: dict[str, list[str]] = field(default_factory=dict)  # sum op key -> input and product op keys
+    fused: frozenset[str] = frozenset()  # input ops without rows here (:mod:`.fusion`): their rows map to ZERO
 
     @property
     def back_rows(self) -> np.ndarray:
@@ -92,8 +94,9 @@ def recomputed(plan: Plan, level: str = "sums") -> dict[str, str]:
     root = lambda op: op.start <= plan.root_row < op.start + op.n  # noqa: E731
     prods = [(key, op) for key, op in fwd if isinstance(op, ProdOp) and not other[written_rows(op)].any()
              and not root(op)]
-    inputs = [key for key, op in fwd if isinstance(op, InputOp) and not root(op)]
-    is_kid = is_sum.copy()
+    fused = fused_inputs(plan)
+    inputs = [key for key, op in fwd if isinstance(op, InputOp) and not root(op) and key not in fused]
+    is_kid = is_sum | fused_mask(plan)  # fused inputs are computed by their products anyway
     is_kid[:FIRST_ROW] = True
 
     def taken(kids: np.ndarray) -> dict[str, str]:  # products of ``kids`` rows, then (level "all") inputs
@@ -202,6 +205,7 @@ def lifetimes(plan: Plan, backward: bool, again: dict[str, str] | None = None) -
     end = np.maximum(end, start)
     end[plan.root_row] = 2 * len(fwd)
     start[:FIRST_ROW] = -1
+    start[fused_mask(plan)] = -1  # no rows: their products compute them (pcc.backend.fusion)
     return np.concatenate([start, start2]), np.concatenate([end, np.maximum(end2, start2)])
 
 
@@ -245,11 +249,12 @@ def compact_values(plan: Plan, backward: bool, recompute: bool | str = True,
     got, size, _ = colour_intervals(start[node], end[node], FIRST_ROW)
     rows = np.arange(len(start), dtype=np.int64)
     rows[node] = got
+    rows[:plan.rows][fused_mask(plan)] = ZERO  # never written nor read in this layout (pcc.backend.fusion)
     if not first:
-        return ValueMap(rows[:plan.rows], size)
+        return ValueMap(rows[:plan.rows], size, fused=fused_inputs(plan))
     back = rows[:plan.rows].copy()
     back[again_rows(plan, first)] = rows[plan.rows:]
-    return ValueMap(rows[:plan.rows], size, back, by_first_reader(first))
+    return ValueMap(rows[:plan.rows], size, back, by_first_reader(first), fused_inputs(plan))
 
 
 def value_map(plan: Plan, layout: str, recompute: bool | str = True, again: dict[str, str] | None = None) -> ValueMap:

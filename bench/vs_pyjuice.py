@@ -43,7 +43,7 @@ import torch
 
 import pcc
 from pcc import data as datasets
-from pcc.backend import codegen
+from pcc.backend import codegen, fusion
 from pcc.backend.valuemap import LEVELS
 from pcc.interop.pyjuice import convert
 
@@ -382,6 +382,8 @@ def main() -> None:
                     help="pcc's recompute level (pcc.compile's recompute=; rows record a non-default one)")
     ap.add_argument("--cat-fill", type=int, default=codegen.CAT_FILL,
                     help="pcc's codegen.CAT_FILL (categorical counts split their batch; rows record a non-default one)")
+    ap.add_argument("--fuse-inputs", type=int, choices=(0, 1), default=int(fusion.FUSE),
+                    help="pcc's fusion.FUSE (inputs fused into their products; rows record a non-default one)")
     ap.add_argument("--compile-once", choices=("pcc", "pyjuice"), help=argparse.SUPPRESS)  # fresh_compile_s's child
     ap.add_argument("--pc", help=argparse.SUPPRESS)
     ap.add_argument("--device", default="cuda", help=argparse.SUPPRESS)
@@ -398,6 +400,9 @@ def main() -> None:
         PCC_SETTINGS["recompute"] = args.recompute
     if args.cat_fill != codegen.CAT_FILL:
         PCC_SETTINGS["cat_fill"] = codegen.CAT_FILL = args.cat_fill
+    if args.fuse_inputs != int(fusion.FUSE):
+        fusion.FUSE = bool(args.fuse_inputs)
+        PCC_SETTINGS["fuse_inputs"] = args.fuse_inputs
     from importlib.metadata import version
     print(f"torch {torch.__version__}, triton {version('triton')}, pyjuice {version('pyjuice')}, "
           f"{torch.cuda.get_device_name()}", flush=True)

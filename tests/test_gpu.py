@@ -82,6 +82,15 @@ def test_inputs_computed_again_and_split_counts_match_float64(name, make, monkey
             assert (a.double() - b).abs().max().item() <= 1e-4
 
 
+@pytest.mark.parametrize("name,make", CASES, ids=[c[0] for c in CASES])
+def test_fused_inputs_match_float64(name, make, monkeypatch):
+    """``fusion.FUSE`` on: categorical inputs that only products read have no rows in training steps and
+    log_prob; their products compute them (``kernels.prod_fwd_inputs``). EM steps as the float64 model's."""
+    from pcc.backend import fusion
+    monkeypatch.setattr(fusion, "FUSE", True)
+    test_inputs_computed_again_and_split_counts_match_float64(name, make, monkeypatch)
+
+
 def test_hmm_of_1024_states_runs_dense_and_matches_float64():
     """HMM 1024's transitions take the dense kernels by default at batch 320 (>= 256), five batch tiles."""
     c = pcc.parse(hmm_source(6, 1024, 16, seed=3))

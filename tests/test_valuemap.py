@@ -13,6 +13,8 @@ from test_flowmap import _children, _own
 
 from pcc import optimize, parse
 from pcc.backend.flowmap import backward_order, forward_order
+from pcc.backend import fusion
+from pcc.backend.fusion import fused_mask
 from pcc.backend.params import Flows, Params
 from pcc.backend.plan import FIRST_ROW, NEG, PAD, ZERO, InputOp, ProdOp, SumOp, build_plan
 from pcc.backend.runtime import CircuitModel
@@ -25,8 +27,9 @@ def _launches(plan, vmap, train: bool):
     backward, each after the products it computes again (reading children and writing rows through
     ``vmap.back``)."""
     fwd, back = vmap.rows, vmap.back_rows
-    pair = lambda rows, m: [(int(r), int(m[r])) for r in rows]  # noqa: E731
-    out = [(pair(_children(op), fwd), pair(_own(op), fwd)) for _, op in forward_order(plan)]
+    inline = fused_mask(plan) & bool(vmap.fused)  # fused inputs: their products compute them, no rows
+    pair = lambda rows, m: [(int(r), int(m[r])) for r in rows if not inline[r]]  # noqa: E731
+    out = [(pair(_children(op), fwd), pair(_own(op), fwd)) for key, op in forward_order(plan) if key not in vmap.fused]
     if train:
         ops = dict(forward_order(plan))
         for key, op in backward_order(plan):
@@ -62,8 +65,15 @@ def _replay(plan, vmap, train: bool) -> None:
     assert owner[int(vmap.rows[plan.root_row])][0] == plan.root_row  # the root's value is there at the end
 
 
+@pytest.fixture(params=[False, True], ids=["unfused", "fused"])
+def fuse(request, monkeypatch):
+    """Both settings of ``fusion.FUSE`` (inputs fused into the products that read them, or not)."""
+    monkeypatch.setattr(fusion, "FUSE", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("name,make", CIRCUITS, ids=[c[0] for c in CIRCUITS])
-def test_no_launch_reads_an_overwritten_value(name, make):
+def test_no_launch_reads_an_overwritten_value(name, make, fuse):
     c = make()
     plan = setup(c, 1)[0]
     for layout, level in (("train", "sums"), ("train", "all"), ("train", "off"), ("root", "sums")):
@@ -96,11 +106,13 @@ def test_products_of_sums_are_computed_again_in_the_backward():
     assert kept.back is None and not kept.recompute and kept.size > vmap.size
 
 
-def test_inputs_and_their_products_are_computed_again_where_that_saves_rows():
-    """The HMM's products (an emission and a sum) and its emissions (input pieces) are computed again in the
-    backward, inputs before the products that read them: 4099 training rows before, 2308 after (the sums and
-    one input piece). A RAT-SPN-like circuit, whose one input op the first products read, keeps those
-    products: computing them again would bring back all its inputs at once (``recomputed`` compares both)."""
+def test_inputs_and_their_products_are_computed_again_where_that_saves_rows(monkeypatch):
+    """Without fusion (``fusion.FUSE = False``): the HMM's products (an emission and a sum) and its emissions
+    (input pieces) are computed again in the backward at level "all", inputs before the products that read them:
+    4099 training rows before, 2308 after (the sums and one input piece). A RAT-SPN-like circuit, whose one
+    input op the first products read, keeps those products: computing them again would bring back all its
+    inputs at once (``recomputed`` compares both)."""
+    monkeypatch.setattr(fusion, "FUSE", False)
     hmm = build_plan(optimize(parse("examples/hmm.pc")))
     again = recomputed(hmm, "all")
     ops = dict(forward_order(hmm))
@@ -114,6 +126,26 @@ def test_inputs_and_their_products_are_computed_again_where_that_saves_rows():
     first = [key for key, op in forward_order(rat) if isinstance(op, ProdOp)][0]
     assert first not in recomputed(rat, "all")
     assert value_map(rat, "train", "all").size <= value_map(rat, "train", recompute=False).size
+
+
+def test_fused_inputs_have_no_rows_and_their_products_are_computed_again(monkeypatch):
+    """With fusion (``fusion.FUSE``): the HMM's emissions, which only products read, have no rows in the training and
+    log_prob layouts (they map to ZERO), only in "all"; their products, now as cheap to compute again as
+    products of sums, are computed again at the default level ("sums"). Measured: 4099 training rows without
+    fusion at level "sums", 2308 with it (2052 at "all", which also computes the one unfused input op again)."""
+    monkeypatch.setattr(fusion, "FUSE", True)
+    hmm = build_plan(optimize(parse("examples/hmm.pc")))
+    keys = fusion.fused_inputs(hmm)
+    ops = dict(forward_order(hmm))
+    assert keys and all(isinstance(ops[k], InputOp) for k in keys)
+    rows = fusion.fused_mask(hmm)
+    for layout in ("train", "root"):
+        vmap = value_map(hmm, layout)
+        assert vmap.fused == keys and (vmap.rows[rows] == ZERO).all()
+    assert (value_map(hmm, "all").rows[rows] >= FIRST_ROW).all()
+    again = recomputed(hmm)
+    assert again and {type(ops[k]) for k in again} == {ProdOp} and set(again) <= set(recomputed(hmm, "all"))
+    assert value_map(hmm, "train", "all").size <= value_map(hmm, "train").size < 0.6 * 4099
 
 
 @pytest.mark.parametrize("example", ["hmm", "pd8x8", "mixture", "reuse"])
@@ -172,11 +204,11 @@ def test_training_flows_with_products_computed_again_on_dense_kernels(monkeypatc
     """The dense kernels' backward reads the recomputed children (``bdchild``): the same flows as the full layout."""
     from pcc.backend import codegen
     monkeypatch.setattr(codegen, "DENSE_MIN_WORK", 0)
-    test_layouts_give_the_same_values_and_flows("pd8x8", lambda: parse("examples/pd8x8.pc"))
+    test_layouts_give_the_same_values_and_flows("pd8x8", lambda: parse("examples/pd8x8.pc"), False)
 
 
 @pytest.mark.parametrize("name,make", CIRCUITS[:24], ids=[c[0] for c in CIRCUITS[:24]])
-def test_layouts_give_the_same_values_and_flows(name, make):
+def test_layouts_give_the_same_values_and_flows(name, make, fuse):
     c = make()
     plan, ex, p, x, m = setup(c, 4, torch.float32, executor="triton")
     xt, mt = torch.tensor(x, dtype=torch.float32), torch.tensor(m)
@@ -197,7 +229,7 @@ def test_layouts_give_the_same_values_and_flows(name, make):
 
 
 @pytest.mark.parametrize("name,make", CIRCUITS[:24], ids=[c[0] for c in CIRCUITS[:24]])
-def test_computing_inputs_again_gives_the_same_flows(name, make):
+def test_computing_inputs_again_gives_the_same_flows(name, make, fuse):
     """``recompute="all"``: inputs, and products of inputs and sums, computed again in the backward (where that
     saves rows) give the full layout's parameter flows exactly."""
     plan, ex, p, x, m = setup(make(), 4, torch.float32, executor="triton")

@@ -1,0 +1,97 @@
+"""Inputs fused into the products that read them: rows that the training and ``log_prob`` layouts never store.
+
+A categorical input node's value is one gather, ``log theta[prow, x[b, var]]``. Where only product ops read
+an input op's rows (HCLT's, PD's, RAT-SPN's and an HMM's inputs), those products can compute it themselves
+(``kernels.prod_fwd_inputs``) instead of reading a row that the input op wrote: the input op then has no value
+rows and no launch in the ``"train"`` and ``"root"`` layouts (:mod:`pcc.backend.valuemap`), and a product of
+such inputs and sums is as cheap to compute again in the backward as a product of sums. The ``"all"`` layout
+(queries, node values) keeps every input's row and the products read them as before.
+
+Contract: with :data:`FUSE` on, :func:`fused_inputs` names input ops that are categorical, of one category
+count ``K`` (the most common among those that qualify), not the root's, and whose every row is read by exactly
+one product slot, of a product op of at most :data:`MAX_FANIN` children, and by nothing else (an input read
+by several products would be computed once per reader); :func:`split_children` gives a product op's slots
+as value rows or fused input children. The product's log-value is the sum of both, slot by slot, bitwise as
+:class:`~pcc.backend.plan.ProdOp` computes it from the input rows.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from .flowmap import forward_order, read_rows, written_rows
+from .plan import ZERO, InputOp, Plan, ProdOp
+
+# off by default, measured once (bench/results/fuse_inputs_2026-12-05_h100.txt, an H100, a first rule that
+# fused every categorical input op only products read): HMM 256 at 8192 trained in 1337 instead of 2232 MiB but
+# 22.6 instead of 19.9 ms a step (its products are computed again in the backward); RAT-SPN's inputs, read by 8
+# products each, were computed once per reader: 161 instead of 17.6 ms; HCLT 32's fused A/B did not compile
+# within its 100 s timeout. Hence the rule now (one reader per input, products of at most MAX_FANIN children),
+# not measured on a GPU yet
+FUSE, MAX_FANIN = False, 8
+
+
+def fused_inputs(plan: Plan) -> frozenset[str]:
+    """Keys (``L{layer}.{op}``) of the input ops whose rows the training and log_prob layouts leave out."""
+    cached = plan.__dict__.get("_fused_inputs")
+    if cached is None or cached[0] != FUSE:
+        cached = (FUSE, _choose(plan) if FUSE else frozenset())
+        plan.__dict__["_fused_inputs"] = cached
+    return cached[1]
+
+
+def _choose(plan: Plan) -> frozenset[str]:
+    readers = np.zeros(plan.rows, dtype=np.int64)  # product slots that read the row
+    other = np.zeros(plan.rows, dtype=bool)  # a sum op, or a product op of fan-in over MAX_FANIN, reads it
+    for _, op in forward_order(plan):
+        if isinstance(op, ProdOp) and op.children.shape[1] <= MAX_FANIN:
+            np.add.at(readers, read_rows(op), 1)
+        elif not isinstance(op, InputOp):
+            other[read_rows(op)] = True
+    fit = {key: op.k for key, op in forward_order(plan)
+           if isinstance(op, InputOp) and op.dist == "categorical" and op.n
+           and not op.start <= plan.root_row < op.start + op.n
+           and (readers[written_rows(op)] == 1).all() and not other[written_rows(op)].any()}
+    if not fit:
+        return frozenset()
+    k = Counter(fit.values()).most_common(1)[0][0]  # one theta table per fused launch
+    return frozenset(key for key, kk in fit.items() if kk == k)
+
+
+def fused_mask(plan: Plan) -> np.ndarray:
+    """Per plan row: whether a fused input op writes it."""
+    return _row_params(plan)[0] >= 0
+
+
+def fused_k(plan: Plan) -> int:
+    """The category count of the fused inputs (0: none)."""
+    keys = fused_inputs(plan)
+    return next((op.k for key, op in forward_order(plan) if key in keys), 0)
+
+
+def split_children(plan: Plan, op: ProdOp) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(children, var, prow)``, each ``[n, k]`` like ``op.children``, for a product op that reads fused inputs
+    (else None): slot by slot, either a value row (``children``; var -1) or a fused input's variable and
+    parameter row (``children`` ZERO there). The kernel adds the slots in order, as ``prod_fwd`` does, so a
+    fused product's value is bitwise the unfused one's."""
+    mask = fused_mask(plan)[op.children]
+    if not mask.any():
+        return None
+    var, prow = _row_params(plan)
+    return np.where(mask, ZERO, op.children), np.where(mask, var[op.children], -1), np.where(mask, prow[op.children], 0)
+
+
+def _row_params(plan: Plan) -> tuple[np.ndarray, np.ndarray]:
+    """Per plan row: the variable and parameter row of a fused input (-1 and 0 elsewhere)."""
+    cached = plan.__dict__.get("_fused_params")
+    if cached is not None and cached[0] == fused_inputs(plan):
+        return cached[1]
+    var, prow = np.full(plan.rows, -1, dtype=np.int64), np.zeros(plan.rows, dtype=np.int64)
+    keys = fused_inputs(plan)
+    for key, op in forward_order(plan):
+        if key in keys:
+            var[op.start:op.start + op.n], prow[op.start:op.start + op.n] = op.var, op.prow
+    plan.__dict__["_fused_params"] = (keys, (var, prow))
+    return var, prow
+
