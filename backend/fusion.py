@@ -17,6 +17,8 @@ as value rows or fused input children. The product's log-value is the sum of bot
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -30,6 +32,19 @@ from .plan import ZERO, InputOp, Plan, ProdOp
 # within its 100 s timeout. Hence the rule now (one reader per input, products of at most MAX_FANIN children),
 # not measured on a GPU yet
 FUSE, MAX_FANIN = False, 8
+
+
+@contextmanager
+def fusing(on: bool | None) -> Iterator[None]:
+    """:data:`FUSE` set to ``on`` within the block (None: left as it is): an executor builds its layouts and
+    generated code under it (``pcc.compile(..., fuse_inputs=True)``)."""
+    global FUSE
+    before = FUSE
+    FUSE = before if on is None else bool(on)
+    try:
+        yield
+    finally:
+        FUSE = before
 
 
 def fused_inputs(plan: Plan) -> frozenset[str]:

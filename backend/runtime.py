@@ -44,13 +44,15 @@ def pick_device(device: str | torch.device | None) -> torch.device:
 
 
 def make_executor(plan: Plan, device: torch.device, dtype: torch.dtype, kind: str = "auto", kernels: str | None = None,
-                  precision: str = DOT_PRECISION, recompute: bool | str = True):
+                  precision: str = DOT_PRECISION, recompute: bool | str = True, fuse_inputs: bool | None = None):
     """The Triton executor on CUDA (``auto``/``triton``), the plain-torch one otherwise (``precision``: Triton's
     matrix products, see :data:`pcc.backend.codegen.PRECISIONS`; ``recompute``: what training steps compute again
-    in the backward instead of keeping, :func:`pcc.backend.valuemap.level`)."""
+    in the backward instead of keeping, :func:`pcc.backend.valuemap.level`; ``fuse_inputs``: inputs computed by
+    the products that read them, :mod:`pcc.backend.fusion`; None: its default)."""
     if kind == "triton" or (kind == "auto" and device.type == "cuda"):
         from .triton_exec import TritonExecutor
-        return TritonExecutor(plan, device, dtype, precision=precision, source=kernels, recompute=recompute)
+        return TritonExecutor(plan, device, dtype, precision=precision, source=kernels, recompute=recompute,
+                              fuse_inputs=fuse_inputs)
     return TorchExecutor(plan, device, dtype)
 
 
@@ -59,14 +61,15 @@ class CircuitModel(torch.nn.Module):
 
     def __init__(self, circuit: Circuit, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32,
                  executor: str = "auto", plan: Plan | None = None, kernels: str | None = None,
-                 precision: str = DOT_PRECISION, recompute: bool | str = True):
+                 precision: str = DOT_PRECISION, recompute: bool | str = True, fuse_inputs: bool | None = None):
         super().__init__()
         self.circuit = circuit
         self.plan = plan or build_plan(circuit)
         self.device_ = pick_device(device)
         self.dtype = dtype
         self.params = Params.from_plan(self.plan, self.device_, dtype)
-        self.executor = make_executor(self.plan, self.device_, dtype, executor, kernels, precision, recompute)
+        self.executor = make_executor(self.plan, self.device_, dtype, executor, kernels, precision, recompute,
+                                      fuse_inputs)
         self.em = EMUpdate(self.plan, self.device_, fused=self.executor.fused_em)
         self.flows = Flows.zeros_like(self.params)
         self.accumulated = 0

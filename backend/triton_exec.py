@@ -16,6 +16,7 @@ import triton
 
 from .codegen import DOT_PRECISION, flow_tables, generate, tables, value_tables
 from .flowmap import compact_flows, full_flows
+from .fusion import fused_inputs, fusing
 from .params import Flows, Params
 from .plan import NEG, PAD, ZERO, Plan
 from .valuemap import LAYOUTS, level, schedule, value_map
@@ -62,12 +63,21 @@ class TritonExecutor:
     fused_em = True  # the EM update runs as Triton kernels too (pcc.backend.em_kernels)
 
     def __init__(self, plan: Plan, device, dtype=torch.float32, precision: str = DOT_PRECISION, source: str | None = None,
-                 fill: int | None = None, recompute: bool | str = True):
+                 fill: int | None = None, recompute: bool | str = True, fuse_inputs: bool | None = None):
         if dtype != torch.float32:
             raise ValueError("the Triton executor computes in float32")
         if torch.device(device).type != "cuda" and not interpreting():
             raise RuntimeError("the Triton executor needs CUDA (or TRITON_INTERPRET=1 on a CPU)")
+        if source is not None and fuse_inputs:
+            raise ValueError("fused inputs need kernels generated with them, not a module's kernels.py")
         self.plan, self.device, self.dtype = plan, device, dtype
+        with fusing(fuse_inputs):  # inputs fused into products (pcc.backend.fusion): layouts and code agree
+            self.fuse_inputs = bool(fused_inputs(plan))
+            self._build(plan, device, precision, source, fill, recompute)
+
+    def _build(self, plan: Plan, device, precision: str, source: str | None, fill: int | None,
+               recompute: bool | str) -> None:
+        """The generated code, the layouts' value maps, the flow maps and every index table on ``device``."""
         self.compact = compact_flows(plan)
         again = schedule(plan)  # what the generated code may compute again: the same for every layout's tables
         self.source = source or generate(plan, precision, fill=fill, flow_map=self.compact, plan_schedule=again)

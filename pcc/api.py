@@ -66,7 +66,7 @@ def optimize(circuit: Circuit, pipeline: str = DEFAULT_PIPELINE, options: Option
 
 @_without_gc_pauses
 def compile(source: str | Path, device=None, executor: str = "auto", pipeline: str = DEFAULT_PIPELINE,
-            precision: str = "tf32x3", recompute: bool | str = True):
+            precision: str = "tf32x3", recompute: bool | str = True, fuse_inputs: bool | None = None):
     """The runtime model (``torch.nn.Module``) of a ``.pc``/``.pcir`` path or ``.pc`` source text.
 
     ``precision`` is the Triton executor's matrix-product precision: ``tf32x3`` (fp32 accuracy, the
@@ -74,11 +74,14 @@ def compile(source: str | Path, device=None, executor: str = "auto", pipeline: s
     ``recompute`` is what training steps compute again in their backward instead of keeping: ``True`` or
     ``"sums"`` (the default) products of sums; ``"all"`` also inputs and products of inputs and sums (HCLT,
     HMM: about 40% fewer training rows, 10-18% slower steps on an H100); ``False`` or ``"off"`` nothing (PD:
-    about 10% faster steps, twice the value rows). docs/backend.md gives the measurements.
+    about 10% faster steps, twice the value rows). docs/backend.md gives the measurements. ``fuse_inputs``
+    (Triton executor): categorical inputs that only products read are computed by those products and get no
+    rows in training steps and ``log_prob`` (an HMM of 256 states at batch 8192: 40% less memory, 14% slower
+    steps on an H100; None: ``pcc.backend.fusion.FUSE``, off unless set; :mod:`pcc.backend.fusion`).
     """
     from pcc.backend.runtime import CircuitModel
     return CircuitModel(optimize(parse(source), pipeline), device, executor=executor, precision=precision,
-                        recompute=recompute)
+                        recompute=recompute, fuse_inputs=fuse_inputs)
 
 
 def load(path: str | Path, device=None, executor: str = "auto"):

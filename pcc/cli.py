@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "of inputs: about 40%% fewer rows on HCLT and HMMs for 10-18%% of their step) or off")
     t.add_argument("--no-recompute", dest="recompute", action="store_const", const="off",
                    help="the same as --recompute off")
+    t.add_argument("--fuse-inputs", action="store_true",
+                   help="categorical inputs that only products read are computed by those products, without rows "
+                        "of their own (Triton executor; an HMM: 40%% less memory for 14%% more step on an H100)")
     t.add_argument("--keep-best", action="store_true", help="write the checkpoint only when --valid improves")
     t.add_argument("--patience", type=int, default=0, help="stop after N epochs without --valid improvement")
     t.add_argument("-o", "--output", required=True, help="checkpoint file (rewritten atomically every epoch)")
@@ -277,7 +280,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pcc.train import TrainConfig, train
     cfg = TrainConfig(args.epochs, args.batch_size, args.em, args.step_size, args.pseudocount, args.seed,
                       args.device, args.executor, args.keep_best, args.patience, args.dtype, args.nproc, args.precision,
-                      args.recompute)
+                      args.recompute, args.fuse_inputs)
     train(args.model, args.data, args.output, cfg, args.valid)
     return 0
 

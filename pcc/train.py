@@ -70,6 +70,7 @@ class TrainConfig:
     nproc: int = 1           # data-parallel processes (pcc.distributed)
     precision: str = "tf32x3"  # Triton executor's matrix-product precision (bf16: reduced, see docs/benchmarks.md)
     recompute: bool | str = True  # what the backward computes again instead of keeping (valuemap.level)
+    fuse_inputs: bool = False  # inputs computed by the products that read them (pcc.backend.fusion)
 
 
 def read_data(path: str, model: CircuitModel) -> np.ndarray:
@@ -124,7 +125,8 @@ def _train_one(model_path: str, data_path: str, out: str, cfg: TrainConfig, vali
     dtype = getattr(torch, cfg.dtype)
     device = f"cuda:{group.rank}" if group.world > 1 and cfg.device in ("auto", "cuda") and torch.cuda.is_available() else cfg.device
     model = CircuitModel(circuit, device, dtype=dtype, executor="torch" if dtype == torch.float64 else cfg.executor,
-                         precision=cfg.precision, recompute=cfg.recompute)
+                         precision=cfg.precision, recompute=cfg.recompute,
+                         fuse_inputs=cfg.fuse_inputs)
     if group.world > 1:
         model.use_graphs = False  # flows are summed over processes between the backward pass and the update
     if group.rank:

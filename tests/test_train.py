@@ -132,11 +132,12 @@ def test_keep_best_and_patience(nltcs, tmp_path):
     assert r.returncode == 1 and "need --valid" in r.stderr
 
 
-@pytest.mark.parametrize("example,cats,flags", [("pd8x8", 17, ["--no-recompute"]), ("hmm", 8, ["--recompute", "all"])])
+@pytest.mark.parametrize("example,cats,flags", [("pd8x8", 17, ["--no-recompute"]), ("hmm", 8, ["--recompute", "all"]),
+                                                ("hmm", 8, ["--fuse-inputs"])])
 def test_recompute_levels_train_the_same_model(tmp_path, example, cats, flags):
     """``pcc train --no-recompute`` (products kept for the backward) and ``--recompute all`` (inputs and their
-    products computed again too) give the checkpoint the default (products of sums computed again) gives: the
-    same EM on the same numbers."""
+    products computed again too) and ``--fuse-inputs`` (inputs computed by their products) give the checkpoint the
+    default (products of sums computed again) gives: the same EM on the same numbers."""
     data = tmp_path / "x.npy"
     width = 64 if example == "pd8x8" else 128
     np.save(data, np.random.default_rng(0).integers(0, cats, size=(32, width)))

@@ -148,6 +148,26 @@ def test_fused_inputs_have_no_rows_and_their_products_are_computed_again(monkeyp
     assert value_map(hmm, "train", "all").size <= value_map(hmm, "train").size < 0.6 * 4099
 
 
+@pytest.mark.parametrize("example", ["hmm", "random10", "random31"])
+def test_fused_models_train_bitwise_like_unfused_ones(example):
+    """``CircuitModel(..., fuse_inputs=True)`` (``pcc.compile``'s option): fewer training rows where inputs fuse,
+    (the HMM's), and the same log-likelihoods and parameters after EM steps, bit for bit; the module default is
+    left alone."""
+    circuit = optimize(dict(CIRCUITS)[example]())
+    x, m = random_inputs(circuit, np.random.default_rng(5), batch=7)
+    fused = CircuitModel(circuit, "cpu", executor="triton", fuse_inputs=True)
+    plain = CircuitModel(circuit, "cpu", executor="triton")
+    assert fused.executor.fuse_inputs and not plain.executor.fuse_inputs and not fusion.FUSE
+    rows = fused.executor.values["train"].size, plain.executor.values["train"].size
+    assert rows[0] < rows[1] if example == "hmm" else rows[0] <= rows[1]  # tiny random circuits may tie
+    for _ in range(2):
+        assert torch.equal(fused.em_step(x, m, step_size=0.5, pseudocount=0.1),
+                           plain.em_step(x, m, step_size=0.5, pseudocount=0.1))
+    assert torch.equal(fused.log_prob(x, m), plain.log_prob(x, m))
+    for a, b in zip(fused.params.tensors().values(), plain.params.tensors().values()):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("example", ["hmm", "pd8x8", "mixture", "reuse"])
 def test_recompute_levels_nest(example):
     """Each level computes again a subset of the next one's ops, before the same sum ops and in the same order:
