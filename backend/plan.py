@@ -365,7 +365,10 @@ def _run_length(rows: np.ndarray) -> int | None:
 def _repeats(rows: np.ndarray, pad: int) -> bool:
     """Whether any row other than ``pad`` occurs more than once in ``rows``."""
     real = rows[rows != pad]
-    return len(np.unique(real)) < len(real)
+    if not len(real):
+        return False
+    # a count per row value, not np.unique: its sort took 0.7 s of converted PD 128's compile
+    return bool(np.bincount(real - real.min()).max() > 1)
 
 
 @dataclass
