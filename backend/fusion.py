@@ -1,7 +1,8 @@
 """Inputs fused into the products that read them: rows that the training and ``log_prob`` layouts never store.
 
 A categorical input node's value is one gather, ``log theta[prow, x[b, var]]``. Where only product ops read
-an input op's rows (HCLT's, PD's, RAT-SPN's and an HMM's inputs), those products can compute it themselves
+an input op's rows, each row by one product (HCLT's and an HMM's inputs; not RAT-SPN's, read by 8 products
+each, nor PD's, under products of 16 children), those products can compute it themselves
 (``kernels.prod_fwd_inputs``) instead of reading a row that the input op wrote: the input op then has no value
 rows and no launch in the ``"train"`` and ``"root"`` layouts (:mod:`pcc.backend.valuemap`), and a product of
 such inputs and sums is as cheap to compute again in the backward as a product of sums. The ``"all"`` layout
@@ -50,8 +51,8 @@ def fusing(on: bool | None) -> Iterator[None]:
 def fused_inputs(plan: Plan) -> frozenset[str]:
     """Keys (``L{layer}.{op}``) of the input ops whose rows the training and log_prob layouts leave out."""
     cached = plan.__dict__.get("_fused_inputs")
-    if cached is None or cached[0] != FUSE:
-        cached = (FUSE, _choose(plan) if FUSE else frozenset())
+    if cached is None or cached[0] != (FUSE, MAX_FANIN):
+        cached = ((FUSE, MAX_FANIN), _choose(plan) if FUSE else frozenset())
         plan.__dict__["_fused_inputs"] = cached
     return cached[1]
 
@@ -93,8 +94,13 @@ def split_children(plan: Plan, op: ProdOp) -> tuple[np.ndarray, np.ndarray, np.n
     mask = fused_mask(plan)[op.children]
     if not mask.any():
         return None
-    var, prow = _row_params(plan)
-    return np.where(mask, ZERO, op.children), np.where(mask, var[op.children], -1), np.where(mask, prow[op.children], 0)
+    cache = plan.__dict__.setdefault("_fused_splits", {})
+    key = (fused_inputs(plan), id(op))
+    if key not in cache:  # the same arrays for every layout: upload_tables sends them once
+        var, prow = _row_params(plan)
+        cache[key] = (np.where(mask, ZERO, op.children), np.where(mask, var[op.children], -1),
+                      np.where(mask, prow[op.children], 0))
+    return cache[key]
 
 
 def _row_params(plan: Plan) -> tuple[np.ndarray, np.ndarray]:

@@ -71,7 +71,9 @@ class TritonExecutor:
         if source is not None and fuse_inputs:
             raise ValueError("fused inputs need kernels generated with them, not a module's kernels.py")
         self.plan, self.device, self.dtype = plan, device, dtype
-        with fusing(fuse_inputs):  # inputs fused into products (pcc.backend.fusion): layouts and code agree
+        # inputs fused into products (pcc.backend.fusion): layouts and code agree; a module's kernels.py was
+        # generated without fusion, whatever fusion.FUSE says now
+        with fusing(False if source is not None else fuse_inputs):
             self.fuse_inputs = bool(fused_inputs(plan))
             self._build(plan, device, precision, source, fill, recompute)
 

@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "of inputs: about 40%% fewer rows on HCLT and HMMs for 10-18%% of their step) or off")
     t.add_argument("--no-recompute", dest="recompute", action="store_const", const="off",
                    help="the same as --recompute off")
-    t.add_argument("--fuse-inputs", action="store_true",
+    t.add_argument("--fuse-inputs", action="store_const", const=True, default=None,
                    help="categorical inputs that only products read are computed by those products, without rows "
                         "of their own (Triton executor; an HMM: 40%% less memory for 14%% more step on an H100)")
     t.add_argument("--keep-best", action="store_true", help="write the checkpoint only when --valid improves")

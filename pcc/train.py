@@ -70,7 +70,7 @@ class TrainConfig:
     nproc: int = 1           # data-parallel processes (pcc.distributed)
     precision: str = "tf32x3"  # Triton executor's matrix-product precision (bf16: reduced, see docs/benchmarks.md)
     recompute: bool | str = True  # what the backward computes again instead of keeping (valuemap.level)
-    fuse_inputs: bool = False  # inputs computed by the products that read them (pcc.backend.fusion)
+    fuse_inputs: bool | None = None  # inputs computed by the products that read them (None: fusion.FUSE)
 
 
 def read_data(path: str, model: CircuitModel) -> np.ndarray:

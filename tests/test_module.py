@@ -39,6 +39,22 @@ def test_compile_writes_an_importable_module(tmp_path, monkeypatch):
     assert torch.allclose(a, c, atol=1e-4)
 
 
+def test_module_loads_unfused_while_fusion_is_the_default(tmp_path, monkeypatch):
+    """A module's kernels.py is generated without input fusion; loading it while ``fusion.FUSE`` is on (as the
+    benchmark scripts set it) builds unfused layouts for it, and it computes what the compiled model does."""
+    from pcc.backend import fusion
+    from pcc.backend.module import write_module
+    circuit = pcc.optimize(pcc.parse("examples/hmm.pc"))
+    write_module(circuit, tmp_path / "hmm")
+    monkeypatch.setattr(fusion, "FUSE", True)
+    model = pcc.load(tmp_path / "hmm", "cpu", executor="triton")
+    assert not model.executor.fuse_inputs
+    fresh = pcc.compile("examples/hmm.pc", "cpu", executor="triton")  # fused: FUSE is on
+    assert fresh.executor.fuse_inputs
+    x = np.random.default_rng(0).integers(0, 2, size=(3, model.num_vars))
+    assert torch.equal(model.log_prob(x), fresh.log_prob(x))
+
+
 def test_emit_plan_and_kernels():
     plan = run("compile", EX / "reuse.pc", "--emit", "plan")
     assert plan.returncode == 0 and plan.stdout.startswith("plan: 44 value rows")
