@@ -76,8 +76,8 @@ def compile(source: str | Path, device=None, executor: str = "auto", pipeline: s
     HMM: about 40% fewer training rows, 10-18% slower steps on an H100); ``False`` or ``"off"`` nothing (PD:
     about 10% faster steps, twice the value rows). docs/backend.md gives the measurements. ``fuse_inputs``
     (Triton executor): categorical inputs that only products read are computed by those products and get no
-    rows in training steps and ``log_prob`` (an HMM of 256 states at batch 8192, measured with a first, wider
-    rule: 40% less memory, 14% slower steps on an H100); None: ``pcc.backend.fusion.FUSE``, off unless set.
+    rows in training steps and ``log_prob`` (an HMM of 256 states at batch 8192: 40% less memory, 14% slower
+    steps on an H100); None: ``pcc.backend.fusion.FUSE``, off unless set.
     """
     from pcc.backend.runtime import CircuitModel
     return CircuitModel(optimize(parse(source), pipeline), device, executor=executor, precision=precision,
