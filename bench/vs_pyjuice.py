@@ -49,7 +49,7 @@ from pcc.interop.pyjuice import convert
 
 TF32_FLOPS, COPY_BYTES = 368e12, 3.0e12  # DESIGN.md §5, measured on the H100 used here
 STEP, PSEUDOCOUNT = 0.1, 0.1
-PCC_SETTINGS: dict = {}  # pcc options other than the defaults (--recompute, --cat-fill), recorded in each row
+PCC_SETTINGS: dict = {}  # pcc options other than the defaults (--recompute, --cat-fill, --fuse-inputs), in each row
 
 
 @dataclass
@@ -201,7 +201,7 @@ def compile_once(system: str, name: str, mnist: str, pc: str | None = None, devi
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     if system == "pcc":
         start = time.perf_counter()
-        pcc.compile(pc, device=device)
+        pcc.compile(pc, device=device, recompute=PCC_SETTINGS.get("recompute", True))
         sync()
         return time.perf_counter() - start
     import pyjuice as juice
@@ -215,6 +215,7 @@ def compile_once(system: str, name: str, mnist: str, pc: str | None = None, devi
 def fresh_compile_s(system: str, name: str, mnist: str, pc: Path | None = None, device: str = "cuda") -> float:
     """:func:`compile_once` in a new Python process (this script with ``--compile-once``)."""
     cmd = [sys.executable, __file__, "--compile-once", system, "--configs", name, "--mnist", str(mnist), "--device", device]
+    cmd += [f"--{key.replace('_', '-')}={value}" for key, value in PCC_SETTINGS.items()]  # the same pcc settings
     done = subprocess.run(cmd + (["--pc", str(pc)] if pc else []), capture_output=True, text=True, timeout=1200)
     lines = [s for s in done.stdout.splitlines() if s.startswith("compile_s=")]
     if done.returncode or not lines:
@@ -391,10 +392,7 @@ def main() -> None:
     if args.report:
         print(table(read_rows(args.report)))
         return
-    if args.compile_once:
-        print(f"compile_s={compile_once(args.compile_once, args.configs, args.mnist, args.pc, args.device)}")
-        return
-    if not args.mnist:
+    if not args.mnist and not args.compile_once:
         ap.error("--mnist is required to run")
     if args.recompute != "sums":
         PCC_SETTINGS["recompute"] = args.recompute
@@ -403,6 +401,9 @@ def main() -> None:
     if args.fuse_inputs != int(fusion.FUSE):
         fusion.FUSE = bool(args.fuse_inputs)
         PCC_SETTINGS["fuse_inputs"] = args.fuse_inputs
+    if args.compile_once:  # after the settings: the fresh process compiles what the run measures
+        print(f"compile_s={compile_once(args.compile_once, args.configs, args.mnist, args.pc, args.device)}")
+        return
     from importlib.metadata import version
     print(f"torch {torch.__version__}, triton {version('triton')}, pyjuice {version('pyjuice')}, "
           f"{torch.cuda.get_device_name()}", flush=True)

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 HARNESS = ROOT / "bench" / "vs_pyjuice.py"
 
@@ -85,6 +87,17 @@ def test_pcc_compile_timed_in_a_fresh_process():
     import vs_pyjuice
     seconds = vs_pyjuice.fresh_compile_s("pcc", "pd8x8", "unused", ROOT / "examples" / "pd8x8.pc", device="cpu")
     assert 0 < seconds < 60
+
+
+def test_fresh_compile_gets_the_run_s_pcc_settings(monkeypatch):
+    """The child compiles with the run's non-default pcc settings (their flags are passed on; a bad one fails)."""
+    sys.path.insert(0, str(HARNESS.parent))
+    import vs_pyjuice
+    monkeypatch.setattr(vs_pyjuice, "PCC_SETTINGS", {"recompute": "all", "cat_fill": 0, "fuse_inputs": 1})
+    assert 0 < vs_pyjuice.fresh_compile_s("pcc", "hmm", "unused", ROOT / "examples" / "hmm.pc", device="cpu") < 60
+    monkeypatch.setattr(vs_pyjuice, "PCC_SETTINGS", {"recompute": "most"})
+    with pytest.raises(RuntimeError, match="fresh process failed"):
+        vs_pyjuice.fresh_compile_s("pcc", "hmm", "unused", ROOT / "examples" / "hmm.pc", device="cpu")
 
 
 def test_report_keeps_rows_of_other_pcc_settings_apart(tmp_path):
