@@ -33,6 +33,10 @@ CAT_ROWS, CAT_BATCH = 64, 32
 # 1056): HCLT 32 at 8192 13.14 / 12.90 / 12.45 ms, HCLT 64 at 8192 20.26 / 20.02 / 19.65, HMM 256 at 8192
 # 19.61 / 18.62 / 19.31. 0: off
 CAT_FILL, CAT_SPLIT_MIN = 1056, 512
+# categorical-count tiles of fewer rows than CAT_TRANSPOSED_BELOW put the one-hot first in their products
+# (kernels.input_bwd_cat's TRANS: 64 category rows, where Hopper's warpgroup products need 64); 0: never, the
+# default until measured on a GPU (bench/profile_step.py --cat-transposed 0,64)
+CAT_TRANSPOSED_BELOW = 0
 FILL = 528  # programs that keep an H100's 132 SMs busy (4 each); fewer only under-fill smaller GPUs
 # sum launches take smaller batch blocks (down to 16) while their programs stay within one wave (SUM_FILL; the
 # forward kernel's 4-stage pipeline fits one program per SM), parameter-flow launches within two (PARAM_FILL),
@@ -354,7 +358,7 @@ def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool, back: 
                     f'K.input_bwd_cat[({programs} * sp,)](flows, f["{key}.frows"], x, miss, '
                     f't["{key}.var"], t["{key}.prow"], t["{key}.tiles"], {stats}, {_THETA[op.dist].format(k=op.k)}, '
                     f"{op.n}, B, sp, K={op.k}, BN={rows}, KB={kb}, BB={CAT_BATCH}, PRECISION=PRECISION, "
-                    f"KBLOCKS={kblocks})"]
+                    f"KBLOCKS={kblocks}{', TRANS=True' if rows < CAT_TRANSPOSED_BELOW else ''})"]
         launch = (f'K.input_bwd[(triton.cdiv({op.n}, BN), nb)](flows, f["{key}.frows"], x, miss, t["{key}.var"], '
                   f't["{key}.prow"], {stats}, mass, {op.n}, B, DIST={DISTS[op.dist]}, K={op.k}, BN=BN, BB=BB)')
         return [f"mass = vals.new_zeros({op.n})", launch,

@@ -171,7 +171,7 @@ def input_bwd(flows, frows, x, miss, var, prow, stats, mass, n, B,
 @triton.jit
 def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B, splits,
                   K: tl.constexpr, BN: tl.constexpr, KB: tl.constexpr, BB: tl.constexpr, PRECISION: tl.constexpr,
-                  KBLOCKS: tl.constexpr):
+                  KBLOCKS: tl.constexpr, TRANS: tl.constexpr = False):
     """Categorical EM counts of one tile of rows over one variable (``tiles[tile]``: its first and end row),
     as a matrix product over the batch.
 
@@ -190,6 +190,10 @@ def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B, s
     ``splits`` (:func:`cat_splits`) cuts the batch into that many ranges of whole ``BB`` blocks, one program
     each (program ``(tile * splits + s) * KBLOCKS + j``): the counts are atomics already, so a launch of few
     tiles (an input piece) need not loop over a whole large batch in few programs.
+
+    ``TRANS`` computes the transposed product, one-hot first (``[KB, BB] @ [BB, BN]``): the same sums, for tiles
+    of fewer than 64 rows (HCLT 32's), whose ``BN``-row first operand is below the 64 rows that Hopper's
+    warpgroup products take (:data:`pcc.backend.codegen.CAT_TRANSPOSED_BELOW`, off until measured).
     """
     kblock, rest = tl.program_id(0) % KBLOCKS, tl.program_id(0) // KBLOCKS
     tile, s = rest // splits, rest % splits
@@ -203,6 +207,7 @@ def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B, s
     fr = tl.load(frows + i, mask=rows_ok, other=0).to(tl.int64)
     k = kblock * KB + tl.arange(0, KB)
     acc = tl.zeros((BN, KB), dtype=tl.float32)
+    acc_t = tl.zeros((KB, BN), dtype=tl.float32)  # TRANS: the counts transposed (else unused)
     lost = tl.zeros((BN,), dtype=tl.float32)
     while b0 < b_end:
         b = b0 + tl.arange(0, BB)
@@ -213,11 +218,20 @@ def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B, s
         hot = ((xv[:, None] == k[None, :]) & ~gone[:, None]).to(tl.float32)
         if PRECISION == "tf32x3" or PRECISION == "bf16x3":  # the one-hot is exact in tf32: split only the flows
             hi = (f.to(tl.int32, bitcast=True) & -8192).to(tl.float32, bitcast=True)  # top 11 significant bits
-            acc += tl.dot(hi, hot, input_precision="tf32") + tl.dot(f - hi, hot, input_precision="tf32")
+            if TRANS:
+                hot_t = tl.trans(hot)
+                acc_t += (tl.dot(hot_t, tl.trans(hi), input_precision="tf32")
+                          + tl.dot(hot_t, tl.trans(f - hi), input_precision="tf32"))
+            else:
+                acc += tl.dot(hi, hot, input_precision="tf32") + tl.dot(f - hi, hot, input_precision="tf32")
+        elif TRANS:
+            acc_t += _dot(tl.trans(hot), tl.trans(f), PRECISION)
         else:
             acc += _dot(f, hot, PRECISION)
         lost += tl.sum(tl.where(gone[None, :], f, 0.0), axis=1)
         b0 += BB
+    if TRANS:
+        acc = tl.trans(acc_t)
     r = tl.load(prow + i, mask=rows_ok, other=0).to(tl.int64)
     ok = rows_ok[:, None] & (k[None, :] < K)
     acc += lost[:, None] * tl.load(theta + r[:, None] * K + k[None, :], mask=ok, other=0.0)

@@ -98,6 +98,9 @@ def main() -> None:
     ap.add_argument("--cat-fill", default=str(codegen.CAT_FILL),
                     help="comma-separated codegen.CAT_FILL values to compare (categorical counts split their batch "
                          "until a launch has that many programs; 0: never)")
+    ap.add_argument("--cat-transposed", default=str(codegen.CAT_TRANSPOSED_BELOW),
+                    help="comma-separated codegen.CAT_TRANSPOSED_BELOW values to compare (categorical-count tiles of "
+                         "fewer rows put the one-hot first in their products; 0: never)")
     ap.add_argument("--fuse-inputs", default=str(int(fusion.FUSE)),
                     help="comma-separated fusion.FUSE values to compare (1: categorical inputs that only products "
                          "read have no rows in training steps; their products compute them)")
@@ -132,8 +135,9 @@ def main() -> None:
 def compare(model: CircuitModel, xb: torch.Tensor, args: argparse.Namespace) -> None:
     """Every setting of ``args`` on ``model``: accuracy against the generic fp32 kernels, kernel profile, step."""
     settings = itertools.product(args.precision.split(","), args.dense_min_work.split(","), args.recompute.split(","),
-                                 args.cat_fill.split(","), args.fuse_inputs.split(","))
-    for precision, work, again, cat_fill, fuse in settings:
+                                 args.cat_fill.split(","), args.fuse_inputs.split(","), args.cat_transposed.split(","))
+    for precision, work, again, cat_fill, fuse, trans in settings:
+        codegen.CAT_TRANSPOSED_BELOW = int(trans)
         fusion.FUSE = bool(int(fuse))
         codegen.DENSE_MIN_WORK = NEVER
         model.executor = TritonExecutor(model.plan, model.device_, precision="ieee")
@@ -147,7 +151,7 @@ def compare(model: CircuitModel, xb: torch.Tensor, args: argparse.Namespace) -> 
         rows = profile(model, xb, args.steps)
         model.use_graphs = True
         graph_ms = median_ms(lambda: model.em_step(xb, step_size=0.1, pseudocount=0.1), 20)
-        print(f"precision {precision}, DENSE_MIN_WORK {work}, recompute {again}, CAT_FILL {cat_fill}, fuse {fuse}: LL rel err vs ieee (generic kernels) {err:.1e}; "
+        print(f"precision {precision}, DENSE_MIN_WORK {work}, recompute {again}, CAT_FILL {cat_fill}, fuse {fuse}, transposed below {trans}: LL rel err vs ieee (generic kernels) {err:.1e}; "
               f"step with CUDA graph {graph_ms:.3f} ms (median of 20); peak {torch.cuda.max_memory_allocated() >> 20} MiB")
         print(f"{'kernel':70s} {'ms/step':>9s} {'launches':>9s}")
         for name, ms, n in rows[:12]:

@@ -446,6 +446,31 @@ def test_categorical_counts_of_a_variable_that_comes_back_within_a_tile():
     _assert_param_flows_close(*_flows_and_float64(plan, ex, p, x, m)[2:])
 
 
+@pytest.mark.parametrize("precision", ["tf32x3", "ieee"])
+def test_transposed_categorical_counts_equal_the_plain_ones(monkeypatch, precision):
+    """``codegen.CAT_TRANSPOSED_BELOW``: tiles of fewer rows take the one-hot first in their products
+    (``input_bwd_cat``'s ``TRANS``): the same parameter flows as the plain product (missing entries included),
+    and the float64 torch executor's."""
+    from pcc.backend import codegen
+    from pcc.backend.triton_exec import TritonExecutor
+    plan, ref, p64, x, m = setup(parse(open("examples/hmm.pc").read()), 4, batch=70)
+    xt, mt = torch.tensor(x, dtype=torch.float32), torch.tensor(m)
+    f64 = Flows.zeros_like(p64)
+    ref.backward(p64, ref.forward(p64, xt.double(), mt), xt.double(), mt, f64, node_flows=False)
+    p = Params.from_plan(plan, "cpu", torch.float32)
+    got = []
+    for below in (0, 1 << 10):
+        monkeypatch.setattr(codegen, "CAT_TRANSPOSED_BELOW", below)
+        ex = TritonExecutor(plan, "cpu", precision=precision)
+        assert ("TRANS=True" in ex.source) == bool(below)
+        f = Flows.zeros_like(p)
+        ex.backward(p, ex.forward(p, xt, mt, values="train"), xt, mt, f, node_flows=False, values="train")
+        got.append(f)
+    for k in f64.cat:
+        np.testing.assert_allclose(got[1].cat[k].double().numpy(), f64.cat[k].numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(got[1].cat[k].numpy(), got[0].cat[k].numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_categorical_counts_split_over_the_batch(monkeypatch):
     """``codegen.CAT_FILL``: a categorical-count launch of few programs splits its batch into ranges of whole
     blocks, one program each (``kernels.cat_splits``; here 3 ranges of 64, 36 and 0 of 100 samples, with missing
