@@ -446,53 +446,47 @@ def test_categorical_counts_of_a_variable_that_comes_back_within_a_tile():
     _assert_param_flows_close(*_flows_and_float64(plan, ex, p, x, m)[2:])
 
 
-@pytest.mark.parametrize("precision", ["tf32x3", "ieee"])
-def test_transposed_categorical_counts_equal_the_plain_ones(monkeypatch, precision):
-    """``codegen.CAT_TRANSPOSED_BELOW``: tiles of fewer rows take the one-hot first in their products
-    (``input_bwd_cat``'s ``TRANS``): the same parameter flows as the plain product (missing entries included),
-    and the float64 torch executor's."""
+def _count_settings_agree(monkeypatch, seed: int, batch: int, settings: list[dict], precision: str = "tf32x3") -> None:
+    """The HMM example's categorical parameter flows under each ``codegen`` setting of ``settings`` (a training
+    step's backward, Triton on the CPU interpreter) equal the float64 torch executor's and each other's; a
+    setting's ``"source"`` entry, if any, must appear in the generated code."""
     from pcc.backend import codegen
     from pcc.backend.triton_exec import TritonExecutor
-    plan, ref, p64, x, m = setup(parse(open("examples/hmm.pc").read()), 4, batch=70)
+    plan, ref, p64, x, m = setup(parse(open("examples/hmm.pc").read()), seed, batch=batch)
     xt, mt = torch.tensor(x, dtype=torch.float32), torch.tensor(m)
     f64 = Flows.zeros_like(p64)
     ref.backward(p64, ref.forward(p64, xt.double(), mt), xt.double(), mt, f64, node_flows=False)
     p = Params.from_plan(plan, "cpu", torch.float32)
     got = []
-    for below in (0, 1 << 10):
-        monkeypatch.setattr(codegen, "CAT_TRANSPOSED_BELOW", below)
+    for setting in settings:
+        for name, value in setting.items():
+            if name != "source":
+                monkeypatch.setattr(codegen, name, value)
         ex = TritonExecutor(plan, "cpu", precision=precision)
-        assert ("TRANS=True" in ex.source) == bool(below)
+        assert setting.get("source", "") in ex.source
         f = Flows.zeros_like(p)
         ex.backward(p, ex.forward(p, xt, mt, values="train"), xt, mt, f, node_flows=False, values="train")
         got.append(f)
     for k in f64.cat:
-        np.testing.assert_allclose(got[1].cat[k].double().numpy(), f64.cat[k].numpy(), rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(got[1].cat[k].numpy(), got[0].cat[k].numpy(), rtol=1e-5, atol=1e-6)
+        for f in got:
+            np.testing.assert_allclose(f.cat[k].double().numpy(), f64.cat[k].numpy(), rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(f.cat[k].numpy(), got[0].cat[k].numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["tf32x3", "ieee"])
+def test_transposed_categorical_counts_equal_the_plain_ones(monkeypatch, precision):
+    """``codegen.CAT_TRANSPOSED_BELOW``: tiles of fewer rows take the one-hot first in their products
+    (``input_bwd_cat``'s ``TRANS``): the same parameter flows as the plain product (missing entries included),
+    and the float64 torch executor's."""
+    _count_settings_agree(monkeypatch, 4, 70, [{"CAT_TRANSPOSED_BELOW": 0},
+                                               {"CAT_TRANSPOSED_BELOW": 1 << 10, "source": "TRANS=True"}], precision)
 
 
 def test_categorical_counts_split_over_the_batch(monkeypatch):
     """``codegen.CAT_FILL``: a categorical-count launch of few programs splits its batch into ranges of whole
     blocks, one program each (``kernels.cat_splits``; here 3 ranges of 64, 36 and 0 of 100 samples, with missing
     entries): the parameter flows equal the unsplit launch's and the float64 torch executor's."""
-    from pcc.backend import codegen
     from pcc.backend import kernels as K
-    from pcc.backend.triton_exec import TritonExecutor
     assert K.cat_splits(10, 100, 0, 32) == 1 and K.cat_splits(10, 100, 40, 32) == 3 and K.cat_splits(50, 100, 40, 32) == 1
-    plan, ref, p64, x, m = setup(parse(open("examples/hmm.pc").read()), 3, batch=100)
-    xt, mt = torch.tensor(x, dtype=torch.float32), torch.tensor(m)
-    f64 = Flows.zeros_like(p64)
-    ref.backward(p64, ref.forward(p64, xt.double(), mt), xt.double(), mt, f64, node_flows=False)
-    p = Params.from_plan(plan, "cpu", torch.float32)
-    got = []
-    for fill in (0, 10**6):
-        monkeypatch.setattr(codegen, "CAT_FILL", fill)
-        monkeypatch.setattr(codegen, "CAT_SPLIT_MIN", 32)
-        ex = TritonExecutor(plan, "cpu")
-        assert ("K.cat_splits(" in ex.source) and (f", {fill}, 32)" in ex.source)
-        f = Flows.zeros_like(p)
-        ex.backward(p, ex.forward(p, xt, mt, values="train"), xt, mt, f, node_flows=False, values="train")
-        got.append(f)
-    for k in f64.cat:
-        np.testing.assert_allclose(got[1].cat[k].double().numpy(), f64.cat[k].numpy(), rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(got[1].cat[k].numpy(), got[0].cat[k].numpy(), rtol=1e-5, atol=1e-5)
+    _count_settings_agree(monkeypatch, 3, 100, [{"CAT_FILL": fill, "CAT_SPLIT_MIN": 32, "source": f", {fill}, 32)"}
+                                                for fill in (0, 10**6)])
