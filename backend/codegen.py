@@ -12,7 +12,7 @@ import numpy as np
 from pcc import __version__
 
 from .flowmap import FlowMap, compact_flows, forward_order
-from .fusion import fused_inputs, fused_k, split_children
+from .fusion import Fused, split_children, state
 from .valuemap import ValueMap, by_first_reader, schedule
 from .plan import NEG, PAD, ZERO, Dense, InputOp, Plan, ProdOp, SumOp
 
@@ -159,7 +159,7 @@ def _product_tables(plan: Plan, key: str, op: ProdOp, vmap: ValueMap, again_here
     (:mod:`.fusion`) ``vchildren`` (ZERO in the fused inputs' slots) with ``ivar``/``iprow`` (their variables,
     -1 in the other slots, and parameter rows), ``b``-prefixed for the rows computed again."""
     v, b = vmap.rows, vmap.back_rows
-    split = split_children(plan, op) if vmap.fused else None
+    split = split_children(plan, key) if vmap.fused else None
     kids, name = (op.children, "children") if split is None else (split[0], "vchildren")
     out = {f"{key}.{name}": v[kids]}
     if again_here:
@@ -234,7 +234,7 @@ def generate(plan: Plan, precision: str = DOT_PRECISION, source: str = "", pipel
             "def forward(vals, x, miss, t, p, B, BN, BB):",
             '    """Fill vals [ROWS, B] with every node\'s log-value."""',
             "    nb = triton.cdiv(B, BB)"]
-    fusion = _Fusion(plan)
+    fusion = state(plan)
     for li, ops in enumerate(plan.layers):
         for oi, op in enumerate(ops):
             head += [f"    # layer {li}: {_title(op)}"] + ["    " + s for s in _forward_lines(f"L{li}.{oi}", op, fill, fusion)]
@@ -263,22 +263,12 @@ def generate(plan: Plan, precision: str = DOT_PRECISION, source: str = "", pipel
     return "\n".join(head) + "\n"
 
 
-def _recompute_lines(key: str, op: InputOp | ProdOp, fusion: "_Fusion") -> list[str]:
+def _recompute_lines(key: str, op: InputOp | ProdOp, fusion: Fused) -> list[str]:
     """Op ``key`` computed again (before the backward of the first sum op that reads it there), where the value
     layout keeps its rows only for the forward pass (training steps; :func:`~.valuemap.recomputed`)."""
     what = "inputs" if isinstance(op, InputOp) else "products"
     return ([f'if "{key}.brows" in t:  # {op.n} {what} computed again, for the backward (valuemap)']
             + ["    " + s for s in _forward_lines(key, op, (0, 0), fusion, "b")])
-
-
-class _Fusion:
-    """What the generated code needs of :mod:`.fusion`: the fused input ops, their category count, and the
-    product ops that read them."""
-
-    def __init__(self, plan: Plan):
-        self.inputs, self.k = fused_inputs(plan), fused_k(plan)
-        self.products = {key for key, op in forward_order(plan) if isinstance(op, ProdOp) and self.inputs
-                         and split_children(plan, op) is not None}
 
 
 def _title(op) -> str:
@@ -289,7 +279,7 @@ def _title(op) -> str:
     return f"{len(op.out_rows)} sum tiles of {op.tile_p} nodes x {op.kmax} child tiles of {op.tile_c}"
 
 
-def _forward_lines(key: str, op, fill: tuple[int, int], fusion: _Fusion, b: str = "") -> list[str]:
+def _forward_lines(key: str, op, fill: tuple[int, int], fusion: Fused, b: str = "") -> list[str]:
     """Op ``key``'s forward launches; ``b``: an input or product op writes (and reads) the backward rows
     (``brows``, ``bchildren``: computed again there)."""
     if isinstance(op, InputOp):

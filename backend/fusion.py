@@ -12,14 +12,15 @@ Contract: with :data:`FUSE` on, :func:`fused_inputs` names input ops that are ca
 count ``K`` (the most common among those that qualify), not the root's, and whose every row is read by exactly
 one product slot, of a product op of at most :data:`MAX_FANIN` children, and by nothing else (an input read
 by several products would be computed once per reader); :func:`split_children` gives a product op's slots
-as value rows or fused input children. The product's log-value is the sum of both, slot by slot, bitwise as
-:class:`~pcc.backend.plan.ProdOp` computes it from the input rows.
+as value rows or fused input children; :func:`state` holds all of it. The product's log-value is the sum of
+both, slot by slot, bitwise as :class:`~pcc.backend.plan.ProdOp` computes it from the input rows.
 """
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -48,13 +49,50 @@ def fusing(on: bool | None) -> Iterator[None]:
         FUSE = before
 
 
+@dataclass
+class Fused:
+    """What fusion decided for a plan under the current :data:`FUSE` and :data:`MAX_FANIN`: the fused input
+    ops (``inputs``), their category count ``k`` (0: none), each plan row's variable and parameter row if a
+    fused input writes it (``var`` -1 and ``prow`` 0 elsewhere), and the product ops that read them
+    (``products``: key -> :func:`split_children`'s arrays, the same objects for every layout, so
+    ``upload_tables`` sends them once)."""
+
+    inputs: frozenset[str]
+    k: int
+    var: np.ndarray
+    prow: np.ndarray
+    products: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.var >= 0
+
+
+def state(plan: Plan) -> Fused:
+    """The plan's :class:`Fused`, computed once per setting of :data:`FUSE` and :data:`MAX_FANIN`."""
+    cached = plan.__dict__.get("_fused")
+    if cached is None or cached[0] != (FUSE, MAX_FANIN):
+        cached = ((FUSE, MAX_FANIN), _decide(plan, _choose(plan) if FUSE else frozenset()))
+        plan.__dict__["_fused"] = cached
+    return cached[1]
+
+
 def fused_inputs(plan: Plan) -> frozenset[str]:
     """Keys (``L{layer}.{op}``) of the input ops whose rows the training and log_prob layouts leave out."""
-    cached = plan.__dict__.get("_fused_inputs")
-    if cached is None or cached[0] != (FUSE, MAX_FANIN):
-        cached = ((FUSE, MAX_FANIN), _choose(plan) if FUSE else frozenset())
-        plan.__dict__["_fused_inputs"] = cached
-    return cached[1]
+    return state(plan).inputs
+
+
+def fused_mask(plan: Plan) -> np.ndarray:
+    """Per plan row: whether a fused input op writes it."""
+    return state(plan).mask
+
+
+def split_children(plan: Plan, op_key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(children, var, prow)``, each ``[n, k]`` like the product op's ``children``, for product op ``op_key``
+    if it reads fused inputs (else None): slot by slot, either a value row (``children``; var -1) or a fused
+    input's variable and parameter row (``children`` ZERO there). The kernel adds the slots in order, as
+    ``prod_fwd`` does, so a fused product's value is bitwise the unfused one's."""
+    return state(plan).products.get(op_key)
 
 
 def _choose(plan: Plan) -> frozenset[str]:
@@ -65,54 +103,28 @@ def _choose(plan: Plan) -> frozenset[str]:
             np.add.at(readers, read_rows(op), 1)
         elif not isinstance(op, InputOp):
             other[read_rows(op)] = True
-    fit = {key: op.k for key, op in forward_order(plan)
-           if isinstance(op, InputOp) and op.dist == "categorical" and op.n
-           and not op.start <= plan.root_row < op.start + op.n
-           and (readers[written_rows(op)] == 1).all() and not other[written_rows(op)].any()}
+    fit = {}
+    for key, op in forward_order(plan):
+        root = isinstance(op, InputOp) and op.start <= plan.root_row < op.start + op.n
+        if isinstance(op, InputOp) and op.dist == "categorical" and op.n and not root:
+            rows = written_rows(op)
+            if (readers[rows] == 1).all() and not other[rows].any():
+                fit[key] = op.k
     if not fit:
         return frozenset()
     k = Counter(fit.values()).most_common(1)[0][0]  # one theta table per fused launch
     return frozenset(key for key, kk in fit.items() if kk == k)
 
 
-def fused_mask(plan: Plan) -> np.ndarray:
-    """Per plan row: whether a fused input op writes it."""
-    return _row_params(plan)[0] >= 0
-
-
-def fused_k(plan: Plan) -> int:
-    """The category count of the fused inputs (0: none)."""
-    keys = fused_inputs(plan)
-    return next((op.k for key, op in forward_order(plan) if key in keys), 0)
-
-
-def split_children(plan: Plan, op: ProdOp) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """``(children, var, prow)``, each ``[n, k]`` like ``op.children``, for a product op that reads fused inputs
-    (else None): slot by slot, either a value row (``children``; var -1) or a fused input's variable and
-    parameter row (``children`` ZERO there). The kernel adds the slots in order, as ``prod_fwd`` does, so a
-    fused product's value is bitwise the unfused one's."""
-    mask = fused_mask(plan)[op.children]
-    if not mask.any():
-        return None
-    cache = plan.__dict__.setdefault("_fused_splits", {})
-    key = (fused_inputs(plan), id(op))
-    if key not in cache:  # the same arrays for every layout: upload_tables sends them once
-        var, prow = _row_params(plan)
-        cache[key] = (np.where(mask, ZERO, op.children), np.where(mask, var[op.children], -1),
-                      np.where(mask, prow[op.children], 0))
-    return cache[key]
-
-
-def _row_params(plan: Plan) -> tuple[np.ndarray, np.ndarray]:
-    """Per plan row: the variable and parameter row of a fused input (-1 and 0 elsewhere)."""
-    cached = plan.__dict__.get("_fused_params")
-    if cached is not None and cached[0] == fused_inputs(plan):
-        return cached[1]
+def _decide(plan: Plan, keys: frozenset[str]) -> Fused:
     var, prow = np.full(plan.rows, -1, dtype=np.int64), np.zeros(plan.rows, dtype=np.int64)
-    keys = fused_inputs(plan)
+    k, products = 0, {}
     for key, op in forward_order(plan):
         if key in keys:
-            var[op.start:op.start + op.n], prow[op.start:op.start + op.n] = op.var, op.prow
-    plan.__dict__["_fused_params"] = (keys, (var, prow))
-    return var, prow
-
+            var[op.start:op.start + op.n], prow[op.start:op.start + op.n], k = op.var, op.prow, op.k
+        elif isinstance(op, ProdOp) and keys:
+            mask = var[op.children] >= 0  # inputs come before their readers in forward order
+            if mask.any():
+                products[key] = (np.where(mask, ZERO, op.children), np.where(mask, var[op.children], -1),
+                                 np.where(mask, prow[op.children], 0))
+    return Fused(keys, k, var, prow, products)

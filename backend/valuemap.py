@@ -25,10 +25,9 @@ Contract of a :class:`ValueMap` ``m`` for plan ``p``: ``m.rows[r]`` is plan row 
 ``NEG`` and ``PAD`` map to themselves, and the rows of fused inputs (``m.fused``, :mod:`.fusion`) map to
 ``ZERO`` in the training and log_prob layouts, where no launch writes or reads them; two rows share a value
 row only if their lifetimes are disjoint (a row freed by a launch is reused from the next launch on), and the
-root lives to the end. ``m.back[r]`` is the row
-the backward pass reads ``r`` from (``m.rows[r]`` but for recomputed ops), and ``m.recompute`` maps the
-key of each sum op to the input and product ops (in that order) whose rows are computed again just before its
-backward.
+root lives to the end. ``m.back[r]`` is the row the backward pass reads ``r`` from (``m.rows[r]`` but for
+recomputed ops), and ``m.recompute`` maps the key of each sum op to the input and product ops (in that order)
+whose rows are computed again just before its backward.
 """
 from __future__ import annotations
 
@@ -71,8 +70,9 @@ def recomputed(plan: Plan, level: str = "sums") -> dict[str, str]:
     runs}``, in forward order (an op's children come before it), which is the order they run in there.
 
     ``level`` (:data:`LEVELS`): ``"sums"`` takes the product ops whose rows only sum ops read and whose children
-    are sums, reserved rows or fused inputs (:mod:`.fusion`); ``"all"`` also the input ops whose rows the backward reads (sums' children, or
-    children of products taken) and, where that leaves fewer rows, products whose children are inputs too;
+    are sums, reserved rows or fused inputs (:mod:`.fusion`); ``"all"`` also the input ops whose rows the
+    backward reads (sums' children, or children of products taken) and, where that leaves fewer rows, products
+    whose children are inputs too;
     ``"off"`` nothing. The root's op is never taken. Each runs just before the first sum op (in backward order)
     that reads it or reads a product taken that reads it. Why: a sum's values are kept for its own backward
     anyway, and an input's are a gather from its parameters, so computing these again costs launches and saves
