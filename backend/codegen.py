@@ -34,9 +34,10 @@ CAT_ROWS, CAT_BATCH = 64, 32
 # 19.61 / 18.62 / 19.31. 0: off
 CAT_FILL, CAT_SPLIT_MIN = 1056, 512
 # categorical-count tiles of fewer rows than CAT_TRANSPOSED_BELOW put the one-hot first in their products
-# (kernels.input_bwd_cat's TRANS: 64 category rows, where Hopper's warpgroup products need 64); 0: never, the
-# default until measured on a GPU (bench/profile_step.py --cat-transposed 0,64)
-CAT_TRANSPOSED_BELOW = 0
+# (kernels.input_bwd_cat's TRANS: 64 category rows, where Hopper's warpgroup products need 64). On an H100
+# (bench/results/cat_transposed_2026-12-05_h100.txt, step with CUDA graph, 0 / 64): HCLT 32 at 8192 12.45 /
+# 10.88 ms (counts 4.14 / 2.49), at 512 1.665 / 1.559. Tiles of 64 rows or more are unchanged. 0: never
+CAT_TRANSPOSED_BELOW = 64
 FILL = 528  # programs that keep an H100's 132 SMs busy (4 each); fewer only under-fill smaller GPUs
 # sum launches take smaller batch blocks (down to 16) while their programs stay within one wave (SUM_FILL; the
 # forward kernel's 4-stage pipeline fits one program per SM), parameter-flow launches within two (PARAM_FILL),

@@ -193,7 +193,7 @@ def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B, s
 
     ``TRANS`` computes the transposed product, one-hot first (``[KB, BB] @ [BB, BN]``): the same sums, for tiles
     of fewer than 64 rows (HCLT 32's), whose ``BN``-row first operand is below the 64 rows that Hopper's
-    warpgroup products take (:data:`pcc.backend.codegen.CAT_TRANSPOSED_BELOW`, off until measured).
+    warpgroup products take (:data:`pcc.backend.codegen.CAT_TRANSPOSED_BELOW`).
     """
     kblock, rest = tl.program_id(0) % KBLOCKS, tl.program_id(0) // KBLOCKS
     tile, s = rest // splits, rest % splits
