@@ -38,6 +38,10 @@ CAT_FILL, CAT_SPLIT_MIN = 1056, 512
 # (bench/results/cat_transposed_2026-12-05_h100.txt, step with CUDA graph, 0 / 64): HCLT 32 at 8192 12.45 /
 # 10.88 ms (counts 4.14 / 2.49), at 512 1.665 / 1.559. Tiles of 64 rows or more are unchanged. 0: never
 CAT_TRANSPOSED_BELOW = 64
+# software-pipeline depth of the loops over the batch in the categorical counts (kernels.input_bwd_cat) and the
+# parameter flows (kernels.sum_bwd_params): 1 loads each batch block after the last one's products, as the
+# while loops before them did; more overlaps the next blocks' loads with this one's products
+CAT_STAGES, PARAM_STAGES = 1, 1
 FILL = 528  # programs that keep an H100's 132 SMs busy (4 each); fewer only under-fill smaller GPUs
 # sum launches take smaller batch blocks (down to 16) while their programs stay within one wave (SUM_FILL; the
 # forward kernel's 4-stage pipeline fits one program per SM), parameter-flow launches within two (PARAM_FILL),
@@ -349,7 +353,7 @@ def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool, back: 
                     f'K.input_bwd_cat[({programs} * sp,)](flows, f["{key}.frows"], x, miss, '
                     f't["{key}.var"], t["{key}.prow"], t["{key}.tiles"], {stats}, {_THETA[op.dist].format(k=op.k)}, '
                     f"{op.n}, B, sp, K={op.k}, BN={rows}, KB={kb}, BB={CAT_BATCH}, PRECISION=PRECISION, "
-                    f"KBLOCKS={kblocks}{', TRANS=True' if rows < CAT_TRANSPOSED_BELOW else ''})"]
+                    f"KBLOCKS={kblocks}{', TRANS=True' if rows < CAT_TRANSPOSED_BELOW else ''}, STAGES={CAT_STAGES})"]
         launch = (f'K.input_bwd[(triton.cdiv({op.n}, BN), nb)](flows, f["{key}.frows"], x, miss, t["{key}.var"], '
                   f't["{key}.prow"], {stats}, mass, {op.n}, B, DIST={DISTS[op.dist]}, K={op.k}, BN=BN, BB=BB)')
         return [f"mass = vals.new_zeros({op.n})", launch,
@@ -383,7 +387,8 @@ def _sum_backward_lines(key: str, op: SumOp, fill: tuple[int, int], overwrite: b
     lines += [f"bb = K.batch_block(B, BB, {programs}, {fill[1]})",
               f"split = max(1, min(triton.cdiv(B, bb) // {SPLIT_BLOCKS}, {most}))",
               f"K.sum_bwd_params[({len(op.out_rows)}, {op.kmax}, split)](vals, flows, p.sum_w, fl.sum_w, {tiles}, "
-              f"split, {scale}, {shape(op.tile_p)}, {masks}, PRECISION=PRECISION, SCALED={scaled}, SCALE_PAIR={pair})"]
+              f"split, {scale}, {shape(op.tile_p)}, {masks}, PRECISION=PRECISION, SCALED={scaled}, SCALE_PAIR={pair}, "
+              f"STAGES={PARAM_STAGES})"]
     tiles_c, r = len(op.child_tiles[0]), op.child_tiles[1].shape[1]
     if not tiles_c:  # every child is padding: no child flows to write
         return lines

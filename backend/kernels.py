@@ -39,6 +39,32 @@ UNROLL_USES = tl.constexpr(16)
 INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")
 
 
+def _interpreter_loop_bounds() -> None:
+    """Let Triton's CPU interpreter take runtime loop bounds (``tl.range(b0, b_end, BB)``).
+
+    Triton 3.6's interpreter makes a ``range`` of a loop's bounds with ``int(scalar.handle.data)``, where
+    the data is a one-element array, which numpy 2.4 refuses ("only 0-dimensional arrays can be converted").
+    The compiled kernels need ``for`` loops, not ``while`` loops, to pipeline their loads, so the interpreter
+    is taught to read the one element (its tensor patches are wrapped, then restored with them).
+    """
+    from triton.runtime import interpreter
+
+    patch = interpreter._patch_lang_tensor
+    if getattr(patch, "_pcc", False):
+        return
+
+    def patched(tensor, scope) -> None:
+        patch(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+    patched._pcc = True
+    interpreter._patch_lang_tensor = patched
+
+
+if INTERPRETED:
+    _interpreter_loop_bounds()
+
+
 def cat_splits(programs: int, batch: int, fill: int, least: int) -> int:
     """Batch ranges of a categorical-count launch (:func:`input_bwd_cat`) of ``programs`` programs: enough that
     ``programs`` x ranges reach ``fill``, each range at least ``least`` samples; 1 where ``fill`` is 0 or
@@ -171,7 +197,7 @@ def input_bwd(flows, frows, x, miss, var, prow, stats, mass, n, B,
 @triton.jit
 def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B, splits,
                   K: tl.constexpr, BN: tl.constexpr, KB: tl.constexpr, BB: tl.constexpr, PRECISION: tl.constexpr,
-                  KBLOCKS: tl.constexpr, TRANS: tl.constexpr = False):
+                  KBLOCKS: tl.constexpr, TRANS: tl.constexpr = False, STAGES: tl.constexpr = 3):
     """Categorical EM counts of one tile of rows over one variable (``tiles[tile]``: its first and end row),
     as a matrix product over the batch.
 
@@ -209,8 +235,8 @@ def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B, s
     acc = tl.zeros((BN, KB), dtype=tl.float32)
     acc_t = tl.zeros((KB, BN), dtype=tl.float32)  # TRANS: the counts transposed (else unused)
     lost = tl.zeros((BN,), dtype=tl.float32)
-    while b0 < b_end:
-        b = b0 + tl.arange(0, BB)
+    for b_at in tl.range(b0, b_end, BB, num_stages=STAGES):  # a for loop: its loads are pipelined
+        b = b_at + tl.arange(0, BB)
         inb = b < b_end
         f = tl.load(flows + fr[:, None] * B + b[None, :], mask=rows_ok[:, None] & inb[None, :], other=0.0)
         xv = tl.load(x + v.to(tl.int64) * B + b, mask=inb, other=-1.0).to(tl.int32)
@@ -229,7 +255,6 @@ def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B, s
         else:
             acc += _dot(f, hot, PRECISION)
         lost += tl.sum(tl.where(gone[None, :], f, 0.0), axis=1)
-        b0 += BB
     if TRANS:
         acc = tl.trans(acc_t)
     r = tl.load(prow + i, mask=rows_ok, other=0).to(tl.int64)
@@ -532,7 +557,7 @@ def sum_bwd(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, tile_rows,
 def sum_bwd_params(vals, flows, sum_w, wflow, out_rows, fout, child_rows, wids, wbase, wstride, B, split, scale,
                    TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, BB: tl.constexpr, PAD: tl.constexpr,
                    NEG: tl.constexpr, AFFINE: tl.constexpr, PRECISION: tl.constexpr, SCALED: tl.constexpr,
-                   SCALE_PAIR: tl.constexpr = 1):
+                   SCALE_PAIR: tl.constexpr = 1, STAGES: tl.constexpr = 3):
     """Parameter flows ``W * sum_b G exp(C - s)^T`` of one parent tile x one child tile.
 
     Program ``(t, k, j)`` sums batch blocks ``j, j + split, ...`` in registers, so each edge gets ``split``
@@ -544,14 +569,12 @@ def sum_bwd_params(vals, flows, sum_w, wflow, out_rows, fout, child_rows, wids, 
     p = tl.arange(0, TP)
     c = tl.load(child_rows + t * KC + k + tl.arange(0, TC)).to(tl.int64)
     acc = tl.zeros((TP, TC), dtype=tl.float32)
-    b0 = tl.program_id(2) * BB
-    while b0 < B:  # a while loop: Triton's interpreter cannot index a range by a runtime scalar under numpy 2.4
+    for b0 in tl.range(tl.program_id(2) * BB, B, split * BB, num_stages=STAGES):  # pipelined loads
         b = b0 + tl.arange(0, BB)
         g, s, _ = _parent_g(vals, flows, out_rows, fout, scale, t, b, B, TP, SCALED, SCALE_PAIR)
         cv = tl.load(vals + c[:, None] * B + b[None, :], mask=b[None, :] < B, other=float("-inf"))
         e = tl.exp(tl.minimum(cv - s[None, :], CLAMP))
         acc += _dot(g, tl.trans(e), PRECISION)
-        b0 += split * BB
     edge = (tl.load(out_rows + t * TP + p)[:, None] != PAD) & (c[None, :] != NEG)
     edge_f = tl.load(_weights(sum_w, wids, wbase, wstride, t, k, TP, TC, KC, AFFINE), mask=edge, other=0.0) * acc
     tl.atomic_add(_weights(wflow, wids, wbase, wstride, t, k, TP, TC, KC, AFFINE), edge_f, mask=edge & (edge_f != 0.0),

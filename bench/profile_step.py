@@ -101,6 +101,12 @@ def main() -> None:
     ap.add_argument("--cat-transposed", default=str(codegen.CAT_TRANSPOSED_BELOW),
                     help="comma-separated codegen.CAT_TRANSPOSED_BELOW values to compare (categorical-count tiles of "
                          "fewer rows put the one-hot first in their products; 0: never)")
+    ap.add_argument("--cat-stages", default=str(codegen.CAT_STAGES),
+                    help="comma-separated codegen.CAT_STAGES values to compare (pipeline depth of the categorical "
+                         "counts' loop over the batch; 1: none)")
+    ap.add_argument("--param-stages", default=str(codegen.PARAM_STAGES),
+                    help="comma-separated codegen.PARAM_STAGES values to compare (pipeline depth of the parameter "
+                         "flows' loop over the batch; 1: none)")
     ap.add_argument("--fuse-inputs", default=str(int(fusion.FUSE)),
                     help="comma-separated fusion.FUSE values to compare (1: categorical inputs that only products "
                          "read have no rows in training steps; their products compute them)")
@@ -135,9 +141,11 @@ def main() -> None:
 def compare(model: CircuitModel, xb: torch.Tensor, args: argparse.Namespace) -> None:
     """Every setting of ``args`` on ``model``: accuracy against the generic fp32 kernels, kernel profile, step."""
     settings = itertools.product(args.precision.split(","), args.dense_min_work.split(","), args.recompute.split(","),
-                                 args.cat_fill.split(","), args.fuse_inputs.split(","), args.cat_transposed.split(","))
-    for precision, work, again, cat_fill, fuse, trans in settings:
+                                 args.cat_fill.split(","), args.fuse_inputs.split(","), args.cat_transposed.split(","),
+                                 args.cat_stages.split(","), args.param_stages.split(","))
+    for precision, work, again, cat_fill, fuse, trans, cat_stages, param_stages in settings:
         codegen.CAT_TRANSPOSED_BELOW = int(trans)
+        codegen.CAT_STAGES, codegen.PARAM_STAGES = int(cat_stages), int(param_stages)
         fusion.FUSE = bool(int(fuse))
         codegen.DENSE_MIN_WORK = NEVER
         model.executor = TritonExecutor(model.plan, model.device_, precision="ieee")
@@ -151,7 +159,8 @@ def compare(model: CircuitModel, xb: torch.Tensor, args: argparse.Namespace) -> 
         rows = profile(model, xb, args.steps)
         model.use_graphs = True
         graph_ms = median_ms(lambda: model.em_step(xb, step_size=0.1, pseudocount=0.1), 20)
-        print(f"precision {precision}, DENSE_MIN_WORK {work}, recompute {again}, CAT_FILL {cat_fill}, fuse {fuse}, transposed below {trans}: LL rel err vs ieee (generic kernels) {err:.1e}; "
+        print(f"precision {precision}, DENSE_MIN_WORK {work}, recompute {again}, CAT_FILL {cat_fill}, fuse {fuse}, transposed below {trans}, "
+              f"stages {cat_stages}/{param_stages}: LL rel err vs ieee (generic kernels) {err:.1e}; "
               f"step with CUDA graph {graph_ms:.3f} ms (median of 20); peak {torch.cuda.max_memory_allocated() >> 20} MiB")
         print(f"{'kernel':70s} {'ms/step':>9s} {'launches':>9s}")
         for name, ms, n in rows[:12]:

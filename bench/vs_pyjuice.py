@@ -49,7 +49,7 @@ from pcc.interop.pyjuice import convert
 
 TF32_FLOPS, COPY_BYTES = 368e12, 3.0e12  # DESIGN.md §5, measured on the H100 used here
 STEP, PSEUDOCOUNT = 0.1, 0.1
-PCC_SETTINGS: dict = {}  # pcc options other than the defaults (--recompute, --cat-fill, --fuse-inputs), in each row
+PCC_SETTINGS: dict = {}  # pcc options other than the defaults (--recompute, --cat-fill, --*-stages, --fuse-inputs)
 
 
 @dataclass
@@ -383,6 +383,11 @@ def main() -> None:
                     help="pcc's recompute level (pcc.compile's recompute=; rows record a non-default one)")
     ap.add_argument("--cat-fill", type=int, default=codegen.CAT_FILL,
                     help="pcc's codegen.CAT_FILL (categorical counts split their batch; rows record a non-default one)")
+    ap.add_argument("--cat-stages", type=int, default=codegen.CAT_STAGES,
+                    help="pcc's codegen.CAT_STAGES (the counts' batch loop pipelined; rows record a non-default one)")
+    ap.add_argument("--param-stages", type=int, default=codegen.PARAM_STAGES,
+                    help="pcc's codegen.PARAM_STAGES (the parameter flows' batch loop pipelined; rows record a "
+                         "non-default one)")
     ap.add_argument("--fuse-inputs", type=int, choices=(0, 1), default=int(fusion.FUSE),
                     help="pcc's fusion.FUSE (inputs fused into their products; rows record a non-default one)")
     ap.add_argument("--compile-once", choices=("pcc", "pyjuice"), help=argparse.SUPPRESS)  # fresh_compile_s's child
@@ -398,6 +403,10 @@ def main() -> None:
         PCC_SETTINGS["recompute"] = args.recompute
     if args.cat_fill != codegen.CAT_FILL:
         PCC_SETTINGS["cat_fill"] = codegen.CAT_FILL = args.cat_fill
+    if args.cat_stages != codegen.CAT_STAGES:
+        PCC_SETTINGS["cat_stages"] = codegen.CAT_STAGES = args.cat_stages
+    if args.param_stages != codegen.PARAM_STAGES:
+        PCC_SETTINGS["param_stages"] = codegen.PARAM_STAGES = args.param_stages
     if args.fuse_inputs != int(fusion.FUSE):
         fusion.FUSE = bool(args.fuse_inputs)
         PCC_SETTINGS["fuse_inputs"] = args.fuse_inputs

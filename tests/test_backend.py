@@ -482,6 +482,15 @@ def test_transposed_categorical_counts_equal_the_plain_ones(monkeypatch, precisi
                                                {"CAT_TRANSPOSED_BELOW": 1 << 10, "source": "TRANS=True"}], precision)
 
 
+def test_pipelined_batch_loops_equal_the_plain_ones(monkeypatch):
+    """``codegen.CAT_STAGES``/``PARAM_STAGES``: the categorical counts' and parameter flows' loops over the
+    batch (``for`` loops over runtime bounds, which the interpreter takes through
+    ``kernels._interpreter_loop_bounds``) give the same parameter flows at any pipeline depth, split or not."""
+    _count_settings_agree(monkeypatch, 5, 100, [{"CAT_STAGES": 1, "PARAM_STAGES": 1},
+                                                {"CAT_STAGES": 3, "PARAM_STAGES": 3, "CAT_FILL": 1 << 12,
+                                                 "CAT_SPLIT_MIN": 16, "source": "STAGES=3"}])
+
+
 def test_categorical_counts_split_over_the_batch(monkeypatch):
     """``codegen.CAT_FILL``: a categorical-count launch of few programs splits its batch into ranges of whole
     blocks, one program each (``kernels.cat_splits``; here 3 ranges of 64, 36 and 0 of 100 samples, with missing

@@ -99,6 +99,16 @@ def test_transposed_counts_match_float64(name, make, monkeypatch):
     test_inputs_computed_again_and_split_counts_match_float64(name, make, monkeypatch)
 
 
+@pytest.mark.parametrize("name,make", CASES, ids=[c[0] for c in CASES])
+def test_pipelined_batch_loops_match_float64(name, make, monkeypatch):
+    """``codegen.CAT_STAGES`` and ``PARAM_STAGES`` at 3: the categorical counts' and parameter flows' loops
+    over the batch software-pipelined (their next blocks' loads overlap this block's products)."""
+    from pcc.backend import codegen
+    monkeypatch.setattr(codegen, "CAT_STAGES", 3)
+    monkeypatch.setattr(codegen, "PARAM_STAGES", 3)
+    test_inputs_computed_again_and_split_counts_match_float64(name, make, monkeypatch)
+
+
 def test_hmm_of_1024_states_runs_dense_and_matches_float64():
     """HMM 1024's transitions take the dense kernels by default at batch 320 (>= 256), five batch tiles."""
     c = pcc.parse(hmm_source(6, 1024, 16, seed=3))
