@@ -42,6 +42,9 @@ CAT_TRANSPOSED_BELOW = 64
 # parameter flows (kernels.sum_bwd_params): 1 loads each batch block after the last one's products, as the
 # while loops before them did; more overlaps the next blocks' loads with this one's products
 CAT_STAGES, PARAM_STAGES = 1, 1
+# products' forward and gathered backward skip their padding slots (ZERO's and PAD's rows, all zeros) instead of
+# reading them: PD 32's gathers are 394,432 slots for 199,936 parents (half of them a 32 KB row each at 8192)
+SKIP_PADDING = True
 FILL = 528  # programs that keep an H100's 132 SMs busy (4 each); fewer only under-fill smaller GPUs
 # sum launches take smaller batch blocks (down to 16) while their programs stay within one wave (SUM_FILL; the
 # forward kernel's 4-stage pipeline fits one program per SM), parameter-flow launches within two (PARAM_FILL),
@@ -297,7 +300,7 @@ def _forward_lines(key: str, op, fill: tuple[int, int], fusion: Fused, b: str = 
         return [line]
     if isinstance(op, ProdOp):
         line = (f'K.prod_fwd[(triton.cdiv({op.n}, BN), nb)](vals, t["{key}.{b}children"], t["{key}.{b}rows"], '
-                f"{op.n}, B, KMAX={op.children.shape[1]}, BN=BN, BB=BB)")
+                f"{op.n}, B, KMAX={op.children.shape[1]}, BN=BN, BB=BB{_skip(ZERO)})")
         if key not in fusion.products:
             return [line]
         fused = (f'K.prod_fwd_inputs[(triton.cdiv({op.n}, BN), nb)](vals, t["{key}.{b}vchildren"], '
@@ -332,6 +335,11 @@ def _bwd_pair(op: SumOp) -> int:
     return 1
 
 
+def _skip(row: int) -> str:
+    """The ``SKIP`` argument of a launch whose padding slots name ``row`` (:data:`SKIP_PADDING`)."""
+    return f", SKIP={row}" if SKIP_PADDING else ""
+
+
 def _weight_args(key: str, op: SumOp) -> str:
     """``wids, wbase, wstride``: the tables of the op's weight addressing; the unused ones repeat a used one."""
     if op.affine is None:
@@ -361,7 +369,7 @@ def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool, back: 
     if isinstance(op, ProdOp) and op.gathers:
         kids, parents = op.child_parents
         return [f'K.prod_bwd_gather[(triton.cdiv({len(kids)}, BN), nb)](flows, f["{key}.fkids"], f["{key}.fparents"], '
-                f"{len(kids)}, B, D={parents.shape[1]}, BN=BN, BB=BB, OVERWRITE={overwrite})"]
+                f"{len(kids)}, B, D={parents.shape[1]}, BN=BN, BB=BB, OVERWRITE={overwrite}{_skip(PAD)})"]
     if isinstance(op, ProdOp):
         return [f'K.prod_bwd[(triton.cdiv({op.n}, BN), nb)](flows, f["{key}.frows"], f["{key}.fchildren"], {op.n}, B, '
                 f"KMAX={op.children.shape[1]}, BN=BN, BB=BB, ZERO={ZERO}, ATOMIC={op.child_atomics}, OVERWRITE={overwrite})"]

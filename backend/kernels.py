@@ -264,13 +264,15 @@ def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B, s
 
 
 @triton.jit
-def _row_sum(buf, table, i, b, ok, n, B, K: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr):
+def _row_sum(buf, table, i, b, ok, n, B, K: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr,
+             SKIP: tl.constexpr = -1):
     """``sum_k buf[table[i, k], b]``: the rows a ``[n, K]`` index table names, added (product values in log
-    space, or a child's parents' flows)."""
+    space, or a child's parents' flows). ``SKIP``: the padding row (a row of zeros), which is not read: a
+    padded slot costs no memory traffic (PD's gathers are about half padding); -1: every slot is read."""
     acc = tl.zeros((BN, BB), dtype=tl.float32)
     for k in tl.static_range(K):
         r = tl.load(table + i.to(tl.int64) * K + k, mask=i < n, other=0).to(tl.int64)
-        acc += tl.load(buf + r[:, None] * B + b[None, :], mask=ok, other=0.0)
+        acc += tl.load(buf + r[:, None] * B + b[None, :], mask=ok & (r[:, None] != SKIP), other=0.0)
     return acc
 
 
@@ -285,12 +287,14 @@ def _add_flows(at, f, mask, OVERWRITE: tl.constexpr):
 
 
 @triton.jit
-def prod_fwd(vals, children, rows, n, B, KMAX: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr):
-    """Rows ``rows[i]``: the sum (log space) of the rows ``children[i, :]``."""
+def prod_fwd(vals, children, rows, n, B, KMAX: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr,
+             SKIP: tl.constexpr = -1):
+    """Rows ``rows[i]``: the sum (log space) of the rows ``children[i, :]`` (``SKIP``: the padding row, not
+    read; see :func:`_row_sum`)."""
     i = tl.program_id(0) * BN + tl.arange(0, BN)
     b = tl.program_id(1) * BB + tl.arange(0, BB)
     ok = (i[:, None] < n) & (b[None, :] < B)
-    acc = _row_sum(vals, children, i, b, ok, n, B, KMAX, BN, BB)
+    acc = _row_sum(vals, children, i, b, ok, n, B, KMAX, BN, BB, SKIP)
     at = tl.load(rows + i, mask=i < n, other=0).to(tl.int64)
     tl.store(vals + at[:, None] * B + b[None, :], acc, mask=ok)
 
@@ -350,16 +354,16 @@ def prod_bwd(flows, frows, children, n, B, KMAX: tl.constexpr, BN: tl.constexpr,
 
 @triton.jit
 def prod_bwd_gather(flows, kids, parents, n, B, D: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr,
-                    OVERWRITE: tl.constexpr):
+                    OVERWRITE: tl.constexpr, SKIP: tl.constexpr = -1):
     """Child ``i`` (flow row ``kids[i]``) receives the flows of its product parents (flow rows
-    ``parents[i, :]``, padded with ``PAD``'s zero row): a gather per child, for launches whose children are
+    ``parents[i, :]``, padded with ``PAD``'s zero row, which ``SKIP`` leaves unread): a gather per child, for launches whose children are
     shared. Each child row is written once, so no atomics: on RAT-SPN, whose inputs feed dozens of
     products, contended atomic adds took most of a training step.
     """
     i = tl.program_id(0) * BN + tl.arange(0, BN)
     b = tl.program_id(1) * BB + tl.arange(0, BB)
     ok = (i[:, None] < n) & (b[None, :] < B)
-    acc = _row_sum(flows, parents, i, b, ok, n, B, D, BN, BB)
+    acc = _row_sum(flows, parents, i, b, ok, n, B, D, BN, BB, SKIP)
     at = flows + tl.load(kids + i, mask=i < n, other=0).to(tl.int64)[:, None] * B + b[None, :]
     _add_flows(at, acc, ok, OVERWRITE)
 

@@ -107,6 +107,9 @@ def main() -> None:
     ap.add_argument("--param-stages", default=str(codegen.PARAM_STAGES),
                     help="comma-separated codegen.PARAM_STAGES values to compare (pipeline depth of the parameter "
                          "flows' loop over the batch; 1: none)")
+    ap.add_argument("--skip-padding", default=str(int(codegen.SKIP_PADDING)),
+                    help="comma-separated codegen.SKIP_PADDING values to compare (1: products' forward and gathered "
+                         "backward do not read their padding slots)")
     ap.add_argument("--fuse-inputs", default=str(int(fusion.FUSE)),
                     help="comma-separated fusion.FUSE values to compare (1: categorical inputs that only products "
                          "read have no rows in training steps; their products compute them)")
@@ -142,8 +145,10 @@ def compare(model: CircuitModel, xb: torch.Tensor, args: argparse.Namespace) -> 
     """Every setting of ``args`` on ``model``: accuracy against the generic fp32 kernels, kernel profile, step."""
     settings = itertools.product(args.precision.split(","), args.dense_min_work.split(","), args.recompute.split(","),
                                  args.cat_fill.split(","), args.fuse_inputs.split(","), args.cat_transposed.split(","),
-                                 args.cat_stages.split(","), args.param_stages.split(","))
-    for precision, work, again, cat_fill, fuse, trans, cat_stages, param_stages in settings:
+                                 args.cat_stages.split(","), args.param_stages.split(","),
+                                 args.skip_padding.split(","))
+    for precision, work, again, cat_fill, fuse, trans, cat_stages, param_stages, skip in settings:
+        codegen.SKIP_PADDING = bool(int(skip))
         codegen.CAT_TRANSPOSED_BELOW = int(trans)
         codegen.CAT_STAGES, codegen.PARAM_STAGES = int(cat_stages), int(param_stages)
         fusion.FUSE = bool(int(fuse))
@@ -160,7 +165,7 @@ def compare(model: CircuitModel, xb: torch.Tensor, args: argparse.Namespace) -> 
         model.use_graphs = True
         graph_ms = median_ms(lambda: model.em_step(xb, step_size=0.1, pseudocount=0.1), 20)
         print(f"precision {precision}, DENSE_MIN_WORK {work}, recompute {again}, CAT_FILL {cat_fill}, fuse {fuse}, transposed below {trans}, "
-              f"stages {cat_stages}/{param_stages}: LL rel err vs ieee (generic kernels) {err:.1e}; "
+              f"stages {cat_stages}/{param_stages}, skip padding {skip}: LL rel err vs ieee (generic kernels) {err:.1e}; "
               f"step with CUDA graph {graph_ms:.3f} ms (median of 20); peak {torch.cuda.max_memory_allocated() >> 20} MiB")
         print(f"{'kernel':70s} {'ms/step':>9s} {'launches':>9s}")
         for name, ms, n in rows[:12]:

@@ -499,3 +499,49 @@ def test_categorical_counts_split_over_the_batch(monkeypatch):
     assert K.cat_splits(10, 100, 0, 32) == 1 and K.cat_splits(10, 100, 40, 32) == 3 and K.cat_splits(50, 100, 40, 32) == 1
     _count_settings_agree(monkeypatch, 3, 100, [{"CAT_FILL": fill, "CAT_SPLIT_MIN": 32, "source": f", {fill}, 32)"}
                                                 for fill in (0, 10**6)])
+
+
+UNEVEN_PRODUCTS = """
+var X[6] : binary
+for i in 0..6 {
+    a[i] = input(X[i], bernoulli, n=4)
+}
+b = input(X[1], bernoulli, n=4)
+p = prod(a[0], a[1])
+u = prod(a[0], b)
+q = prod(a[2], a[3], a[4], a[5])
+sp = sum(p, u, n=4)
+sq = sum(q, n=4)
+r = prod(sp, sq)
+top = sum(r, n=1)
+root top
+"""
+
+
+@pytest.mark.parametrize("structure", ["ratspn", "uneven"])
+def test_skipped_padding_slots_change_no_bit(monkeypatch, structure):
+    """``codegen.SKIP_PADDING``: products' forward (ZERO-padded children) and gathered backward (PAD-padded
+    parents) leave their padding slots unread; those rows are zeros, so values and flows are bitwise the ones
+    that read them (RAT-SPN: gathers; products of arity 2 and 4 in one op: both)."""
+    from pcc.backend import codegen
+    from pcc.backend.plan import ZERO
+    from pcc.structures.ratspn import ratspn_source
+    c = load_text(ratspn_source(8, 2, 2, 3, num_cats=4) if structure == "ratspn" else UNEVEN_PRODUCTS, "t.pc")
+    plan, _, _, x, m = setup(c, 6, torch.float32, batch=20, executor="triton")
+    ops = [op for ops in plan.layers for op in ops if not isinstance(op, (SumOp, InputOp))]
+    assert any(op.gathers for op in ops)
+    assert structure == "ratspn" or (any(op.gathers and (op.child_parents[1] < 0).any() for op in ops)
+                                     and any((op.children == ZERO).any() for op in ops))
+    xt, mt = torch.tensor(x, dtype=torch.float32), torch.tensor(m)
+    got = []
+    for skip in (False, True):
+        monkeypatch.setattr(codegen, "SKIP_PADDING", skip)
+        ex = TritonExecutor(plan, "cpu")
+        assert ("SKIP=" in ex.source) == skip
+        p = Params.from_plan(plan, "cpu", torch.float32)
+        f = Flows.zeros_like(p)
+        ex.backward(p, ex.forward(p, xt, mt, values="train"), xt, mt, f, node_flows=False, values="train")
+        got.append((ex.forward(p, xt, mt), f))
+    assert torch.equal(got[0][0], got[1][0])
+    for a, b in zip(got[0][1].all(), got[1][1].all()):
+        assert torch.equal(a, b)
