@@ -40,10 +40,13 @@ CAT_FILL, CAT_SPLIT_MIN = 1056, 512
 CAT_TRANSPOSED_BELOW = 64
 # software-pipeline depth of the loops over the batch in the categorical counts (kernels.input_bwd_cat) and the
 # parameter flows (kernels.sum_bwd_params): 1 loads each batch block after the last one's products, as the
-# while loops before them did; more overlaps the next blocks' loads with this one's products
-CAT_STAGES, PARAM_STAGES = 1, 1
+# while loops before them did; more overlaps the next blocks' loads with this one's products. On an H100
+# (bench/results/stages_skip_2026-12-05_h100.txt, step at 8192, cat/param stages 1/1, 1/3, 3/1): HCLT 32
+# 10.91 / 10.84 / 11.78 ms, HCLT 64 19.72 / 19.68 / 22.00, PD 32 24.44 / 23.52 / 25.35
+CAT_STAGES, PARAM_STAGES = 1, 3
 # products' forward and gathered backward skip their padding slots (ZERO's and PAD's rows, all zeros) instead of
-# reading them: PD 32's gathers are 394,432 slots for 199,936 parents (half of them a 32 KB row each at 8192)
+# reading them: PD 32's gathers are 394,432 slots for 199,936 parents. Those reads hit L2: on an H100 PD 32's
+# step at 8192 did not move (24.40 / 24.44 ms off / on, same file as above); kept, as it reads less
 SKIP_PADDING = True
 FILL = 528  # programs that keep an H100's 132 SMs busy (4 each); fewer only under-fill smaller GPUs
 # sum launches take smaller batch blocks (down to 16) while their programs stay within one wave (SUM_FILL; the
