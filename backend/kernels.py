@@ -53,9 +53,14 @@ def _interpreter_loop_bounds() -> None:
     if getattr(patch, "_pcc", False):
         return
 
+    def index(self) -> int:
+        data = self.handle.data
+        assert data.size == 1, "a loop bound must be a scalar"  # as the compiler says of a block
+        return int(data.reshape(-1)[0])
+
     def patched(tensor, scope) -> None:
         patch(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+        scope.set_attr(tensor, "__index__", index)
 
     patched._pcc = True
     interpreter._patch_lang_tensor = patched
@@ -197,7 +202,7 @@ def input_bwd(flows, frows, x, miss, var, prow, stats, mass, n, B,
 @triton.jit
 def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B, splits,
                   K: tl.constexpr, BN: tl.constexpr, KB: tl.constexpr, BB: tl.constexpr, PRECISION: tl.constexpr,
-                  KBLOCKS: tl.constexpr, TRANS: tl.constexpr = False, STAGES: tl.constexpr = 3):
+                  KBLOCKS: tl.constexpr, TRANS: tl.constexpr = False, STAGES: tl.constexpr = 1):
     """Categorical EM counts of one tile of rows over one variable (``tiles[tile]``: its first and end row),
     as a matrix product over the batch.
 

@@ -97,7 +97,8 @@ def main() -> None:
     kb0 = -(-op.k // 64)
     ref_fn = lambda: K.input_bwd_cat[(len(tiles0) * kb0,)](  # noqa: E731
         node, frows, xt, mt, var, prow, tiles0, stats, model.params.cat[op.k], op.n, B, 1, K=op.k, BN=codegen.cat_rows(op),
-        KB=64, BB=codegen.CAT_BATCH, PRECISION=args.precision, KBLOCKS=kb0)
+        KB=64, BB=codegen.CAT_BATCH, PRECISION=args.precision, KBLOCKS=kb0,
+        TRANS=codegen.cat_rows(op) < codegen.CAT_TRANSPOSED_BELOW, STAGES=codegen.CAT_STAGES)
     stats.zero_()
     ref_fn()
     ref = stats.clone()
