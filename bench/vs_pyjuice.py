@@ -288,13 +288,22 @@ def _pyjuice_failed(row: Row, e: Exception) -> None:
     print(f"  {row.name}: PyJuice failed: {row.pyjuice_error}", flush=True)
 
 
+def current_defaults() -> dict:
+    """pcc's settings a row may record (``PCC_SETTINGS``), at their values in this checkout."""
+    return {"recompute": "sums", "cat_fill": codegen.CAT_FILL, "cat_stages": codegen.CAT_STAGES,
+            "param_stages": codegen.PARAM_STAGES, "fuse_inputs": int(fusion.FUSE)}
+
+
 def read_rows(paths: list[str]) -> list[Row]:
     """Rows from ``--jsonl`` files; a later row of the same configuration, batch and pcc settings replaces an
-    earlier one."""
+    earlier one. A setting a row recorded as non-default that is pcc's default now is dropped (a row measured
+    with ``--param-stages 3`` before 3 became the default is a default row)."""
     rows: dict[tuple, Row] = {}
+    defaults = current_defaults()
     for path in paths:
         for line in Path(path).read_text().splitlines():
             row = Row(**json.loads(line))
+            row.settings = {k: v for k, v in row.settings.items() if defaults.get(k, object()) != v}
             rows[(row.name, row.batch, tuple(sorted(row.settings.items())))] = row
     return sorted(rows.values(), key=_order)
 

@@ -110,3 +110,20 @@ def test_report_keeps_rows_of_other_pcc_settings_apart(tmp_path):
     path.write_text(json.dumps(row) + "\n" + json.dumps({**row, "settings": {"recompute": "all"}}) + "\n")
     out = _report(path).splitlines()
     assert len(out) == 4 and out[2].startswith("| hclt8 | 64 |") and out[3].startswith("| hclt8 [recompute=all] | 64 |")
+
+
+def test_report_counts_a_setting_that_became_the_default_as_default(tmp_path):
+    """A row recorded with a then non-default setting equal to pcc's default now (``param_stages``) replaces
+    the earlier default row instead of standing beside it; other settings still keep their rows apart."""
+    from pcc.backend import codegen
+    row = {"name": "hclt8", "batch": 64, "nodes": 10, "edges": 100, "convert_s": 0.1,
+           "compile_s": {"pyjuice": 2.0, "pcc": 1.5}, "step_ms": {"pyjuice": 4.0, "pcc": 3.0},
+           "fwd_ms": {"pyjuice": 1.0, "pcc": 1.0}, "peak_mib": {"pyjuice": 120.0, "pcc": 70.0},
+           "ll_err": 1e-6, "em_err": 2e-5}
+    later = {**row, "step_ms": {"pyjuice": 4.0, "pcc": 1.0}, "settings": {"param_stages": codegen.PARAM_STAGES}}
+    other = {**row, "settings": {"param_stages": codegen.PARAM_STAGES + 1}}
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in (row, later, other)) + "\n")
+    out = _report(path).splitlines()
+    assert len(out) == 4 and out[2].startswith("| hclt8 | 64 |") and "(0.25)" in out[2]
+    assert out[3].startswith(f"| hclt8 [param_stages={codegen.PARAM_STAGES + 1}] | 64 |")
