@@ -79,6 +79,21 @@ def _converted(name: str, images):
     return Path(path), f"{name} (PyJuice's DAG, converted)", x.numpy()
 
 
+# codegen and fusion settings that --FLAG compares (comma-separated values): module, attribute, what it does
+KNOBS = {
+    "cat-fill": (codegen, "CAT_FILL", "categorical counts split their batch until a launch has that many programs; "
+                 "0: never"),
+    "cat-transposed": (codegen, "CAT_TRANSPOSED_BELOW", "categorical-count tiles of fewer rows put the one-hot first "
+                       "in their products; 0: never"),
+    "cat-stages": (codegen, "CAT_STAGES", "pipeline depth of the categorical counts' loop over the batch; 1: none"),
+    "param-stages": (codegen, "PARAM_STAGES", "pipeline depth of the parameter flows' loop over the batch; 1: none"),
+    "skip-padding": (codegen, "SKIP_PADDING", "1: products' forward and gathered backward do not read their padding "
+                     "slots"),
+    "fuse-inputs": (fusion, "FUSE", "1: categorical inputs that only products read have no rows in training steps; "
+                    "their products compute them"),
+}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--mnist", required=True)
@@ -95,24 +110,9 @@ def main() -> None:
                          "kernels, never: none)")
     ap.add_argument("--recompute", default="on", help="comma-separated on/off/sums/all (on: sums): what the backward "
                     "computes again instead of keeping (valuemap.recomputed)")
-    ap.add_argument("--cat-fill", default=str(codegen.CAT_FILL),
-                    help="comma-separated codegen.CAT_FILL values to compare (categorical counts split their batch "
-                         "until a launch has that many programs; 0: never)")
-    ap.add_argument("--cat-transposed", default=str(codegen.CAT_TRANSPOSED_BELOW),
-                    help="comma-separated codegen.CAT_TRANSPOSED_BELOW values to compare (categorical-count tiles of "
-                         "fewer rows put the one-hot first in their products; 0: never)")
-    ap.add_argument("--cat-stages", default=str(codegen.CAT_STAGES),
-                    help="comma-separated codegen.CAT_STAGES values to compare (pipeline depth of the categorical "
-                         "counts' loop over the batch; 1: none)")
-    ap.add_argument("--param-stages", default=str(codegen.PARAM_STAGES),
-                    help="comma-separated codegen.PARAM_STAGES values to compare (pipeline depth of the parameter "
-                         "flows' loop over the batch; 1: none)")
-    ap.add_argument("--skip-padding", default=str(int(codegen.SKIP_PADDING)),
-                    help="comma-separated codegen.SKIP_PADDING values to compare (1: products' forward and gathered "
-                         "backward do not read their padding slots)")
-    ap.add_argument("--fuse-inputs", default=str(int(fusion.FUSE)),
-                    help="comma-separated fusion.FUSE values to compare (1: categorical inputs that only products "
-                         "read have no rows in training steps; their products compute them)")
+    for flag, (module, name, what) in KNOBS.items():
+        ap.add_argument(f"--{flag}", default=str(int(getattr(module, name))),
+                        help=f"comma-separated {module.__name__.split('.')[-1]}.{name} values to compare ({what})")
     ap.add_argument("--input-chunks", default=str(planning.INPUT_CHUNKS),
                     help="comma-separated plan.INPUT_CHUNKS values to compare (input ops cut into pieces below "
                          "their first readers; each value compiles the circuit again)")
@@ -143,20 +143,17 @@ def main() -> None:
 
 def compare(model: CircuitModel, xb: torch.Tensor, args: argparse.Namespace) -> None:
     """Every setting of ``args`` on ``model``: accuracy against the generic fp32 kernels, kernel profile, step."""
+    knobs = [(flag, values.split(",")) for flag, values in vars(args).items() if flag.replace("_", "-") in KNOBS]
     settings = itertools.product(args.precision.split(","), args.dense_min_work.split(","), args.recompute.split(","),
-                                 args.cat_fill.split(","), args.fuse_inputs.split(","), args.cat_transposed.split(","),
-                                 args.cat_stages.split(","), args.param_stages.split(","),
-                                 args.skip_padding.split(","))
-    for precision, work, again, cat_fill, fuse, trans, cat_stages, param_stages, skip in settings:
-        codegen.SKIP_PADDING = bool(int(skip))
-        codegen.CAT_TRANSPOSED_BELOW = int(trans)
-        codegen.CAT_STAGES, codegen.PARAM_STAGES = int(cat_stages), int(param_stages)
-        fusion.FUSE = bool(int(fuse))
+                                 *[values for _, values in knobs])
+    for precision, work, again, *chosen in settings:
+        for (flag, _), value in zip(knobs, chosen):
+            module, name, _ = KNOBS[flag.replace("_", "-")]
+            setattr(module, name, type(getattr(module, name))(int(value)))
         codegen.DENSE_MIN_WORK = NEVER
         model.executor = TritonExecutor(model.plan, model.device_, precision="ieee")
         reference = model.log_prob(xb).double()  # at the current parameters (earlier settings trained them)
         codegen.DENSE_MIN_WORK = NEVER if work == "never" else int(work)
-        codegen.CAT_FILL = int(cat_fill)
         model.executor = TritonExecutor(model.plan, model.device_, precision=precision, fill=args.fill,
                                         recompute="sums" if again == "on" else again)
         torch.cuda.reset_peak_memory_stats()
@@ -164,8 +161,9 @@ def compare(model: CircuitModel, xb: torch.Tensor, args: argparse.Namespace) -> 
         rows = profile(model, xb, args.steps)
         model.use_graphs = True
         graph_ms = median_ms(lambda: model.em_step(xb, step_size=0.1, pseudocount=0.1), 20)
-        print(f"precision {precision}, DENSE_MIN_WORK {work}, recompute {again}, CAT_FILL {cat_fill}, fuse {fuse}, transposed below {trans}, "
-              f"stages {cat_stages}/{param_stages}, skip padding {skip}: LL rel err vs ieee (generic kernels) {err:.1e}; "
+        picked = ", ".join(f"{flag.replace('_', '-')} {value}" for (flag, _), value in zip(knobs, chosen))
+        print(f"precision {precision}, DENSE_MIN_WORK {work}, recompute {again}, {picked}: "
+              f"LL rel err vs ieee (generic kernels) {err:.1e}; "
               f"step with CUDA graph {graph_ms:.3f} ms (median of 20); peak {torch.cuda.max_memory_allocated() >> 20} MiB")
         print(f"{'kernel':70s} {'ms/step':>9s} {'launches':>9s}")
         for name, ms, n in rows[:12]:
