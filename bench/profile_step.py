@@ -16,7 +16,7 @@ import torch
 
 import pcc
 from pcc import data as datasets
-from pcc.backend import codegen, fusion
+from pcc.backend import codegen
 from pcc.backend import plan as planning
 from pcc.backend.plan import InputOp
 from pcc.backend.runtime import CircuitModel
@@ -25,6 +25,7 @@ from pcc.frontend import load_text
 from pcc.passes import DEFAULT_PIPELINE
 from pcc.structures import hclt
 from pcc.structures.hmm import hmm_source
+from vs_pyjuice import KNOBS, data_for, knob_value, set_knob, structure  # bench/: this script's folder
 
 
 NEVER = 1 << 62  # a DENSE_MIN_WORK no op reaches
@@ -63,35 +64,16 @@ def profile(model: CircuitModel, xb: torch.Tensor, steps: int) -> list[tuple[str
 
 def _converted(name: str, images):
     """The ``.pc`` text of harness configuration ``name`` (PyJuice's DAG, converted), its title and data."""
-    import sys
     import tempfile
     from pathlib import Path
 
     import numpy as np
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from vs_pyjuice import data_for, structure
 
     from pcc.interop.pyjuice import convert
     x = data_for(name, images.astype(np.int64))
     folder = Path(tempfile.mkdtemp())
     path = convert(structure(name, x), folder / f"{name}.pc")
     return Path(path), f"{name} (PyJuice's DAG, converted)", x.numpy()
-
-
-# codegen and fusion settings that --FLAG compares (comma-separated values): module, attribute, what it does
-KNOBS = {
-    "cat-fill": (codegen, "CAT_FILL", "categorical counts split their batch until a launch has that many programs; "
-                 "0: never"),
-    "cat-transposed": (codegen, "CAT_TRANSPOSED_BELOW", "categorical-count tiles of fewer rows put the one-hot first "
-                       "in their products; 0: never"),
-    "cat-stages": (codegen, "CAT_STAGES", "pipeline depth of the categorical counts' loop over the batch; 1: none"),
-    "param-stages": (codegen, "PARAM_STAGES", "pipeline depth of the parameter flows' loop over the batch; 1: none"),
-    "skip-padding": (codegen, "SKIP_PADDING", "1: products' forward and gathered backward do not read their padding "
-                     "slots"),
-    "fuse-inputs": (fusion, "FUSE", "1: categorical inputs that only products read have no rows in training steps; "
-                    "their products compute them"),
-}
 
 
 def main() -> None:
@@ -111,7 +93,7 @@ def main() -> None:
     ap.add_argument("--recompute", default="on", help="comma-separated on/off/sums/all (on: sums): what the backward "
                     "computes again instead of keeping (valuemap.recomputed)")
     for flag, (module, name, what) in KNOBS.items():
-        ap.add_argument(f"--{flag}", default=str(int(getattr(module, name))),
+        ap.add_argument(f"--{flag}", default=str(knob_value(flag)),
                         help=f"comma-separated {module.__name__.split('.')[-1]}.{name} values to compare ({what})")
     ap.add_argument("--input-chunks", default=str(planning.INPUT_CHUNKS),
                     help="comma-separated plan.INPUT_CHUNKS values to compare (input ops cut into pieces below "
@@ -148,8 +130,7 @@ def compare(model: CircuitModel, xb: torch.Tensor, args: argparse.Namespace) -> 
                                  *[values for _, values in knobs])
     for precision, work, again, *chosen in settings:
         for (flag, _), value in zip(knobs, chosen):
-            module, name, _ = KNOBS[flag.replace("_", "-")]
-            setattr(module, name, type(getattr(module, name))(int(value)))
+            set_knob(flag.replace("_", "-"), int(value))
         codegen.DENSE_MIN_WORK = NEVER
         model.executor = TritonExecutor(model.plan, model.device_, precision="ieee")
         reference = model.log_prob(xb).double()  # at the current parameters (earlier settings trained them)

@@ -49,7 +49,33 @@ from pcc.interop.pyjuice import convert
 
 TF32_FLOPS, COPY_BYTES = 368e12, 3.0e12  # DESIGN.md §5, measured on the H100 used here
 STEP, PSEUDOCOUNT = 0.1, 0.1
-PCC_SETTINGS: dict = {}  # pcc options other than the defaults (--recompute, --cat-fill, --*-stages, --fuse-inputs)
+PCC_SETTINGS: dict = {}  # pcc options other than the defaults (--recompute and the KNOBS), in each row
+# pcc settings the benchmark tools set from the command line (here and bench/profile_step.py):
+# --FLAG -> (module, attribute, what it does)
+KNOBS = {
+    "cat-fill": (codegen, "CAT_FILL", "categorical counts split their batch until a launch has that many programs; "
+                 "0: never"),
+    "cat-transposed": (codegen, "CAT_TRANSPOSED_BELOW", "categorical-count tiles of fewer rows put the one-hot first "
+                       "in their products; 0: never"),
+    "cat-stages": (codegen, "CAT_STAGES", "pipeline depth of the categorical counts' loop over the batch; 1: none"),
+    "param-stages": (codegen, "PARAM_STAGES", "pipeline depth of the parameter flows' loop over the batch; 1: none"),
+    "skip-padding": (codegen, "SKIP_PADDING", "1: products' forward and gathered backward do not read their padding "
+                     "slots"),
+    "fuse-inputs": (fusion, "FUSE", "1: categorical inputs that only products read have no rows in training steps; "
+                    "their products compute them"),
+}
+
+
+def knob_value(flag: str) -> int:
+    """Knob ``flag``'s current value, as an int (the command line's and the rows' form)."""
+    module, name, _ = KNOBS[flag]
+    return int(getattr(module, name))
+
+
+def set_knob(flag: str, value: int) -> None:
+    """Set knob ``flag`` (its attribute keeps its type: a flag is a bool)."""
+    module, name, _ = KNOBS[flag]
+    setattr(module, name, type(getattr(module, name))(value))
 
 
 @dataclass
@@ -290,8 +316,7 @@ def _pyjuice_failed(row: Row, e: Exception) -> None:
 
 def current_defaults() -> dict:
     """pcc's settings a row may record (``PCC_SETTINGS``), at their values in this checkout."""
-    return {"recompute": "sums", "cat_fill": codegen.CAT_FILL, "cat_stages": codegen.CAT_STAGES,
-            "param_stages": codegen.PARAM_STAGES, "fuse_inputs": int(fusion.FUSE)}
+    return {"recompute": "sums", **{flag.replace("-", "_"): knob_value(flag) for flag in KNOBS}}
 
 
 def read_rows(paths: list[str]) -> list[Row]:
@@ -390,15 +415,9 @@ def main() -> None:
                     help="also time each system's compile in a Python process of its own (see the docstring)")
     ap.add_argument("--recompute", choices=LEVELS, default="sums",
                     help="pcc's recompute level (pcc.compile's recompute=; rows record a non-default one)")
-    ap.add_argument("--cat-fill", type=int, default=codegen.CAT_FILL,
-                    help="pcc's codegen.CAT_FILL (categorical counts split their batch; rows record a non-default one)")
-    ap.add_argument("--cat-stages", type=int, default=codegen.CAT_STAGES,
-                    help="pcc's codegen.CAT_STAGES (the counts' batch loop pipelined; rows record a non-default one)")
-    ap.add_argument("--param-stages", type=int, default=codegen.PARAM_STAGES,
-                    help="pcc's codegen.PARAM_STAGES (the parameter flows' batch loop pipelined; rows record a "
-                         "non-default one)")
-    ap.add_argument("--fuse-inputs", type=int, choices=(0, 1), default=int(fusion.FUSE),
-                    help="pcc's fusion.FUSE (inputs fused into their products; rows record a non-default one)")
+    for flag, (module, name, what) in KNOBS.items():
+        ap.add_argument(f"--{flag}", type=int, default=knob_value(flag),
+                        help=f"pcc's {module.__name__.split('.')[-1]}.{name} ({what}; rows record a non-default one)")
     ap.add_argument("--compile-once", choices=("pcc", "pyjuice"), help=argparse.SUPPRESS)  # fresh_compile_s's child
     ap.add_argument("--pc", help=argparse.SUPPRESS)
     ap.add_argument("--device", default="cuda", help=argparse.SUPPRESS)
@@ -410,15 +429,11 @@ def main() -> None:
         ap.error("--mnist is required to run")
     if args.recompute != "sums":
         PCC_SETTINGS["recompute"] = args.recompute
-    if args.cat_fill != codegen.CAT_FILL:
-        PCC_SETTINGS["cat_fill"] = codegen.CAT_FILL = args.cat_fill
-    if args.cat_stages != codegen.CAT_STAGES:
-        PCC_SETTINGS["cat_stages"] = codegen.CAT_STAGES = args.cat_stages
-    if args.param_stages != codegen.PARAM_STAGES:
-        PCC_SETTINGS["param_stages"] = codegen.PARAM_STAGES = args.param_stages
-    if args.fuse_inputs != int(fusion.FUSE):
-        fusion.FUSE = bool(args.fuse_inputs)
-        PCC_SETTINGS["fuse_inputs"] = args.fuse_inputs
+    for flag in KNOBS:
+        value = getattr(args, flag.replace("-", "_"))
+        if value != knob_value(flag):
+            PCC_SETTINGS[flag.replace("-", "_")] = value
+            set_knob(flag, value)
     if args.compile_once:  # after the settings: the fresh process compiles what the run measures
         print(f"compile_s={compile_once(args.compile_once, args.configs, args.mnist, args.pc, args.device)}")
         return
