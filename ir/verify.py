@@ -4,10 +4,17 @@ Contract: ``verify(c)`` returns None for a valid circuit and otherwise raises :c
 listing every problem found, each naming the offending block and showing the IR around it. Checks run
 at block granularity (scopes are bitmasks, payload checks are vectorised numpy), so they are cheap next
 to the edges they cover. Random tensors are normalised by construction and not re-read.
+
+Value checks (finite, in range, normalised) read every parameter, so their results are remembered by the
+arrays they read for as long as those arrays live (:class:`ValueChecks`): tensor payloads are immutable
+(``Circuit.copy`` shares them), so a pass that leaves a tensor alone does not pay for it again. A pipeline
+verifies after each of its passes; only the tensors a pass made are read.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -50,6 +57,35 @@ def _render(c: Circuit, p: Problem) -> str:
     return "\n".join(lines)
 
 
+class ValueChecks:
+    """Value-check results by the identity of the arrays they read, dropped when an array is freed.
+
+    Contract: ``get(arrays, params, check)`` returns ``check()``'s result for these very arrays (and these
+    hashable ``params``), calling ``check`` only the first time. Sound because tensor payloads are never
+    written in place; an array whose id is reused after it is freed is a different key (its weak
+    reference no longer answers the old object).
+    """
+
+    def __init__(self) -> None:
+        self._results: dict[tuple, tuple[tuple[weakref.ref, ...], list[str]]] = {}
+
+    def get(self, arrays: tuple[np.ndarray, ...], params: tuple, check: Callable[[], list[str]]) -> list[str]:
+        key = tuple(id(a) for a in arrays) + params
+        hit = self._results.get(key)
+        if hit is not None and all(r() is a for r, a in zip(hit[0], arrays)):
+            return hit[1]
+        result = check()
+        drop = lambda _ref, key=key, results=self._results: results.pop(key, None)  # noqa: E731
+        self._results[key] = (tuple(weakref.ref(a, drop) for a in arrays), result)
+        return result
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+
+VALUE_CHECKS = ValueChecks()
+
+
 def verify(circuit: Circuit, check_values: bool = True) -> None:
     """Raise VerifyError unless ``circuit`` satisfies every IR invariant."""
     problems = _circuit_problems(circuit)
@@ -83,9 +119,9 @@ def _circuit_problems(c: Circuit) -> list[Problem]:
 def _block_problems(c: Circuit, check_values: bool) -> list[Problem]:
     sc = scopes(c)
     roles: dict[str, str] = {}
-    # Value checks already made in this call, by what they read: tied blocks share one tensor, and an HMM's
-    # 128 steps would otherwise re-check the same million weights 128 times.
-    values: dict[tuple, list[str]] | None = {} if check_values else None
+    # Value checks by what they read: tied blocks share one tensor (an HMM's 128 steps would otherwise
+    # re-check the same million weights 128 times), and so do the circuits before and after a pass.
+    values = VALUE_CHECKS if check_values else None
     out: list[Problem] = []
     for i, b in enumerate(c.blocks):
         try:
@@ -96,19 +132,12 @@ def _block_problems(c: Circuit, check_values: bool) -> list[Problem]:
     return out
 
 
-def _check_block(c: Circuit, b: Block, sc: list[int], roles: dict, values: dict | None) -> list[str]:
+def _check_block(c: Circuit, b: Block, sc: list[int], roles: dict, values: ValueChecks | None) -> list[str]:
     if isinstance(b, InputBlock):
         return _check_input(c, b, roles, values)
     if isinstance(b, ProdBlock):
         return _check_prod(c, b, sc)
     return _check_sum(c, b, sc, roles, values)
-
-
-def _memo(values: dict, key: tuple, check) -> list[str]:
-    """``check()``, or its result for the same ``key`` earlier in this verify call."""
-    if key not in values:
-        values[key] = check()
-    return values[key]
 
 
 def _role(roles: dict[str, str], name: str, role: str) -> list[str]:
@@ -127,7 +156,7 @@ def _check_tensor(c: Circuit, name: str, dtype: str, shape: tuple[int, ...], wha
     return []
 
 
-def _check_input(c: Circuit, b: InputBlock, roles: dict, values: dict | None) -> list[str]:
+def _check_input(c: Circuit, b: InputBlock, roles: dict, values: ValueChecks | None) -> list[str]:
     if not 0 <= b.var < len(c.variables):
         return [f"variable index {b.var} out of range"]
     dom = c.variables[b.var].domain
@@ -138,7 +167,7 @@ def _check_input(c: Circuit, b: InputBlock, roles: dict, values: dict | None) ->
     t = c.tensors[b.params]
     if errs or values is None or t.is_random:
         return errs
-    return _memo(values, ("input", b.params, b.dist), lambda: input_value_problems(b.dist, t.data))
+    return values.get((t.data,), ("input", b.dist), lambda: input_value_problems(b.dist, t.data))
 
 
 def input_value_problems(dist: str, p: np.ndarray) -> list[str]:
@@ -186,7 +215,7 @@ def _check_prod(c: Circuit, b: ProdBlock, sc: list[int]) -> list[str]:
     return errs
 
 
-def _check_sum(c: Circuit, b: SumBlock, sc: list[int], roles: dict, values: dict | None) -> list[str]:
+def _check_sum(c: Circuit, b: SumBlock, sc: list[int], roles: dict, values: ValueChecks | None) -> list[str]:
     first = sc[b.children[0]]
     errs = [f"not smooth: child %{k} has scope {scope_names(c, sc[k])}, child %{b.children[0]} has {scope_names(c, first)}"
             for k in b.children[1:] if sc[k] != first]
@@ -203,8 +232,9 @@ def _check_sum(c: Circuit, b: SumBlock, sc: list[int], roles: dict, values: dict
     if errs or values is None or t.is_random:
         return errs
     # the totals depend on the weights and, for tiled sums, on the tile table and the block size
-    key = ("sum", b.params, b.n, b.tiles, b.block if b.tiles is not None else 1)
-    return _memo(values, key, lambda: weight_value_problems(c, b, t.data))
+    arrays = (t.data,) if b.tiles is None else (t.data, c.tensors[b.tiles].data)
+    return values.get(arrays, ("sum", b.n, b.block if b.tiles is not None else 1),
+                      lambda: weight_value_problems(c, b, t.data))
 
 
 def check_tiles(c: Circuit, b: SumBlock, total: int) -> list[str]:

@@ -65,3 +65,37 @@ def test_resource_checksum_is_checked():
     tampered = text.replace("@a.p = \"", "@a.p = \"AAAA", 1)
     with pytest.raises(UserError):
         parse_text(tampered, "t.pcir")
+
+
+def test_value_checks_are_remembered_by_array_and_only_by_array(monkeypatch):
+    """A pass that keeps a tensor does not pay for its value check again; a new array is checked anew."""
+    import importlib
+    from pcc.ir.circuit import Tensor
+    v = importlib.import_module("pcc.ir.verify")  # the package exports the function under the module's name
+    calls = []
+    real = v.weight_value_problems
+    monkeypatch.setattr(v, "weight_value_problems", lambda c, b, w: calls.append(id(w)) or real(c, b, w))
+    c = load_text("var X[2] : binary\na = input(X[0], bernoulli, n=2)\nb = input(X[1], bernoulli, n=2)\n"
+                  "p = prod(a, b)\ns = sum(p, n=1, params=[[0.25, 0.75]])\nroot s\n")
+    verify(c)
+    verify(c.copy())  # the copy shares the payloads: nothing is read again
+    assert len(calls) == 1
+    name = c.blocks[c.root].params
+    c.tensors[name] = Tensor("f64", (1, 2), np.array([[0.5, 0.6]]))  # a pass's new (and wrong) weights
+    with pytest.raises(VerifyError, match="not normalised"):
+        verify(c)
+    assert len(calls) == 2
+    c.tensors[name] = Tensor("f64", (1, 2), np.array([[0.5, 0.5]]))  # the wrong array is freed; its id may return
+    verify(c)
+    assert len(calls) == 3
+
+
+def test_value_checks_forget_freed_arrays():
+    from pcc.ir.verify import ValueChecks
+    memo = ValueChecks()
+    a = np.ones(3)
+    assert memo.get((a,), ("k",), lambda: ["bad"]) == ["bad"]
+    assert memo.get((a,), ("k",), lambda: []) == ["bad"] and len(memo) == 1
+    assert memo.get((a,), ("other",), lambda: []) == [] and len(memo) == 2
+    del a
+    assert len(memo) == 0
