@@ -173,7 +173,7 @@ class _Lowering:
     def stmt_tensors(self, s: A.Tensors) -> None:
         path = Path(s.loc.file).parent / s.path
         try:
-            self.tensor_file = tensorfile.load(path)
+            self.tensor_file = tensorfile.load(path, floats=np.float64)  # parameters are f64 in the IR
         except UserError as e:
             self.tensor_file = None
             self.tensor_file_broken = True

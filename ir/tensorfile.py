@@ -7,8 +7,10 @@ inconsistency (short file, bad JSON, offsets outside the file, size not matching
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import mmap
 import os
 import struct
 import tempfile
@@ -25,25 +27,35 @@ _NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
 _MAX_HEADER = 100 << 20
 
 
-def load(path: str | Path) -> dict[str, np.ndarray]:
-    """All tensors of a safetensors file, as numpy arrays (copied out of the file)."""
-    return load_with_metadata(path)[0]
+def load(path: str | Path, floats: type | None = None) -> dict[str, np.ndarray]:
+    """All tensors of a safetensors file, as numpy arrays (copied out of the file); ``floats``: the dtype
+    floating-point tensors are converted to on the way out (one copy instead of two), None keeps theirs."""
+    return load_with_metadata(path, floats)[0]
 
 
-def load_with_metadata(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """(tensors, the header's ``__metadata__`` string map) of a safetensors file."""
+def load_with_metadata(path: str | Path, floats: type | None = None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(tensors, the header's ``__metadata__`` string map) of a safetensors file; ``floats`` as in :func:`load`."""
     path = str(path)
     try:
-        raw = Path(path).read_bytes()
+        with open(path, "rb") as f, _mapped(f) as raw:
+            header = _header(path, raw)
+            start = 8 + int.from_bytes(raw[:8], "little")
+            tensors = {name: _tensor(path, name, info, raw, start, floats)
+                       for name, info in header.items() if name != "__metadata__"}
     except OSError as e:
         raise error_at(path, 0, 0, f"cannot read tensor file: {e.strerror or e}") from None
-    header = _header(path, raw)
-    start = 8 + int.from_bytes(raw[:8], "little")
-    tensors = {name: _tensor(path, name, info, raw, start) for name, info in header.items() if name != "__metadata__"}
     meta = header.get("__metadata__") or {}
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         raise error_at(path, 0, 0, "malformed tensor file: __metadata__ must map names to strings")
     return tensors, meta
+
+
+def _mapped(f):
+    """The file's bytes, mapped read-only (no copy of a file of gigabytes into memory first); an empty file,
+    which cannot be mapped, as empty bytes. Every tensor is copied out before the map closes."""
+    if os.fstat(f.fileno()).st_size == 0:
+        return contextlib.nullcontext(b"")
+    return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
 
 
 def _header(path: str, raw: bytes) -> dict:
@@ -61,7 +73,7 @@ def _header(path: str, raw: bytes) -> dict:
     return header
 
 
-def _tensor(path: str, name: str, info: object, raw: bytes, start: int) -> np.ndarray:
+def _tensor(path: str, name: str, info: object, raw: bytes, start: int, floats: type | None) -> np.ndarray:
     def bad(why: str) -> Exception:
         return error_at(path, 0, 0, f"malformed tensor file: tensor '{name}' {why}")
 
@@ -81,7 +93,8 @@ def _tensor(path: str, name: str, info: object, raw: bytes, start: int) -> np.nd
         raise bad("has data outside the file or of the wrong size")
     # a view into the file's bytes (no slice copy), then one copy in native byte order that the caller owns
     view = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<"), count=count, offset=lo)
-    return view.astype(dtype).reshape(shape)
+    out = floats if floats is not None and np.issubdtype(dtype, np.floating) else dtype
+    return view.astype(out).reshape(shape)
 
 
 def save(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:

@@ -99,3 +99,16 @@ def test_value_checks_forget_freed_arrays():
     assert memo.get((a,), ("other",), lambda: []) == [] and len(memo) == 2
     del a
     assert len(memo) == 0
+
+
+def test_tensorfile_loads_floats_as_asked_and_maps_empty_files(tmp_path):
+    data = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "t": np.array([[1, 2]], dtype=np.int64),
+            "e": np.zeros((0, 4), dtype=np.float32)}
+    tensorfile.save(tmp_path / "a.safetensors", data)
+    got = tensorfile.load(tmp_path / "a.safetensors", floats=np.float64)
+    assert got["w"].dtype == np.float64 and np.array_equal(got["w"], data["w"])
+    assert got["t"].dtype == np.int64 and got["e"].shape == (0, 4)
+    assert tensorfile.load(tmp_path / "a.safetensors")["w"].dtype == np.float32
+    (tmp_path / "empty").write_bytes(b"")
+    with pytest.raises(UserError, match="shorter than its 8-byte header"):
+        tensorfile.load(tmp_path / "empty")
