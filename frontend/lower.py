@@ -18,7 +18,7 @@ from pcc.ir.circuit import (DISTRIBUTIONS, Circuit, Domain, InputBlock, ProdBloc
                              scope_names, tensor_stem)
 from pcc.ir.diagnostics import Diagnostic, Loc, UserError
 from pcc.ir.params import derive_seed
-from pcc.ir.verify import check_tiles, input_value_problems, verify, weight_value_problems
+from pcc.ir.verify import check_tiles, input_values, verify, weight_values
 
 from . import ast as A
 from .parse import parse_source
@@ -298,7 +298,7 @@ class _Lowering:
             raise _Bad
         n = self.size(call, kw)
         shape = {"categorical": (n, domain.categories), "bernoulli": (n,), "gaussian": (n, 2)}[dist]
-        params = self.params(key, kw, shape, f"input:{dist}", ".p", lambda p: input_value_problems(dist, p))
+        params = self.params(key, kw, shape, f"input:{dist}", ".p", lambda p: input_values(dist, p))
         return InputBlock(var, dist, n, params, attrs=self.block_attr(kw, n)), 1 << var
 
     def build_prod(self, key: Key, call: A.Call, pos: list, kw: dict) -> tuple[ProdBlock, int]:
@@ -357,7 +357,7 @@ class _Lowering:
         def check(w: np.ndarray) -> list[str]:
             # the checks read the weights from w and only the tile table from the circuit (no copy of the
             # tensor table per sum: that was quadratic in the number of blocks)
-            return weight_value_problems(Circuit(self.variables, self.blocks, self.tensors, 0), block, w)
+            return weight_values(Circuit(self.variables, self.blocks, self.tensors, 0), block, w)
 
         block.params = self.params(key, kw, shape, "sum", ".w", check)
         return block, self.scopes[first]

@@ -119,20 +119,17 @@ def _circuit_problems(c: Circuit) -> list[Problem]:
 def _block_problems(c: Circuit, check_values: bool) -> list[Problem]:
     sc = scopes(c)
     roles: dict[str, str] = {}
-    # Value checks by what they read: tied blocks share one tensor (an HMM's 128 steps would otherwise
-    # re-check the same million weights 128 times), and so do the circuits before and after a pass.
-    values = VALUE_CHECKS if check_values else None
     out: list[Problem] = []
     for i, b in enumerate(c.blocks):
         try:
-            msgs = _check_block(c, b, sc, roles, values)
+            msgs = _check_block(c, b, sc, roles, check_values)
         except KeyError as e:
             msgs = [f"undefined tensor @{e.args[0]}"]
         out.extend(Problem(i, m) for m in msgs)
     return out
 
 
-def _check_block(c: Circuit, b: Block, sc: list[int], roles: dict, values: ValueChecks | None) -> list[str]:
+def _check_block(c: Circuit, b: Block, sc: list[int], roles: dict, values: bool) -> list[str]:
     if isinstance(b, InputBlock):
         return _check_input(c, b, roles, values)
     if isinstance(b, ProdBlock):
@@ -156,7 +153,7 @@ def _check_tensor(c: Circuit, name: str, dtype: str, shape: tuple[int, ...], wha
     return []
 
 
-def _check_input(c: Circuit, b: InputBlock, roles: dict, values: ValueChecks | None) -> list[str]:
+def _check_input(c: Circuit, b: InputBlock, roles: dict, values: bool) -> list[str]:
     if not 0 <= b.var < len(c.variables):
         return [f"variable index {b.var} out of range"]
     dom = c.variables[b.var].domain
@@ -165,9 +162,9 @@ def _check_input(c: Circuit, b: InputBlock, roles: dict, values: ValueChecks | N
     shape = {"categorical": (b.n, dom.categories), "bernoulli": (b.n,), "gaussian": (b.n, 2)}[b.dist]
     errs = _role(roles, b.params, f"{b.dist}{list(shape)}") or _check_tensor(c, b.params, "f64", shape, "parameters")
     t = c.tensors[b.params]
-    if errs or values is None or t.is_random:
+    if errs or not values or t.is_random:
         return errs
-    return values.get((t.data,), ("input", b.dist), lambda: input_value_problems(b.dist, t.data))
+    return input_values(b.dist, t.data)
 
 
 def input_value_problems(dist: str, p: np.ndarray) -> list[str]:
@@ -215,7 +212,7 @@ def _check_prod(c: Circuit, b: ProdBlock, sc: list[int]) -> list[str]:
     return errs
 
 
-def _check_sum(c: Circuit, b: SumBlock, sc: list[int], roles: dict, values: ValueChecks | None) -> list[str]:
+def _check_sum(c: Circuit, b: SumBlock, sc: list[int], roles: dict, values: bool) -> list[str]:
     first = sc[b.children[0]]
     errs = [f"not smooth: child %{k} has scope {scope_names(c, sc[k])}, child %{b.children[0]} has {scope_names(c, first)}"
             for k in b.children[1:] if sc[k] != first]
@@ -229,34 +226,53 @@ def _check_sum(c: Circuit, b: SumBlock, sc: list[int], roles: dict, values: Valu
         shape = (len(c.tensors[b.tiles].data), b.block, b.block)
     errs += _role(roles, b.params, f"sum{list(shape)}") or _check_tensor(c, b.params, "f64", shape, "weights")
     t = c.tensors[b.params]
-    if errs or values is None or t.is_random:
+    if errs or not values or t.is_random:
         return errs
-    # the totals depend on the weights and, for tiled sums, on the tile table and the block size
-    arrays = (t.data,) if b.tiles is None else (t.data, c.tensors[b.tiles].data)
-    return values.get(arrays, ("sum", b.n, b.block if b.tiles is not None else 1),
-                      lambda: weight_value_problems(c, b, t.data))
+    # remembered by what they read: tied blocks share one tensor (an HMM's 128 steps would otherwise re-check
+    # the same million weights 128 times), and so do the circuits before and after a pass
+    return weight_values(c, b, t.data)
 
 
 def check_tiles(c: Circuit, b: SumBlock, total: int) -> list[str]:
-    """Why a block-sparse sum's tile table is invalid (empty when fine)."""
+    """Why a block-sparse sum's tile table is invalid (empty when fine); the table's contents are read once
+    per array and grid (:data:`VALUE_CHECKS`), as parameter values are."""
     if b.block < 1 or b.n % b.block or total % b.block:
         return [f"block={b.block} must divide n={b.n} and the children's total size {total}"]
     t = c.tensors[b.tiles]
     if t.dtype != "i64" or len(t.shape) != 2 or t.shape[1] != 2 or t.data is None:
         return [f"tile table @{b.tiles} must be a concrete i64 [m, 2] tensor"]
-    tiles = t.data
     rows, cols = b.n // b.block, total // b.block
+    found = VALUE_CHECKS.get((t.data,), ("tiles", rows, cols), lambda: _tile_grid_problems(t.data, rows, cols))
+    return [f"tile table @{b.tiles} {m}" for m in found]
+
+
+def _tile_grid_problems(tiles: np.ndarray, rows: int, cols: int) -> list[str]:
+    """What is wrong with the ``[m, 2]`` tile table ``tiles`` of a ``rows x cols`` grid (messages without the name)."""
     if len(tiles) and (tiles.min() < 0 or tiles[:, 0].max() >= rows or tiles[:, 1].max() >= cols):
-        return [f"tile table @{b.tiles} has a tile outside the {rows}x{cols} tile grid"]
+        return [f"has a tile outside the {rows}x{cols} tile grid"]
     keys = np.sort(tiles[:, 0] * cols + tiles[:, 1])  # sorted 1-D keys: a repeat is two equal neighbours
     if np.any(keys[1:] == keys[:-1]):
-        return [f"tile table @{b.tiles} lists a tile twice"]
+        return ["lists a tile twice"]
     covered = np.zeros(rows, dtype=bool)
     covered[tiles[:, 0]] = True
     if not covered.all():
         empty = int(np.argmin(covered))  # the first parent tile without a child tile
-        return [f"tile table @{b.tiles} gives parent tile {empty} no child tile (its nodes would have no edges)"]
+        return [f"gives parent tile {empty} no child tile (its nodes would have no edges)"]
     return []
+
+
+def input_values(dist: str, p: np.ndarray) -> list[str]:
+    """:func:`input_value_problems`, remembered by the array (:data:`VALUE_CHECKS`): lowering checks each
+    tensor it reads with this, and the verifier that follows it then reads none of them again."""
+    return VALUE_CHECKS.get((p,), ("input", dist), lambda: input_value_problems(dist, p))
+
+
+def weight_values(c: Circuit, b: SumBlock, w: np.ndarray) -> list[str]:
+    """:func:`weight_value_problems` of ``w`` as ``b``'s weights, remembered as :func:`input_values` is (the
+    totals depend on the weights and, for tiled sums, on the tile table and the block size)."""
+    arrays = (w,) if b.tiles is None else (w, c.tensors[b.tiles].data)
+    return VALUE_CHECKS.get(arrays, ("sum", b.n, b.block if b.tiles is not None else 1),
+                            lambda: weight_value_problems(c, b, w))
 
 
 def weight_value_problems(c: Circuit, b: SumBlock, w: np.ndarray) -> list[str]:
