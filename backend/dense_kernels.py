@@ -31,7 +31,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .kernels import CLAMP, _add_flows, _dot, scaled_flow, shift_key
+from .kernels import CLAMP, _add_flows, _dot, scaled_flow, shift_key, wait_for_prior_grid
 
 
 @triton.jit
@@ -54,12 +54,13 @@ def _weight_base(w_base, g, WALIGN: tl.constexpr):
 
 @triton.jit
 def dense_shift(vals, flows, rows, frows, part, vt, n, B, FORWARD: tl.constexpr, CHUNK: tl.constexpr,
-                BN: tl.constexpr, BB: tl.constexpr):
+                BN: tl.constexpr, BB: tl.constexpr, PDL: tl.constexpr = False):
     """``part[g, j, b]``: over rows ``rows[g, j * CHUNK ..]`` (of ``n`` per group), the maximum value
     (``FORWARD``) or the minimum of ``v - log F`` over the rows with flow (flow rows ``frows``), for batch block
     ``program_id(1)`` of group ``program_id(2)``. ``FORWARD`` also writes the values transposed,
     ``vt[g, b, i] = v[rows[g, i], b]``: the forward product then reads its exponentiated operand contiguously
     along the contraction, as the tensor cores want it."""
+    wait_for_prior_grid(PDL)
     j, g = tl.program_id(0), tl.program_id(2).to(tl.int64)
     rows, frows, vt = rows + g * n, frows + g * n, vt + g * B * n
     part += (g * tl.num_programs(0) + j) * B
@@ -85,10 +86,12 @@ def dense_shift(vals, flows, rows, frows, part, vt, n, B, FORWARD: tl.constexpr,
 
 
 @triton.jit
-def dense_combine(part, shift, B, NPART: tl.constexpr, FORWARD: tl.constexpr, BB: tl.constexpr):
+def dense_combine(part, shift, B, NPART: tl.constexpr, FORWARD: tl.constexpr, BB: tl.constexpr,
+                  PDL: tl.constexpr = False):
     """``shift[g, b]``: the shift of batch column ``b`` of group ``g = program_id(1)`` from :func:`dense_shift`'s
     ``NPART`` chunk results (0 where no row counts: every child is -inf, or no parent has flow). A launch of its
     own: combining the 64 chunks in every product program cost HMM 4096's forward 11 of its 58 ms."""
+    wait_for_prior_grid(PDL)
     b = tl.program_id(0) * BB + tl.arange(0, BB)
     g = tl.program_id(1).to(tl.int64)
     part, shift = part + g * NPART * B, shift + g * B
@@ -106,9 +109,10 @@ def dense_combine(part, shift, B, NPART: tl.constexpr, FORWARD: tl.constexpr, BB
 @triton.jit
 def dense_fwd(vals, sum_w, out_rows, vt, shift, w_base, w_stride, B, P: tl.constexpr, C: tl.constexpr,
               BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr, STAGES: tl.constexpr,
-              GROUP: tl.constexpr, WALIGN: tl.constexpr):
+              GROUP: tl.constexpr, WALIGN: tl.constexpr, PDL: tl.constexpr = False):
     """Parent rows ``out_rows[g]``: ``log(W_g @ exp(C - m)) + m``, the child values read transposed from
     ``vt[g]`` (``[B, C]``, :func:`dense_shift`) and ``m`` from ``shift[g]``; ``g = program_id(1)``."""
+    wait_for_prior_grid(PDL)
     g = tl.program_id(1).to(tl.int64)
     out_rows, vt, shift = out_rows + g * P, vt + g * B * C, shift + g * B
     w_base = _weight_base(w_base, g, WALIGN)
@@ -129,10 +133,12 @@ def dense_fwd(vals, sum_w, out_rows, vt, shift, w_base, w_stride, B, P: tl.const
 
 
 @triton.jit
-def dense_scale(vals, flows, out_rows, fout, shift, gt, P, B, BN: tl.constexpr, BB: tl.constexpr):
+def dense_scale(vals, flows, out_rows, fout, shift, gt, P, B, BN: tl.constexpr, BB: tl.constexpr,
+                PDL: tl.constexpr = False):
     """``gt[g, b, p] = F_p exp(s - v_p)`` (0 where ``F_p = 0``), transposed (``[B, P]``: the products read it
     contiguously along the parents), with ``s`` from ``shift[g]``, ``g = program_id(2)``. A scratch: the parents'
     flow rows are left as they are (node flows stay readable)."""
+    wait_for_prior_grid(PDL)
     g = tl.program_id(2).to(tl.int64)
     out_rows, fout, shift, gt = out_rows + g * P, fout + g * P, shift + g * B, gt + g * B * P
     i = tl.program_id(0) * BN + tl.arange(0, BN)
@@ -149,10 +155,12 @@ def dense_scale(vals, flows, out_rows, fout, shift, gt, P, B, BN: tl.constexpr, 
 @triton.jit
 def dense_bwd(vals, flows, sum_w, gt, shift, child_rows, child_frows, w_base, w_stride, B,
               P: tl.constexpr, C: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-              PRECISION: tl.constexpr, STAGES: tl.constexpr, GROUP: tl.constexpr, WALIGN: tl.constexpr, OVERWRITE: tl.constexpr):
+              PRECISION: tl.constexpr, STAGES: tl.constexpr, GROUP: tl.constexpr, WALIGN: tl.constexpr,
+              OVERWRITE: tl.constexpr, PDL: tl.constexpr = False):
     """Child flows ``exp(C - s) * (W_g^T @ G)`` (``G`` transposed in ``gt[g]``) into flow rows ``child_frows[g]``,
     ``g = program_id(1)`` (each written by one program: a dense op's children are distinct, also across its
     groups; ``OVERWRITE``: their first flows, stored rather than added)."""
+    wait_for_prior_grid(PDL)
     g = tl.program_id(1).to(tl.int64)
     gt, shift, child_rows, child_frows = gt + g * B * P, shift + g * B, child_rows + g * C, child_frows + g * C
     w_base = _weight_base(w_base, g, WALIGN)
@@ -178,12 +186,14 @@ def dense_bwd(vals, flows, sum_w, gt, shift, child_rows, child_frows, w_base, w_
 @triton.jit
 def dense_params(vals, gt, shift, sum_w, wflow, child_rows, w_base, w_stride, B, P: tl.constexpr, C: tl.constexpr,
                  STEPS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr,
-                 STAGES: tl.constexpr, GROUP: tl.constexpr, WALIGN: tl.constexpr, ATOMIC: tl.constexpr):
+                 STAGES: tl.constexpr, GROUP: tl.constexpr, WALIGN: tl.constexpr, ATOMIC: tl.constexpr,
+                 PDL: tl.constexpr = False):
     """Parameter flows ``W_g * (G @ exp(C - s)^T)`` (``G`` transposed in ``gt[g]``, ``g = program_id(2)``) of one
     ``BM x BN`` weight tile over batch blocks ``j, j + split, ...`` (``j = program_id(1)``, ``STEPS`` of them: the
     batch size is compiled in, as Triton's interpreter cannot loop to a runtime bound). ``ATOMIC``: the batch is
     split over programs, whose sums meet in atomics; otherwise each weight's flow is one read-add-write (a
     dense op's weights are distinct, also across its groups)."""
+    wait_for_prior_grid(PDL)
     g = tl.program_id(2).to(tl.int64)
     gt, shift, child_rows = gt + g * B * P, shift + g * B, child_rows + g * C
     w_base = _weight_base(w_base, g, WALIGN)

@@ -27,6 +27,7 @@ import os
 
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 LOG_SQRT_2PI = tl.constexpr(0.9189385332046727)
 # exp(80) ~ 5.5e34: clamping m - v at 80 keeps F * exp(m - v) finite; edges it cuts have weights below fp32's range
@@ -93,6 +94,19 @@ def batch_block(batch: int, bb: int, tiles: int, fill: int) -> int:
 
 
 @triton.jit
+def wait_for_prior_grid(PDL: tl.constexpr):
+    """Programmatic dependent launch (Hopper; ``triton_exec.PDL``): a kernel launched with ``launch_pdl`` may start
+    its programs while the launch before it is still running. This waits until that grid has finished and its
+    writes are visible, then lets the next launch start its own programs (which wait here in turn). Every launched
+    kernel calls it first, before any load or store, so launches still run in order: what overlaps is a launch's
+    start-up with the tail of the one before. Without ``PDL`` it is nothing (and the CPU interpreter never sees it).
+    """
+    if PDL:
+        gdc_wait()
+        gdc_launch_dependents()
+
+
+@triton.jit
 def _bf16(a):
     """``a`` in bfloat16 (in the interpreter: rounded, but kept in float32 for its fp32 ``tl.dot``)."""
     if INTERPRETED:
@@ -135,7 +149,7 @@ def _dot(a, b, PRECISION: tl.constexpr):
 
 @triton.jit
 def input_fwd(vals, x, miss, var, prow, theta, rows, n, B,
-              DIST: tl.constexpr, K: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr):
+              DIST: tl.constexpr, K: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr, PDL: tl.constexpr = False):
     """Rows ``rows[i]``: log-probability of ``x[:, var[i]]`` under parameter row ``prow[i]`` (0 if missing).
 
     Program ``tile * nb + j`` computes rows ``tile * BN ..`` for batch block ``j``: a tile's batch blocks are
@@ -143,6 +157,7 @@ def input_fwd(vals, x, miss, var, prow, theta, rows, n, B,
     fit in L2). Measured on an H100 against the batch-block-major grid, it made no difference (HCLT-128 at
     batch 8192: 3.9 and 3.7 ms), so the kernel's time there is not the table's traffic.
     """
+    wait_for_prior_grid(PDL)
     nb = tl.cdiv(B, BB)
     i = (tl.program_id(0) // nb) * BN + tl.arange(0, BN)
     b = (tl.program_id(0) % nb) * BB + tl.arange(0, BB)
@@ -169,13 +184,14 @@ def input_fwd(vals, x, miss, var, prow, theta, rows, n, B,
 
 @triton.jit
 def input_bwd(flows, frows, x, miss, var, prow, stats, mass, n, B,
-              DIST: tl.constexpr, K: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr):
+              DIST: tl.constexpr, K: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr, PDL: tl.constexpr = False):
     """EM statistics of input rows: observed entries add their flow to ``stats``; missing ones to ``mass``.
 
     ``stats`` is ``[R, K]`` counts (categorical), ``[R, 2]`` (bernoulli) or ``[R, 3]`` (gaussian: flow,
     flow*x, flow*x^2); ``mass[i]`` collects node ``i``'s flow on missing entries (expanded on the host).
     Node ``i``'s flow is flow row ``frows[i]``.
     """
+    wait_for_prior_grid(PDL)
     i = tl.program_id(0) * BN + tl.arange(0, BN)
     b = tl.program_id(1) * BB + tl.arange(0, BB)
     ok = (i[:, None] < n) & (b[None, :] < B)
@@ -202,7 +218,8 @@ def input_bwd(flows, frows, x, miss, var, prow, stats, mass, n, B,
 @triton.jit
 def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B, splits,
                   K: tl.constexpr, BN: tl.constexpr, KB: tl.constexpr, BB: tl.constexpr, PRECISION: tl.constexpr,
-                  KBLOCKS: tl.constexpr, TRANS: tl.constexpr = False, STAGES: tl.constexpr = 1):
+                  KBLOCKS: tl.constexpr, TRANS: tl.constexpr = False, STAGES: tl.constexpr = 1,
+                  PDL: tl.constexpr = False):
     """Categorical EM counts of one tile of rows over one variable (``tiles[tile]``: its first and end row),
     as a matrix product over the batch.
 
@@ -226,6 +243,7 @@ def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B, s
     of fewer than 64 rows (HCLT 32's), whose ``BN``-row first operand is below the 64 rows that Hopper's
     warpgroup products take (:data:`pcc.backend.codegen.CAT_TRANSPOSED_BELOW`).
     """
+    wait_for_prior_grid(PDL)
     kblock, rest = tl.program_id(0) % KBLOCKS, tl.program_id(0) // KBLOCKS
     tile, s = rest // splits, rest % splits
     per = tl.cdiv(tl.cdiv(B, splits), BB) * BB
@@ -293,9 +311,10 @@ def _add_flows(at, f, mask, OVERWRITE: tl.constexpr):
 
 @triton.jit
 def prod_fwd(vals, children, rows, n, B, KMAX: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr,
-             SKIP: tl.constexpr = -1):
+             SKIP: tl.constexpr = -1, PDL: tl.constexpr = False):
     """Rows ``rows[i]``: the sum (log space) of the rows ``children[i, :]`` (``SKIP``: the padding row, not
     read; see :func:`_row_sum`)."""
+    wait_for_prior_grid(PDL)
     i = tl.program_id(0) * BN + tl.arange(0, BN)
     b = tl.program_id(1) * BB + tl.arange(0, BB)
     ok = (i[:, None] < n) & (b[None, :] < B)
@@ -306,13 +325,14 @@ def prod_fwd(vals, children, rows, n, B, KMAX: tl.constexpr, BN: tl.constexpr, B
 
 @triton.jit
 def prod_fwd_inputs(vals, children, rows, ivar, iprow, x, miss, theta, n, B, KMAX: tl.constexpr, K: tl.constexpr,
-                    BN: tl.constexpr, BB: tl.constexpr):
+                    BN: tl.constexpr, BB: tl.constexpr, PDL: tl.constexpr = False):
     """Rows ``rows[i]``: the sum (log space) over slots ``k`` of the row ``children[i, k]`` or, where
     ``ivar[i, k] >= 0``, of the categorical log-probability ``log theta[iprow[i, k], x[:, ivar[i, k]]]`` (0 if
     missing): inputs fused into their products (:mod:`pcc.backend.fusion`) never get a row of their own.
 
     Slots add in order, and the other term of each is an exact 0 (its load masked off), so the value is bitwise
     what :func:`input_fwd` then :func:`prod_fwd` give."""
+    wait_for_prior_grid(PDL)
     i = tl.program_id(0) * BN + tl.arange(0, BN)
     b = tl.program_id(1) * BB + tl.arange(0, BB)
     ok = (i[:, None] < n) & (b[None, :] < B)
@@ -335,7 +355,7 @@ def prod_fwd_inputs(vals, children, rows, ivar, iprow, x, miss, theta, n, B, KMA
 
 @triton.jit
 def prod_bwd(flows, frows, children, n, B, KMAX: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr,
-             ZERO: tl.constexpr, ATOMIC: tl.constexpr, OVERWRITE: tl.constexpr):
+             ZERO: tl.constexpr, ATOMIC: tl.constexpr, OVERWRITE: tl.constexpr, PDL: tl.constexpr = False):
     """Every child receives its product parents' flows (product ``i``'s flow row is ``frows[i]``, its
     children's are ``children[i, :]``).
 
@@ -343,6 +363,7 @@ def prod_bwd(flows, frows, children, n, B, KMAX: tl.constexpr, BN: tl.constexpr,
     parent here) a plain read-add-write, which is several times cheaper, or a plain write (``OVERWRITE``:
     this launch writes the children's first flows, :func:`pcc.backend.flowmap.overwriting_ops`).
     """
+    wait_for_prior_grid(PDL)
     i = tl.program_id(0) * BN + tl.arange(0, BN)
     b = tl.program_id(1) * BB + tl.arange(0, BB)
     ok = (i[:, None] < n) & (b[None, :] < B)
@@ -359,12 +380,13 @@ def prod_bwd(flows, frows, children, n, B, KMAX: tl.constexpr, BN: tl.constexpr,
 
 @triton.jit
 def prod_bwd_gather(flows, kids, parents, n, B, D: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr,
-                    OVERWRITE: tl.constexpr, SKIP: tl.constexpr = -1):
+                    OVERWRITE: tl.constexpr, SKIP: tl.constexpr = -1, PDL: tl.constexpr = False):
     """Child ``i`` (flow row ``kids[i]``) receives the flows of its product parents (flow rows
     ``parents[i, :]``, padded with ``PAD``'s zero row, which ``SKIP`` leaves unread): a gather per child, for launches whose children are
     shared. Each child row is written once, so no atomics: on RAT-SPN, whose inputs feed dozens of
     products, contended atomic adds took most of a training step.
     """
+    wait_for_prior_grid(PDL)
     i = tl.program_id(0) * BN + tl.arange(0, BN)
     b = tl.program_id(1) * BB + tl.arange(0, BB)
     ok = (i[:, None] < n) & (b[None, :] < B)
@@ -374,8 +396,9 @@ def prod_bwd_gather(flows, kids, parents, n, B, D: tl.constexpr, BN: tl.constexp
 
 
 @triton.jit
-def zero_rows(flows, rows, n, B, BN: tl.constexpr, BB: tl.constexpr):
+def zero_rows(flows, rows, n, B, BN: tl.constexpr, BB: tl.constexpr, PDL: tl.constexpr = False):
     """Clear flow rows ``rows[:n]`` (rows a compact flow buffer hands to a new owner)."""
+    wait_for_prior_grid(PDL)
     i = tl.program_id(0) * BN + tl.arange(0, BN)
     b = tl.program_id(1) * BB + tl.arange(0, BB)
     r = tl.load(rows + i, mask=i < n, other=0).to(tl.int64)
@@ -408,7 +431,7 @@ def _weights(table, wids, wbase, wstride, t, k, TP: tl.constexpr, TC: tl.constex
 def sum_fwd(vals, sum_w, out_rows, child_rows, wids, wbase, wstride, B,
             TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, BB: tl.constexpr, PAD: tl.constexpr,
             NEG: tl.constexpr, AFFINE: tl.constexpr, PRECISION: tl.constexpr, STAGES: tl.constexpr,
-            PAIR: tl.constexpr = 1):
+            PAIR: tl.constexpr = 1, PDL: tl.constexpr = False):
     """One parent tile x one batch block: ``log(W @ exp(C - m)) + m`` in one pass over the child tiles.
 
     ``m`` is the running per-sample maximum of the child values read so far; when it grows, the partial
@@ -418,6 +441,7 @@ def sum_fwd(vals, sum_w, out_rows, child_rows, wids, wbase, wstride, B,
     ``2t + 1``, which must read the same child tiles with weights that continue one strided block
     (``SumOp.pairable``); larger tiles use the tensor cores better where the grid stays full.
     """
+    wait_for_prior_grid(PDL)
     t = tl.program_id(0).to(tl.int64)
     tw = t * PAIR  # the plan's tile whose children and weight addresses the program reads
     b = tl.program_id(1) * BB + tl.arange(0, BB)
@@ -454,10 +478,11 @@ def _parent_scale(vals, flows, out_rows, fout, t, b, B, TP: tl.constexpr):
 
 
 @triton.jit
-def sum_scale(vals, flows, out_rows, fout, scale, B, TP: tl.constexpr, BB: tl.constexpr):
+def sum_scale(vals, flows, out_rows, fout, scale, B, TP: tl.constexpr, BB: tl.constexpr, PDL: tl.constexpr = False):
     """Training steps, before a sum op's backward: each parent's flow row becomes ``G = F exp(s - v)`` in place
     and ``scale[t, b] = s`` (:func:`_parent_scale`), so the op's launches read ``G`` instead of recomputing it
     for every child tile. The parents' flows are dead after their op (:mod:`pcc.backend.flowmap`)."""
+    wait_for_prior_grid(PDL)
     t = tl.program_id(0).to(tl.int64)
     b = tl.program_id(1) * BB + tl.arange(0, BB)
     rows = tl.load(out_rows + t * TP + tl.arange(0, TP)).to(tl.int64)
@@ -529,7 +554,8 @@ def _use_flows(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, uses, s
 def sum_bwd(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, tile_rows, tile_frows, uses, scale, B,
             TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, KMAX: tl.constexpr, R: tl.constexpr,
             BB: tl.constexpr, PAD: tl.constexpr, NEG: tl.constexpr, ATOMIC: tl.constexpr, AFFINE: tl.constexpr,
-            PRECISION: tl.constexpr, OVERWRITE: tl.constexpr, SCALED: tl.constexpr, PAIR: tl.constexpr = 1):
+            PRECISION: tl.constexpr, OVERWRITE: tl.constexpr, SCALED: tl.constexpr, PAIR: tl.constexpr = 1,
+            PDL: tl.constexpr = False):
     """Child flows of one child tile x one batch block: ``sum_t exp(C - s_t) * (W_t^T @ G_t)``.
 
     The program visits the ``R`` parent tiles that read its child tile (``uses``: flat ``t * KMAX + k``,
@@ -540,6 +566,7 @@ def sum_bwd(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, tile_rows,
     docs/benchmarks.md.) ``PAIR = 2`` (``SumOp.bwd_pairable``): ``TP`` is two parent tiles whose uses come in
     adjacent pairs, read as one (half the iterations and exponentials, products twice as deep).
     """
+    wait_for_prior_grid(PDL)
     u = tl.program_id(0).to(tl.int64)
     b = tl.program_id(1) * BB + tl.arange(0, BB)
     inb = b[None, :] < B
@@ -566,13 +593,14 @@ def sum_bwd(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, tile_rows,
 def sum_bwd_params(vals, flows, sum_w, wflow, out_rows, fout, child_rows, wids, wbase, wstride, B, split, scale,
                    TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, BB: tl.constexpr, PAD: tl.constexpr,
                    NEG: tl.constexpr, AFFINE: tl.constexpr, PRECISION: tl.constexpr, SCALED: tl.constexpr,
-                   SCALE_PAIR: tl.constexpr = 1, STAGES: tl.constexpr = 3):
+                   SCALE_PAIR: tl.constexpr = 1, STAGES: tl.constexpr = 3, PDL: tl.constexpr = False):
     """Parameter flows ``W * sum_b G exp(C - s)^T`` of one parent tile x one child tile.
 
     Program ``(t, k, j)`` sums batch blocks ``j, j + split, ...`` in registers, so each edge gets ``split``
     atomics per step (atomics because tied parameters share slots and splits share edges); ``split`` is
     chosen just large enough to fill the GPU.
     """
+    wait_for_prior_grid(PDL)
     t = tl.program_id(0).to(tl.int64)
     k = tl.program_id(1) * TC
     p = tl.arange(0, TP)

@@ -27,6 +27,44 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+# programmatic dependent launch (Hopper and later): each launch of a step may start its programs while the launch
+# before it finishes (kernels.wait_for_prior_grid); measured before it became the default (docs/benchmarks.md)
+PDL = False
+
+
+def pdl_capable(device) -> bool:
+    """True where launches can overlap their start-up with the previous launch: CUDA, compute capability 9+."""
+    device = torch.device(device)
+    return device.type == "cuda" and not interpreting() and torch.cuda.get_device_capability(device)[0] >= 9
+
+
+class PDLKernels:
+    """A kernel module (``kernels``, ``dense_kernels``) whose launches carry programmatic dependent launch:
+    ``module.kernel[grid](...)`` gets ``PDL=True`` (the kernel's first act is to wait for the previous launch)
+    and Triton's ``launch_pdl=True``. Everything else in the module is passed through. Every kernel the
+    generated code launches takes ``PDL``, so one that did not would fail loudly, not race."""
+
+    def __init__(self, module):
+        self._module, self._kernels = module, {}
+
+    def __getattr__(self, name: str):
+        found = getattr(self._module, name)
+        if not isinstance(found, triton.runtime.jit.KernelInterface):
+            return found
+        if name not in self._kernels:
+            self._kernels[name] = _PDLKernel(found)
+        return self._kernels[name]
+
+
+class _PDLKernel:
+    def __init__(self, kernel):
+        self._kernel = kernel
+
+    def __getitem__(self, grid):
+        launch = self._kernel[grid]
+        return lambda *args, **kwargs: launch(*args, PDL=True, launch_pdl=True, **kwargs)
+
+
 TABLE_ALIGN = 16  # elements (64 bytes): every table starts 16-byte aligned, as Triton's pointer specialisation assumes
 
 
@@ -85,6 +123,9 @@ class TritonExecutor:
         self.source = source or generate(plan, precision, fill=fill, flow_map=self.compact, plan_schedule=again)
         namespace: dict = {}
         exec(compile(self.source, "<pcc generated kernels>", "exec"), namespace)  # our own generated code
+        self.pdl = PDL and pdl_capable(device)
+        if self.pdl:  # the generated functions read K and D from this namespace when they run
+            namespace["K"], namespace["D"] = PDLKernels(namespace["K"]), PDLKernels(namespace["D"])
         self.schedule = namespace
         # value rows per layout (pcc.backend.valuemap) and flow rows: each node's own (node flows) and the compact
         # rows of a training step; the tables repeat row numbers (a few int32 per node, next to B floats per node)

@@ -43,7 +43,7 @@ import torch
 
 import pcc
 from pcc import data as datasets
-from pcc.backend import codegen, fusion
+from pcc.backend import codegen, fusion, triton_exec
 from pcc.backend.valuemap import LEVELS
 from pcc.interop.pyjuice import convert
 
@@ -63,6 +63,8 @@ KNOBS = {
                      "slots"),
     "fuse-inputs": (fusion, "FUSE", "1: categorical inputs that only products read have no rows in training steps; "
                     "their products compute them"),
+    "pdl": (triton_exec, "PDL", "1: programmatic dependent launch (Hopper): each launch starts its programs while the "
+            "one before it finishes"),
 }
 
 

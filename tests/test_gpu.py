@@ -109,6 +109,23 @@ def test_pipelined_batch_loops_match_float64(name, make, monkeypatch):
     test_inputs_computed_again_and_split_counts_match_float64(name, make, monkeypatch)
 
 
+@pytest.mark.parametrize("name,make", CASES, ids=[c[0] for c in CASES])
+def test_dependent_launches_match_float64(name, make, monkeypatch):
+    """``triton_exec.PDL`` on (Hopper's programmatic dependent launch: each launch may start its programs while
+    the one before it finishes): log_prob, and EM steps in CUDA graphs, as the float64 model's, with the tiled
+    kernels and then with every sum on the dense kernels."""
+    from pcc.backend import codegen, triton_exec
+    if not triton_exec.pdl_capable("cuda"):
+        pytest.skip("programmatic dependent launch needs compute capability 9 or later")
+    monkeypatch.setattr(triton_exec, "PDL", True)
+    c, fast, _, _, _ = _models(make, 1)
+    assert fast.executor.pdl
+    test_log_likelihood_matches_reference(name, make)
+    test_inputs_computed_again_and_split_counts_match_float64(name, make, monkeypatch)
+    monkeypatch.setattr(codegen, "DENSE_MIN_WORK", 0)
+    test_flows_and_em_match_float64(name, make)
+
+
 def test_hmm_of_1024_states_runs_dense_and_matches_float64():
     """HMM 1024's transitions take the dense kernels by default at batch 320 (>= 256), five batch tiles."""
     c = pcc.parse(hmm_source(6, 1024, 16, seed=3))

@@ -1,0 +1,62 @@
+"""Programmatic dependent launch (``triton_exec.PDL``): what the CPU can check of it.
+
+On the GPU each launch may start its programs while the launch before it is finishing; that is only safe
+because every kernel the generated code launches waits for the previous grid before it touches memory.
+These tests check that contract on the source (every launched kernel takes ``PDL`` and calls
+``wait_for_prior_grid(PDL)`` as its first statement) and the launch wrapper; tests/test_gpu.py runs
+training steps with it on against the float64 model.
+"""
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+import textwrap
+import types
+
+import pytest
+from conftest import EXAMPLES
+from triton.runtime.jit import KernelInterface
+
+from pcc import optimize, parse
+from pcc.backend import codegen, dense_kernels, kernels
+from pcc.backend.plan import build_plan
+from pcc.backend.triton_exec import PDLKernels, pdl_capable
+
+
+class _Recorder(KernelInterface):
+    def run(self, *args, grid, warmup, **kwargs):
+        self.seen = (grid, args, kwargs)
+
+
+def test_launches_through_the_wrapper_carry_pdl_and_helpers_pass_through():
+    module = types.SimpleNamespace(kernel=_Recorder(), batch_block=lambda b: b // 2, CLAMP=30.0)
+    wrapped = PDLKernels(module)
+    wrapped.kernel[(3, 1)](1, 2, BB=4)
+    assert module.kernel.seen == ((3, 1), (1, 2), {"PDL": True, "launch_pdl": True, "BB": 4})
+    assert wrapped.batch_block(64) == 32 and wrapped.CLAMP == 30.0
+    assert wrapped.kernel is wrapped.kernel  # one wrapper per kernel, made once
+
+
+def test_no_dependent_launches_off_the_gpu():
+    assert not pdl_capable("cpu")
+
+
+def _launched(source: str) -> set[tuple[str, str]]:
+    return set(re.findall(r"\b([KD])\.(\w+)\[", source))
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["tiled", "dense"])
+def test_every_launched_kernel_waits_for_the_prior_grid_first(dense, monkeypatch):
+    if dense:
+        monkeypatch.setattr(codegen, "DENSE_MIN_WORK", 0)
+    launched = set()
+    for path in EXAMPLES:
+        launched |= _launched(codegen.generate(build_plan(optimize(parse(path)))))
+    assert {name for _, name in launched} >= {"sum_fwd", "sum_bwd", "prod_fwd"}
+    for module, name in sorted(launched):
+        kernel = getattr({"K": kernels, "D": dense_kernels}[module], name)
+        fn = ast.parse(textwrap.dedent(inspect.getsource(kernel.fn))).body[0]
+        assert "PDL" in [a.arg for a in fn.args.args + fn.args.kwonlyargs], name
+        body = fn.body[1:] if isinstance(fn.body[0], ast.Expr) and isinstance(fn.body[0].value, ast.Constant) else fn.body
+        assert ast.unparse(body[0]) == "wait_for_prior_grid(PDL)", f"{name} does something before waiting"
