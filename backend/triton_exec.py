@@ -28,7 +28,7 @@ def interpreting() -> bool:
 
 
 # programmatic dependent launch (Hopper and later): each launch of a step may start its programs while the launch
-# before it finishes (kernels.wait_for_prior_grid); measured before it became the default (docs/benchmarks.md)
+# before it finishes (kernels.wait_for_prior_grid); off until an A/B on the GPU shows it helps (docs/benchmarks.md)
 PDL = False
 
 

@@ -129,12 +129,12 @@ def _block_problems(c: Circuit, check_values: bool) -> list[Problem]:
     return out
 
 
-def _check_block(c: Circuit, b: Block, sc: list[int], roles: dict, values: bool) -> list[str]:
+def _check_block(c: Circuit, b: Block, sc: list[int], roles: dict, check_values: bool) -> list[str]:
     if isinstance(b, InputBlock):
-        return _check_input(c, b, roles, values)
+        return _check_input(c, b, roles, check_values)
     if isinstance(b, ProdBlock):
         return _check_prod(c, b, sc)
-    return _check_sum(c, b, sc, roles, values)
+    return _check_sum(c, b, sc, roles, check_values)
 
 
 def _role(roles: dict[str, str], name: str, role: str) -> list[str]:
@@ -153,7 +153,7 @@ def _check_tensor(c: Circuit, name: str, dtype: str, shape: tuple[int, ...], wha
     return []
 
 
-def _check_input(c: Circuit, b: InputBlock, roles: dict, values: bool) -> list[str]:
+def _check_input(c: Circuit, b: InputBlock, roles: dict, check_values: bool) -> list[str]:
     if not 0 <= b.var < len(c.variables):
         return [f"variable index {b.var} out of range"]
     dom = c.variables[b.var].domain
@@ -162,7 +162,7 @@ def _check_input(c: Circuit, b: InputBlock, roles: dict, values: bool) -> list[s
     shape = {"categorical": (b.n, dom.categories), "bernoulli": (b.n,), "gaussian": (b.n, 2)}[b.dist]
     errs = _role(roles, b.params, f"{b.dist}{list(shape)}") or _check_tensor(c, b.params, "f64", shape, "parameters")
     t = c.tensors[b.params]
-    if errs or not values or t.is_random:
+    if errs or not check_values or t.is_random:
         return errs
     return input_values(b.dist, t.data)
 
@@ -212,7 +212,7 @@ def _check_prod(c: Circuit, b: ProdBlock, sc: list[int]) -> list[str]:
     return errs
 
 
-def _check_sum(c: Circuit, b: SumBlock, sc: list[int], roles: dict, values: bool) -> list[str]:
+def _check_sum(c: Circuit, b: SumBlock, sc: list[int], roles: dict, check_values: bool) -> list[str]:
     first = sc[b.children[0]]
     errs = [f"not smooth: child %{k} has scope {scope_names(c, sc[k])}, child %{b.children[0]} has {scope_names(c, first)}"
             for k in b.children[1:] if sc[k] != first]
@@ -226,7 +226,7 @@ def _check_sum(c: Circuit, b: SumBlock, sc: list[int], roles: dict, values: bool
         shape = (len(c.tensors[b.tiles].data), b.block, b.block)
     errs += _role(roles, b.params, f"sum{list(shape)}") or _check_tensor(c, b.params, "f64", shape, "weights")
     t = c.tensors[b.params]
-    if errs or not values or t.is_random:
+    if errs or not check_values or t.is_random:
         return errs
     # remembered by what they read: tied blocks share one tensor (an HMM's 128 steps would otherwise re-check
     # the same million weights 128 times), and so do the circuits before and after a pass
