@@ -54,7 +54,7 @@ def _weight_base(w_base, g, WALIGN: tl.constexpr):
 
 @triton.jit
 def dense_shift(vals, flows, rows, frows, part, vt, n, B, FORWARD: tl.constexpr, CHUNK: tl.constexpr,
-                BN: tl.constexpr, BB: tl.constexpr, PDL: tl.constexpr = False):
+                BN: tl.constexpr, BB: tl.constexpr, PDL: tl.constexpr = 0):
     """``part[g, j, b]``: over rows ``rows[g, j * CHUNK ..]`` (of ``n`` per group), the maximum value
     (``FORWARD``) or the minimum of ``v - log F`` over the rows with flow (flow rows ``frows``), for batch block
     ``program_id(1)`` of group ``program_id(2)``. ``FORWARD`` also writes the values transposed,
@@ -87,7 +87,7 @@ def dense_shift(vals, flows, rows, frows, part, vt, n, B, FORWARD: tl.constexpr,
 
 @triton.jit
 def dense_combine(part, shift, B, NPART: tl.constexpr, FORWARD: tl.constexpr, BB: tl.constexpr,
-                  PDL: tl.constexpr = False):
+                  PDL: tl.constexpr = 0):
     """``shift[g, b]``: the shift of batch column ``b`` of group ``g = program_id(1)`` from :func:`dense_shift`'s
     ``NPART`` chunk results (0 where no row counts: every child is -inf, or no parent has flow). A launch of its
     own: combining the 64 chunks in every product program cost HMM 4096's forward 11 of its 58 ms."""
@@ -109,7 +109,7 @@ def dense_combine(part, shift, B, NPART: tl.constexpr, FORWARD: tl.constexpr, BB
 @triton.jit
 def dense_fwd(vals, sum_w, out_rows, vt, shift, w_base, w_stride, B, P: tl.constexpr, C: tl.constexpr,
               BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr, STAGES: tl.constexpr,
-              GROUP: tl.constexpr, WALIGN: tl.constexpr, PDL: tl.constexpr = False):
+              GROUP: tl.constexpr, WALIGN: tl.constexpr, PDL: tl.constexpr = 0):
     """Parent rows ``out_rows[g]``: ``log(W_g @ exp(C - m)) + m``, the child values read transposed from
     ``vt[g]`` (``[B, C]``, :func:`dense_shift`) and ``m`` from ``shift[g]``; ``g = program_id(1)``."""
     wait_for_prior_grid(PDL)
@@ -134,7 +134,7 @@ def dense_fwd(vals, sum_w, out_rows, vt, shift, w_base, w_stride, B, P: tl.const
 
 @triton.jit
 def dense_scale(vals, flows, out_rows, fout, shift, gt, P, B, BN: tl.constexpr, BB: tl.constexpr,
-                PDL: tl.constexpr = False):
+                PDL: tl.constexpr = 0):
     """``gt[g, b, p] = F_p exp(s - v_p)`` (0 where ``F_p = 0``), transposed (``[B, P]``: the products read it
     contiguously along the parents), with ``s`` from ``shift[g]``, ``g = program_id(2)``. A scratch: the parents'
     flow rows are left as they are (node flows stay readable)."""
@@ -156,7 +156,7 @@ def dense_scale(vals, flows, out_rows, fout, shift, gt, P, B, BN: tl.constexpr, 
 def dense_bwd(vals, flows, sum_w, gt, shift, child_rows, child_frows, w_base, w_stride, B,
               P: tl.constexpr, C: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
               PRECISION: tl.constexpr, STAGES: tl.constexpr, GROUP: tl.constexpr, WALIGN: tl.constexpr,
-              OVERWRITE: tl.constexpr, PDL: tl.constexpr = False):
+              OVERWRITE: tl.constexpr, PDL: tl.constexpr = 0):
     """Child flows ``exp(C - s) * (W_g^T @ G)`` (``G`` transposed in ``gt[g]``) into flow rows ``child_frows[g]``,
     ``g = program_id(1)`` (each written by one program: a dense op's children are distinct, also across its
     groups; ``OVERWRITE``: their first flows, stored rather than added)."""
@@ -187,7 +187,7 @@ def dense_bwd(vals, flows, sum_w, gt, shift, child_rows, child_frows, w_base, w_
 def dense_params(vals, gt, shift, sum_w, wflow, child_rows, w_base, w_stride, B, P: tl.constexpr, C: tl.constexpr,
                  STEPS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr,
                  STAGES: tl.constexpr, GROUP: tl.constexpr, WALIGN: tl.constexpr, ATOMIC: tl.constexpr,
-                 PDL: tl.constexpr = False):
+                 PDL: tl.constexpr = 0):
     """Parameter flows ``W_g * (G @ exp(C - s)^T)`` (``G`` transposed in ``gt[g]``, ``g = program_id(2)``) of one
     ``BM x BN`` weight tile over batch blocks ``j, j + split, ...`` (``j = program_id(1)``, ``STEPS`` of them: the
     batch size is compiled in, as Triton's interpreter cannot loop to a runtime bound). ``ATOMIC``: the batch is

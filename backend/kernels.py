@@ -96,13 +96,15 @@ def batch_block(batch: int, bb: int, tiles: int, fill: int) -> int:
 @triton.jit
 def wait_for_prior_grid(PDL: tl.constexpr):
     """Programmatic dependent launch (Hopper; ``triton_exec.PDL``): a kernel launched with ``launch_pdl`` may start
-    its programs while the launch before it is still running. This waits until that grid has finished and its
-    writes are visible, then lets the next launch start its own programs (which wait here in turn). Every launched
-    kernel calls it first, before any load or store, so launches still run in order: what overlaps is a launch's
-    start-up with the tail of the one before. Without ``PDL`` it is nothing (and the CPU interpreter never sees it).
+    its programs while the launch before it is still running. ``PDL`` >= 1 waits until that grid has finished and
+    its writes are visible; ``PDL`` 2 then lets the next launch start its own programs at once (which wait here
+    in turn), while with 1 the next launch starts as this one's programs exit. Every launched kernel calls it
+    first, before any load or store, so launches still run in order: what overlaps is a launch's start-up with the
+    tail of the one before. With ``PDL`` 0 it is nothing (and the CPU interpreter never sees it).
     """
-    if PDL:
+    if PDL >= 1:
         gdc_wait()
+    if PDL == 2:
         gdc_launch_dependents()
 
 
@@ -149,7 +151,7 @@ def _dot(a, b, PRECISION: tl.constexpr):
 
 @triton.jit
 def input_fwd(vals, x, miss, var, prow, theta, rows, n, B,
-              DIST: tl.constexpr, K: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr, PDL: tl.constexpr = False):
+              DIST: tl.constexpr, K: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr, PDL: tl.constexpr = 0):
     """Rows ``rows[i]``: log-probability of ``x[:, var[i]]`` under parameter row ``prow[i]`` (0 if missing).
 
     Program ``tile * nb + j`` computes rows ``tile * BN ..`` for batch block ``j``: a tile's batch blocks are
@@ -184,7 +186,7 @@ def input_fwd(vals, x, miss, var, prow, theta, rows, n, B,
 
 @triton.jit
 def input_bwd(flows, frows, x, miss, var, prow, stats, mass, n, B,
-              DIST: tl.constexpr, K: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr, PDL: tl.constexpr = False):
+              DIST: tl.constexpr, K: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr, PDL: tl.constexpr = 0):
     """EM statistics of input rows: observed entries add their flow to ``stats``; missing ones to ``mass``.
 
     ``stats`` is ``[R, K]`` counts (categorical), ``[R, 2]`` (bernoulli) or ``[R, 3]`` (gaussian: flow,
@@ -219,7 +221,7 @@ def input_bwd(flows, frows, x, miss, var, prow, stats, mass, n, B,
 def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B, splits,
                   K: tl.constexpr, BN: tl.constexpr, KB: tl.constexpr, BB: tl.constexpr, PRECISION: tl.constexpr,
                   KBLOCKS: tl.constexpr, TRANS: tl.constexpr = False, STAGES: tl.constexpr = 1,
-                  PDL: tl.constexpr = False):
+                  PDL: tl.constexpr = 0):
     """Categorical EM counts of one tile of rows over one variable (``tiles[tile]``: its first and end row),
     as a matrix product over the batch.
 
@@ -311,7 +313,7 @@ def _add_flows(at, f, mask, OVERWRITE: tl.constexpr):
 
 @triton.jit
 def prod_fwd(vals, children, rows, n, B, KMAX: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr,
-             SKIP: tl.constexpr = -1, PDL: tl.constexpr = False):
+             SKIP: tl.constexpr = -1, PDL: tl.constexpr = 0):
     """Rows ``rows[i]``: the sum (log space) of the rows ``children[i, :]`` (``SKIP``: the padding row, not
     read; see :func:`_row_sum`)."""
     wait_for_prior_grid(PDL)
@@ -325,7 +327,7 @@ def prod_fwd(vals, children, rows, n, B, KMAX: tl.constexpr, BN: tl.constexpr, B
 
 @triton.jit
 def prod_fwd_inputs(vals, children, rows, ivar, iprow, x, miss, theta, n, B, KMAX: tl.constexpr, K: tl.constexpr,
-                    BN: tl.constexpr, BB: tl.constexpr, PDL: tl.constexpr = False):
+                    BN: tl.constexpr, BB: tl.constexpr, PDL: tl.constexpr = 0):
     """Rows ``rows[i]``: the sum (log space) over slots ``k`` of the row ``children[i, k]`` or, where
     ``ivar[i, k] >= 0``, of the categorical log-probability ``log theta[iprow[i, k], x[:, ivar[i, k]]]`` (0 if
     missing): inputs fused into their products (:mod:`pcc.backend.fusion`) never get a row of their own.
@@ -355,7 +357,7 @@ def prod_fwd_inputs(vals, children, rows, ivar, iprow, x, miss, theta, n, B, KMA
 
 @triton.jit
 def prod_bwd(flows, frows, children, n, B, KMAX: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr,
-             ZERO: tl.constexpr, ATOMIC: tl.constexpr, OVERWRITE: tl.constexpr, PDL: tl.constexpr = False):
+             ZERO: tl.constexpr, ATOMIC: tl.constexpr, OVERWRITE: tl.constexpr, PDL: tl.constexpr = 0):
     """Every child receives its product parents' flows (product ``i``'s flow row is ``frows[i]``, its
     children's are ``children[i, :]``).
 
@@ -380,7 +382,7 @@ def prod_bwd(flows, frows, children, n, B, KMAX: tl.constexpr, BN: tl.constexpr,
 
 @triton.jit
 def prod_bwd_gather(flows, kids, parents, n, B, D: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr,
-                    OVERWRITE: tl.constexpr, SKIP: tl.constexpr = -1, PDL: tl.constexpr = False):
+                    OVERWRITE: tl.constexpr, SKIP: tl.constexpr = -1, PDL: tl.constexpr = 0):
     """Child ``i`` (flow row ``kids[i]``) receives the flows of its product parents (flow rows
     ``parents[i, :]``, padded with ``PAD``'s zero row, which ``SKIP`` leaves unread): a gather per child, for launches whose children are
     shared. Each child row is written once, so no atomics: on RAT-SPN, whose inputs feed dozens of
@@ -396,7 +398,7 @@ def prod_bwd_gather(flows, kids, parents, n, B, D: tl.constexpr, BN: tl.constexp
 
 
 @triton.jit
-def zero_rows(flows, rows, n, B, BN: tl.constexpr, BB: tl.constexpr, PDL: tl.constexpr = False):
+def zero_rows(flows, rows, n, B, BN: tl.constexpr, BB: tl.constexpr, PDL: tl.constexpr = 0):
     """Clear flow rows ``rows[:n]`` (rows a compact flow buffer hands to a new owner)."""
     wait_for_prior_grid(PDL)
     i = tl.program_id(0) * BN + tl.arange(0, BN)
@@ -431,7 +433,7 @@ def _weights(table, wids, wbase, wstride, t, k, TP: tl.constexpr, TC: tl.constex
 def sum_fwd(vals, sum_w, out_rows, child_rows, wids, wbase, wstride, B,
             TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, BB: tl.constexpr, PAD: tl.constexpr,
             NEG: tl.constexpr, AFFINE: tl.constexpr, PRECISION: tl.constexpr, STAGES: tl.constexpr,
-            PAIR: tl.constexpr = 1, PDL: tl.constexpr = False):
+            PAIR: tl.constexpr = 1, PDL: tl.constexpr = 0):
     """One parent tile x one batch block: ``log(W @ exp(C - m)) + m`` in one pass over the child tiles.
 
     ``m`` is the running per-sample maximum of the child values read so far; when it grows, the partial
@@ -478,7 +480,7 @@ def _parent_scale(vals, flows, out_rows, fout, t, b, B, TP: tl.constexpr):
 
 
 @triton.jit
-def sum_scale(vals, flows, out_rows, fout, scale, B, TP: tl.constexpr, BB: tl.constexpr, PDL: tl.constexpr = False):
+def sum_scale(vals, flows, out_rows, fout, scale, B, TP: tl.constexpr, BB: tl.constexpr, PDL: tl.constexpr = 0):
     """Training steps, before a sum op's backward: each parent's flow row becomes ``G = F exp(s - v)`` in place
     and ``scale[t, b] = s`` (:func:`_parent_scale`), so the op's launches read ``G`` instead of recomputing it
     for every child tile. The parents' flows are dead after their op (:mod:`pcc.backend.flowmap`)."""
@@ -555,7 +557,7 @@ def sum_bwd(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, tile_rows,
             TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, KMAX: tl.constexpr, R: tl.constexpr,
             BB: tl.constexpr, PAD: tl.constexpr, NEG: tl.constexpr, ATOMIC: tl.constexpr, AFFINE: tl.constexpr,
             PRECISION: tl.constexpr, OVERWRITE: tl.constexpr, SCALED: tl.constexpr, PAIR: tl.constexpr = 1,
-            PDL: tl.constexpr = False):
+            PDL: tl.constexpr = 0):
     """Child flows of one child tile x one batch block: ``sum_t exp(C - s_t) * (W_t^T @ G_t)``.
 
     The program visits the ``R`` parent tiles that read its child tile (``uses``: flat ``t * KMAX + k``,
@@ -593,7 +595,7 @@ def sum_bwd(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, tile_rows,
 def sum_bwd_params(vals, flows, sum_w, wflow, out_rows, fout, child_rows, wids, wbase, wstride, B, split, scale,
                    TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, BB: tl.constexpr, PAD: tl.constexpr,
                    NEG: tl.constexpr, AFFINE: tl.constexpr, PRECISION: tl.constexpr, SCALED: tl.constexpr,
-                   SCALE_PAIR: tl.constexpr = 1, STAGES: tl.constexpr = 3, PDL: tl.constexpr = False):
+                   SCALE_PAIR: tl.constexpr = 1, STAGES: tl.constexpr = 3, PDL: tl.constexpr = 0):
     """Parameter flows ``W * sum_b G exp(C - s)^T`` of one parent tile x one child tile.
 
     Program ``(t, k, j)`` sums batch blocks ``j, j + split, ...`` in registers, so each edge gets ``split``

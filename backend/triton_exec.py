@@ -27,9 +27,13 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-# programmatic dependent launch (Hopper and later): each launch of a step may start its programs while the launch
-# before it finishes (kernels.wait_for_prior_grid); off until an A/B on the GPU shows it helps (docs/benchmarks.md)
-PDL = False
+# programmatic dependent launch (Hopper and later; kernels.wait_for_prior_grid): how each launch of a step may
+# start its programs while the launch before it finishes. 0: never. 1 (PDL_WAIT): a launch's programs start as
+# the previous launch's programs exit. 2 (PDL_ONE_WAVE): as 1, but a launch of at most one program per SM lets
+# the next launch start at once (its programs then wait on free SMs). 3 (PDL_EARLY): every launch lets the next
+# start at once. Off until an A/B on the GPU shows one helps everywhere (docs/benchmarks.md, fourteenth round).
+PDL_OFF, PDL_WAIT, PDL_ONE_WAVE, PDL_EARLY = 0, 1, 2, 3
+PDL = PDL_OFF
 
 
 def pdl_capable(device) -> bool:
@@ -40,29 +44,38 @@ def pdl_capable(device) -> bool:
 
 class PDLKernels:
     """A kernel module (``kernels``, ``dense_kernels``) whose launches carry programmatic dependent launch:
-    ``module.kernel[grid](...)`` gets ``PDL=True`` (the kernel's first act is to wait for the previous launch)
-    and Triton's ``launch_pdl=True``. Everything else in the module is passed through. Every kernel the
-    generated code launches takes ``PDL``, so one that did not would fail loudly, not race."""
+    ``module.kernel[grid](...)`` gets Triton's ``launch_pdl=True`` and the kernel's ``PDL`` constexpr
+    (:func:`~.kernels.wait_for_prior_grid`): 1, wait for the previous launch first; 2, also let the next launch
+    start at once, which ``mode`` :data:`PDL_EARLY` does for every launch and :data:`PDL_ONE_WAVE` for grids of at
+    most ``sms`` programs. Everything else in the module is passed through. Every kernel the generated code
+    launches takes ``PDL``, so one that did not would fail loudly, not race."""
 
-    def __init__(self, module):
-        self._module, self._kernels = module, {}
+    def __init__(self, module, mode: int = PDL_EARLY, sms: int = 0):
+        self._module, self._kernels, self._mode, self._sms = module, {}, mode, sms
 
     def __getattr__(self, name: str):
         found = getattr(self._module, name)
         if not isinstance(found, triton.runtime.jit.KernelInterface):
             return found
         if name not in self._kernels:
-            self._kernels[name] = _PDLKernel(found)
+            self._kernels[name] = _PDLKernel(found, self._mode, self._sms)
         return self._kernels[name]
 
 
 class _PDLKernel:
-    def __init__(self, kernel):
-        self._kernel = kernel
+    def __init__(self, kernel, mode: int, sms: int):
+        self._kernel, self._mode, self._sms = kernel, mode, sms
+
+    def _trigger(self, grid) -> int:
+        """The kernel's ``PDL`` for this grid: 2 where the next launch may start at once, else 1."""
+        if self._mode == PDL_EARLY:
+            return 2
+        one_wave = isinstance(grid, tuple) and math.prod(grid) <= self._sms
+        return 2 if self._mode == PDL_ONE_WAVE and one_wave else 1
 
     def __getitem__(self, grid):
-        launch = self._kernel[grid]
-        return lambda *args, **kwargs: launch(*args, PDL=True, launch_pdl=True, **kwargs)
+        launch, pdl = self._kernel[grid], self._trigger(grid)
+        return lambda *args, **kwargs: launch(*args, PDL=pdl, launch_pdl=True, **kwargs)
 
 
 TABLE_ALIGN = 16  # elements (64 bytes): every table starts 16-byte aligned, as Triton's pointer specialisation assumes
@@ -123,9 +136,10 @@ class TritonExecutor:
         self.source = source or generate(plan, precision, fill=fill, flow_map=self.compact, plan_schedule=again)
         namespace: dict = {}
         exec(compile(self.source, "<pcc generated kernels>", "exec"), namespace)  # our own generated code
-        self.pdl = PDL and pdl_capable(device)
+        self.pdl = PDL if pdl_capable(device) else PDL_OFF
         if self.pdl:  # the generated functions read K and D from this namespace when they run
-            namespace["K"], namespace["D"] = PDLKernels(namespace["K"]), PDLKernels(namespace["D"])
+            sms = torch.cuda.get_device_properties(device).multi_processor_count
+            namespace["K"], namespace["D"] = (PDLKernels(namespace[m], PDL, sms) for m in "KD")
         self.schedule = namespace
         # value rows per layout (pcc.backend.valuemap) and flow rows: each node's own (node flows) and the compact
         # rows of a training step; the tables repeat row numbers (a few int32 per node, next to B floats per node)

@@ -63,8 +63,9 @@ KNOBS = {
                      "slots"),
     "fuse-inputs": (fusion, "FUSE", "1: categorical inputs that only products read have no rows in training steps; "
                     "their products compute them"),
-    "pdl": (triton_exec, "PDL", "1: programmatic dependent launch (Hopper): each launch starts its programs while the "
-            "one before it finishes"),
+    "pdl": (triton_exec, "PDL", "programmatic dependent launch (Hopper): 0 off; 1 each launch starts its programs as "
+            "the one before exits; 2 as 1, but a launch of at most one wave lets the next start at once; 3 every "
+            "launch does"),
 }
 
 

@@ -21,7 +21,7 @@ from triton.runtime.jit import KernelInterface
 from pcc import optimize, parse
 from pcc.backend import codegen, dense_kernels, kernels
 from pcc.backend.plan import build_plan
-from pcc.backend.triton_exec import PDLKernels, pdl_capable
+from pcc.backend.triton_exec import PDL_EARLY, PDL_ONE_WAVE, PDL_WAIT, PDLKernels, pdl_capable
 
 
 class _Recorder(KernelInterface):
@@ -33,9 +33,19 @@ def test_launches_through_the_wrapper_carry_pdl_and_helpers_pass_through():
     module = types.SimpleNamespace(kernel=_Recorder(), batch_block=lambda b: b // 2, CLAMP=30.0)
     wrapped = PDLKernels(module)
     wrapped.kernel[(3, 1)](1, 2, BB=4)
-    assert module.kernel.seen == ((3, 1), (1, 2), {"PDL": True, "launch_pdl": True, "BB": 4})
+    assert module.kernel.seen == ((3, 1), (1, 2), {"PDL": 2, "launch_pdl": True, "BB": 4})
     assert wrapped.batch_block(64) == 32 and wrapped.CLAMP == 30.0
     assert wrapped.kernel is wrapped.kernel  # one wrapper per kernel, made once
+
+
+@pytest.mark.parametrize("mode, small, large", [(PDL_WAIT, 1, 1), (PDL_ONE_WAVE, 2, 1), (PDL_EARLY, 2, 2)])
+def test_each_mode_lets_the_next_launch_start_early_only_where_it_says(mode, small, large):
+    """Mode 2 lets the next launch start at once only after a grid of at most one program per SM (132 here)."""
+    module = types.SimpleNamespace(kernel=_Recorder())
+    wrapped = PDLKernels(module, mode, sms=132)
+    for grid, want in (((4, 33), small), ((132,), small), ((133, 1), large), ((2, 67), large)):
+        wrapped.kernel[grid]()
+        assert module.kernel.seen[2] == {"PDL": want, "launch_pdl": True}, grid
 
 
 def test_no_dependent_launches_off_the_gpu():
