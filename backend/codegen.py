@@ -144,9 +144,10 @@ def value_tables(plan: Plan, vmap: ValueMap, plan_schedule: tuple[dict, set] | N
     out = {}
     for key, op in forward_order(plan):
         if isinstance(op, SumOp):
-            out.update({f"{key}.out": v[op.out_rows], f"{key}.child": v[op.child_rows], f"{key}.tiles": v[op.child_tiles[0]]})
+            child = op.child_rows[:1] if op.same_children else op.child_rows  # [1, KC]: one row read by every tile
+            out.update({f"{key}.out": v[op.out_rows], f"{key}.child": v[child], f"{key}.tiles": v[op.child_tiles[0]]})
             if key in readers:  # the backward reads recomputed children from their second rows
-                out.update({f"{key}.bchild": _same(out[f"{key}.child"], b[op.child_rows]),
+                out.update({f"{key}.bchild": _same(out[f"{key}.child"], b[child]),
                             f"{key}.btiles": _same(out[f"{key}.tiles"], b[op.child_tiles[0]])})
             if op.dense is not None:  # the dense kernels' rows, [G, P] and [G, C]
                 parents, children = op.dense_rows()
@@ -328,7 +329,13 @@ def _sum_fwd_launch(key: str, op: SumOp, pair: int) -> str:
     return (f'K.sum_fwd[({len(op.out_rows) // pair}, triton.cdiv(B, bb))](vals, p.sum_w, t["{key}.out"], '
             f't["{key}.child"], {_weight_args(key, op)}, B, TP={pair * op.tile_p}, TC={op.tile_c}, '
             f"KC={op.child_rows.shape[1]}, BB=bb, PAD={PAD}, NEG={NEG}, AFFINE={op.affine is not None}, "
-            f"PRECISION=PRECISION, STAGES={FWD_STAGES[0]} if bb == BB else {FWD_STAGES[1]}, PAIR={pair})")
+            f"PRECISION=PRECISION, STAGES={FWD_STAGES[0]} if bb == BB else {FWD_STAGES[1]}, PAIR={pair}"
+            f"{_same_children(op)})")
+
+
+def _same_children(op: SumOp) -> str:
+    """The ``SAME_CHILDREN`` argument of a sum launch whose child table is one row (``SumOp.same_children``)."""
+    return ", SAME_CHILDREN=True" if op.same_children else ""
 
 
 def _bwd_pair(op: SumOp) -> int:
@@ -399,7 +406,7 @@ def _sum_backward_lines(key: str, op: SumOp, fill: tuple[int, int], overwrite: b
               f"split = max(1, min(triton.cdiv(B, bb) // {SPLIT_BLOCKS}, {most}))",
               f"K.sum_bwd_params[({len(op.out_rows)}, {op.kmax}, split)](vals, flows, p.sum_w, fl.sum_w, {tiles}, "
               f"split, {scale}, {shape(op.tile_p)}, {masks}, PRECISION=PRECISION, SCALED={scaled}, SCALE_PAIR={pair}, "
-              f"STAGES={PARAM_STAGES})"]
+              f"STAGES={PARAM_STAGES}{_same_children(op)})"]
     tiles_c, r = len(op.child_tiles[0]), op.child_tiles[1].shape[1]
     if not tiles_c:  # every child is padding: no child flows to write
         return lines

@@ -59,10 +59,14 @@ def written_rows(op) -> np.ndarray:
 
 
 def read_rows(op) -> np.ndarray:
-    """The rows an op's forward launch reads (its children; padding left out, repeats kept)."""
+    """The rows an op's forward launch reads (its children; padding left out, a product's repeats kept; a sum op
+    whose parent tiles all read the same child rows gives them once, not once per tile)."""
     if isinstance(op, InputOp):
         return np.zeros(0, dtype=np.int64)
-    kids = (op.children if isinstance(op, ProdOp) else op.child_rows).reshape(-1)
+    if isinstance(op, ProdOp):
+        kids = op.children.reshape(-1)
+    else:
+        kids = (op.child_rows[:1] if op.same_children else op.child_rows).reshape(-1)
     return kids[kids >= FIRST_ROW]
 
 

@@ -430,10 +430,18 @@ def _weights(table, wids, wbase, wstride, t, k, TP: tl.constexpr, TC: tl.constex
 
 
 @triton.jit
+def _child_tile_row(t, SAME_CHILDREN: tl.constexpr):
+    """The row of the child table that parent tile ``t`` reads: its own, or the one row all tiles share."""
+    if SAME_CHILDREN:
+        return t * 0
+    return t
+
+
+@triton.jit
 def sum_fwd(vals, sum_w, out_rows, child_rows, wids, wbase, wstride, B,
             TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, BB: tl.constexpr, PAD: tl.constexpr,
             NEG: tl.constexpr, AFFINE: tl.constexpr, PRECISION: tl.constexpr, STAGES: tl.constexpr,
-            PAIR: tl.constexpr = 1, PDL: tl.constexpr = 0):
+            PAIR: tl.constexpr = 1, SAME_CHILDREN: tl.constexpr = False, PDL: tl.constexpr = 0):
     """One parent tile x one batch block: ``log(W @ exp(C - m)) + m`` in one pass over the child tiles.
 
     ``m`` is the running per-sample maximum of the child values read so far; when it grows, the partial
@@ -442,17 +450,19 @@ def sum_fwd(vals, sum_w, out_rows, child_rows, wids, wbase, wstride, B,
     products of this one. ``PAIR = 2``: the program's ``TP`` rows are the plan's parent tiles ``2t`` and
     ``2t + 1``, which must read the same child tiles with weights that continue one strided block
     (``SumOp.pairable``); larger tiles use the tensor cores better where the grid stays full.
+    ``SAME_CHILDREN``: ``child_rows`` is one row, which every parent tile reads (``SumOp.same_children``).
     """
     wait_for_prior_grid(PDL)
     t = tl.program_id(0).to(tl.int64)
     tw = t * PAIR  # the plan's tile whose children and weight addresses the program reads
+    tc = _child_tile_row(tw, SAME_CHILDREN)
     b = tl.program_id(1) * BB + tl.arange(0, BB)
     p = tl.arange(0, TP)
     rows = tl.load(out_rows + t * TP + p).to(tl.int64)
     m = tl.full((BB,), float("-inf"), dtype=tl.float32)
     acc = tl.zeros((TP, BB), dtype=tl.float32)
     for k in tl.range(0, KC, TC, num_stages=STAGES):
-        c = tl.load(child_rows + tw * KC + k + tl.arange(0, TC)).to(tl.int64)
+        c = tl.load(child_rows + tc * KC + k + tl.arange(0, TC)).to(tl.int64)
         cv = tl.load(vals + c[:, None] * B + b[None, :], mask=b[None, :] < B, other=float("-inf"))
         m_new = tl.maximum(m, tl.max(cv, axis=0))
         shift = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -595,18 +605,19 @@ def sum_bwd(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, tile_rows,
 def sum_bwd_params(vals, flows, sum_w, wflow, out_rows, fout, child_rows, wids, wbase, wstride, B, split, scale,
                    TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, BB: tl.constexpr, PAD: tl.constexpr,
                    NEG: tl.constexpr, AFFINE: tl.constexpr, PRECISION: tl.constexpr, SCALED: tl.constexpr,
-                   SCALE_PAIR: tl.constexpr = 1, STAGES: tl.constexpr = 3, PDL: tl.constexpr = 0):
+                   SCALE_PAIR: tl.constexpr = 1, STAGES: tl.constexpr = 3, SAME_CHILDREN: tl.constexpr = False,
+                   PDL: tl.constexpr = 0):
     """Parameter flows ``W * sum_b G exp(C - s)^T`` of one parent tile x one child tile.
 
     Program ``(t, k, j)`` sums batch blocks ``j, j + split, ...`` in registers, so each edge gets ``split``
     atomics per step (atomics because tied parameters share slots and splits share edges); ``split`` is
-    chosen just large enough to fill the GPU.
+    chosen just large enough to fill the GPU. ``SAME_CHILDREN``: as in :func:`sum_fwd`.
     """
     wait_for_prior_grid(PDL)
     t = tl.program_id(0).to(tl.int64)
     k = tl.program_id(1) * TC
     p = tl.arange(0, TP)
-    c = tl.load(child_rows + t * KC + k + tl.arange(0, TC)).to(tl.int64)
+    c = tl.load(child_rows + _child_tile_row(t, SAME_CHILDREN) * KC + k + tl.arange(0, TC)).to(tl.int64)
     acc = tl.zeros((TP, TC), dtype=tl.float32)
     for b0 in tl.range(tl.program_id(2) * BB, B, split * BB, num_stages=STAGES):  # pipelined loads
         b = b0 + tl.arange(0, BB)

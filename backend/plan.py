@@ -185,6 +185,14 @@ class SumOp:
         return base, np.where(real_parent[:, 1, None] & real_child, stride, 0)
 
     @cached_property
+    def same_children(self) -> bool:
+        """True when the op has several parent tiles and every one reads the same child rows in the same order
+        (an HMM's transitions): the device then holds one row of the child table (``SAME_CHILDREN`` in the sum
+        kernels), not ``T`` copies of it: HMM 4096's were 127 MiB per value layout."""
+        rows = self.child_rows
+        return len(rows) > 1 and bool((rows == rows[0]).all())
+
+    @cached_property
     def child_tiles(self) -> tuple[np.ndarray, np.ndarray]:
         """The op seen from its children, for the backward pass without atomics.
 
@@ -192,9 +200,12 @@ class SumOp:
         for each, the flat indices ``t * kmax + k`` of the (parent tile, child slot) pairs that read it,
         padded with -1.
         """
-        tiles = self.child_rows.reshape(-1, self.tile_c)
-        rows, inverse = np.unique(tiles, axis=0, return_inverse=True)
-        inverse = inverse.reshape(-1)
+        if self.same_children:  # one parent tile's child tiles stand for all: unique over kmax tiles, not T * kmax
+            rows, inverse = np.unique(self.child_rows[0].reshape(-1, self.tile_c), axis=0, return_inverse=True)
+            inverse = np.tile(inverse.reshape(-1), len(self.child_rows))
+        else:
+            rows, inverse = np.unique(self.child_rows.reshape(-1, self.tile_c), axis=0, return_inverse=True)
+            inverse = inverse.reshape(-1)
         keep = ~(rows == NEG).all(axis=1)
         order = np.argsort(inverse, kind="stable")
         counts = np.bincount(inverse, minlength=len(rows))

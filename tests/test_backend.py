@@ -14,6 +14,7 @@ from torch_reference import Reference, expected_input_flows
 
 from pcc import optimize, parse
 from pcc.backend.params import EMUpdate, Flows, Params
+from pcc.backend.flowmap import forward_order
 from pcc.backend.plan import InputOp, SumOp, build_plan
 from pcc.backend.torch_exec import TorchExecutor
 from pcc.backend.triton_exec import TritonExecutor
@@ -232,6 +233,21 @@ def test_dense_kernels_run_where_asked_and_over_several_batch_blocks(grid, monke
     plan, ex, p, x, m = setup(c, 3, torch.float32, batch=130, executor="triton")
     assert ex.source.count("D.dense_params[") == 3 and ex.source.count("vt = vals.new_empty(") == 3
     assert "D.dense_fwd[" in ex.source and "D.dense_bwd[" in ex.source and "K.sum_fwd[" not in ex.source
+    node, node_want, flows, want = _flows_and_float64(plan, ex, p, x, m)
+    assert torch.allclose(node.double(), node_want, rtol=1e-4, atol=1e-6)
+    _assert_param_flows_close(flows, want)
+
+
+@pytest.mark.parametrize("latents", [128, 192])
+def test_sums_whose_tiles_share_children_read_one_row(latents):
+    """An HMM's transition sums, every parent tile reading the same child rows: the generic kernels read a
+    one-row child table (``SAME_CHILDREN``) and give float64's node and parameter flows."""
+    c = load_text(hmm_source(3, latents, 5), "h.pc")
+    plan, ex, p, x, m = setup(c, 5, torch.float32, batch=12, executor="triton")
+    same = [key for key, op in forward_order(plan) if isinstance(op, SumOp) and op.same_children]
+    assert same and ex.source.count("SAME_CHILDREN=True") >= 2 * len(same)  # sum_fwd and sum_bwd_params
+    for key in same:
+        assert ex.tv["train"][key + ".child"].shape[0] == 1 and ex.t[key + ".child"].shape[0] == 1
     node, node_want, flows, want = _flows_and_float64(plan, ex, p, x, m)
     assert torch.allclose(node.double(), node_want, rtol=1e-4, atol=1e-6)
     _assert_param_flows_close(flows, want)

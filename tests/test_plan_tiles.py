@@ -36,6 +36,34 @@ def test_child_tiles_list_every_reader_once_and_drop_padding():
     assert not op.shared_children
 
 
+def _child_tiles_of_every_tile(op: SumOp) -> tuple[np.ndarray, np.ndarray]:
+    """``SumOp.child_tiles`` worked out from all ``T * kmax`` tiles, as it is where tiles differ."""
+    rows, inverse = np.unique(op.child_rows.reshape(-1, op.tile_c), axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    uses = [np.flatnonzero(inverse == u) for u in range(len(rows))]
+    keep = ~(rows == NEG).all(axis=1)
+    return rows[keep], [u for u, k in zip(uses, keep) if k]
+
+
+def test_same_children_only_when_every_parent_tile_reads_the_same_rows():
+    """An HMM's transitions: every parent tile reads the same child rows; their child tiles and uses are worked
+    out from one tile's row and equal those from all tiles (the device keeps one row of the child table)."""
+    weights = np.zeros((3, 2, 6), dtype=np.int64)
+    same = SumOp(2, 2, np.array([[5, 6], [7, 8], [9, PAD]]), np.array([[10, 11, 12, 13, 14, NEG]] * 3), weights)
+    other = SumOp(2, 2, np.array([[5, 6], [7, 8], [9, PAD]]),
+                  np.array([[10, 11, 12, 13, 14, NEG]] * 2 + [[12, 13, 10, 11, 14, NEG]]), weights)
+    one = SumOp(2, 2, np.array([[5, 6]]), np.array([[10, 11, 12, 13]]), np.zeros((1, 2, 4), dtype=np.int64))
+    assert same.same_children and not other.same_children and not one.same_children
+    plans = [build_plan(optimize(load_text(hmm_source(3, L, 5), "h.pc"))) for L in (128, 192)]
+    ops = [op for plan in plans for ops in plan.layers for op in ops if isinstance(op, SumOp)]
+    assert sum(op.same_children for op in ops) >= 4
+    for op in [same, other] + ops:
+        rows, uses = op.child_tiles
+        want_rows, want_uses = _child_tiles_of_every_tile(op)
+        assert np.array_equal(rows, want_rows)
+        assert [u[u >= 0].tolist() for u in uses] == [u.tolist() for u in want_uses]
+
+
 def test_shared_children_when_a_row_lies_in_two_child_tiles():
     child = np.array([[10, 11], [11, 12]])
     op = SumOp(2, 2, np.array([[5, 6], [7, 8]]), child, np.zeros((2, 2, 2), dtype=np.int64))
