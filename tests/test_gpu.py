@@ -15,7 +15,8 @@ from pcc.structures import hmm_source
 
 pytestmark = pytest.mark.gpu
 CASES = [(p.stem, lambda p=p: pcc.parse(p)) for p in EXAMPLES] + [
-    (f"random{i}", lambda i=i: random_circuits(700 + i, 1)[0]) for i in range(8)]
+    (f"random{i}", lambda i=i: random_circuits(700 + i, 1)[0]) for i in range(8)] + [
+    ("hmm128", lambda: pcc.parse(hmm_source(4, 128, 8, seed=1)))]  # two parent tiles reading the same children
 
 
 def _models(make, seed):
