@@ -144,7 +144,7 @@ def value_tables(plan: Plan, vmap: ValueMap, plan_schedule: tuple[dict, set] | N
     out = {}
     for key, op in forward_order(plan):
         if isinstance(op, SumOp):
-            child = op.child_rows[:1] if op.same_children else op.child_rows  # [1, KC]: one row read by every tile
+            child = op.child_table
             out.update({f"{key}.out": v[op.out_rows], f"{key}.child": v[child], f"{key}.tiles": v[op.child_tiles[0]]})
             if key in readers:  # the backward reads recomputed children from their second rows
                 out.update({f"{key}.bchild": _same(out[f"{key}.child"], b[child]),

@@ -63,10 +63,7 @@ def read_rows(op) -> np.ndarray:
     whose parent tiles all read the same child rows gives them once, not once per tile)."""
     if isinstance(op, InputOp):
         return np.zeros(0, dtype=np.int64)
-    if isinstance(op, ProdOp):
-        kids = op.children.reshape(-1)
-    else:
-        kids = (op.child_rows[:1] if op.same_children else op.child_rows).reshape(-1)
+    kids = (op.children if isinstance(op, ProdOp) else op.child_table).reshape(-1)
     return kids[kids >= FIRST_ROW]
 
 

@@ -192,6 +192,12 @@ class SumOp:
         rows = self.child_rows
         return len(rows) > 1 and bool((rows == rows[0]).all())
 
+    @property
+    def child_table(self) -> np.ndarray:
+        """The child rows as the device holds them: ``child_rows``, or its first row where every parent tile
+        reads the same ones (:attr:`same_children`)."""
+        return self.child_rows[:1] if self.same_children else self.child_rows
+
     @cached_property
     def child_tiles(self) -> tuple[np.ndarray, np.ndarray]:
         """The op seen from its children, for the backward pass without atomics.
@@ -200,12 +206,9 @@ class SumOp:
         for each, the flat indices ``t * kmax + k`` of the (parent tile, child slot) pairs that read it,
         padded with -1.
         """
-        if self.same_children:  # one parent tile's child tiles stand for all: unique over kmax tiles, not T * kmax
-            rows, inverse = np.unique(self.child_rows[0].reshape(-1, self.tile_c), axis=0, return_inverse=True)
-            inverse = np.tile(inverse.reshape(-1), len(self.child_rows))
-        else:
-            rows, inverse = np.unique(self.child_rows.reshape(-1, self.tile_c), axis=0, return_inverse=True)
-            inverse = inverse.reshape(-1)
+        table = self.child_table  # with same children, one tile's row stands for all: kmax tiles, not T * kmax
+        rows, inverse = np.unique(table.reshape(-1, self.tile_c), axis=0, return_inverse=True)
+        inverse = np.tile(inverse.reshape(-1), len(self.child_rows) // len(table))
         keep = ~(rows == NEG).all(axis=1)
         order = np.argsort(inverse, kind="stable")
         counts = np.bincount(inverse, minlength=len(rows))

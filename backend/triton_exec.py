@@ -70,8 +70,8 @@ class _PDLKernel:
         """The kernel's ``PDL`` for this grid: 2 where the next launch may start at once, else 1."""
         if self._mode == PDL_EARLY:
             return 2
-        one_wave = isinstance(grid, tuple) and math.prod(grid) <= self._sms
-        return 2 if self._mode == PDL_ONE_WAVE and one_wave else 1
+        one_wave = self._mode == PDL_ONE_WAVE and isinstance(grid, tuple) and math.prod(grid) <= self._sms
+        return 2 if one_wave else 1
 
     def __getitem__(self, grid):
         launch, pdl = self._kernel[grid], self._trigger(grid)
@@ -136,7 +136,7 @@ class TritonExecutor:
         self.source = source or generate(plan, precision, fill=fill, flow_map=self.compact, plan_schedule=again)
         namespace: dict = {}
         exec(compile(self.source, "<pcc generated kernels>", "exec"), namespace)  # our own generated code
-        self.pdl = PDL if pdl_capable(device) else PDL_OFF
+        self.pdl = PDL if PDL and pdl_capable(device) else PDL_OFF
         if self.pdl:  # the generated functions read K and D from this namespace when they run
             sms = torch.cuda.get_device_properties(device).multi_processor_count
             namespace["K"], namespace["D"] = (PDLKernels(namespace[m], PDL, sms) for m in "KD")
