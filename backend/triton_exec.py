@@ -31,9 +31,11 @@ def interpreting() -> bool:
 # start its programs while the launch before it finishes. 0: never. 1 (PDL_WAIT): a launch's programs start as
 # the previous launch's programs exit. 2 (PDL_ONE_WAVE): as 1, but a launch of at most one program per SM lets
 # the next launch start at once (its programs then wait on free SMs). 3 (PDL_EARLY): every launch lets the next
-# start at once. Off until an A/B on the GPU shows one helps everywhere (docs/benchmarks.md, fourteenth round).
+# start at once. Mode 1 by default: on an H100, in paired A/Bs, it took 3-4% off the launch-bound steps (HCLT 64,
+# 128 and 256 at 512) and left the rest within 1% (PD 32 at 512, PD 64 at 8192, HMM 4096 at 512); mode 3 slowed
+# HMM 1024 by 15% (docs/benchmarks.md, fourteenth and fifteenth rounds). Devices without PDL run mode 0.
 PDL_OFF, PDL_WAIT, PDL_ONE_WAVE, PDL_EARLY = 0, 1, 2, 3
-PDL = PDL_OFF
+PDL = PDL_WAIT
 
 
 def pdl_capable(device) -> bool:

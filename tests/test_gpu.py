@@ -110,12 +110,12 @@ def test_pipelined_batch_loops_match_float64(name, make, monkeypatch):
     test_inputs_computed_again_and_split_counts_match_float64(name, make, monkeypatch)
 
 
-@pytest.mark.parametrize("mode", [1, 2, 3], ids=["wait", "one-wave", "early"])
+@pytest.mark.parametrize("mode", [0, 1, 2, 3], ids=["off", "wait", "one-wave", "early"])
 @pytest.mark.parametrize("name,make", CASES, ids=[c[0] for c in CASES])
 def test_dependent_launches_match_float64(name, make, mode, monkeypatch):
-    """``triton_exec.PDL`` on, in each mode (Hopper's programmatic dependent launch: each launch may start its
-    programs while the one before it finishes): log_prob, and EM steps in CUDA graphs, as the float64 model's,
-    with the tiled kernels and then with every sum on the dense kernels."""
+    """``triton_exec.PDL`` in each mode, off included (the default is 1; Hopper's programmatic dependent launch:
+    each launch may start its programs while the one before it finishes): log_prob, and EM steps in CUDA graphs,
+    as the float64 model's, with the tiled kernels and then with every sum on the dense kernels."""
     from pcc.backend import codegen, triton_exec
     if not triton_exec.pdl_capable("cuda"):
         pytest.skip("programmatic dependent launch needs compute capability 9 or later")
