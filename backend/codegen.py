@@ -205,7 +205,7 @@ def flow_tables(plan: Plan, fmap: FlowMap) -> dict[str, object]:
             if isinstance(op, ProdOp) and op.gathers:
                 kids, parents = op.child_parents
                 out.update({f"{key}.fkids": f[kids], f"{key}.fparents": np.where(parents >= 0, f[op.start + parents], PAD)})
-            elif isinstance(op, ProdOp):
+            elif isinstance(op, ProdOp) and key not in fmap.shared:  # shared: its children hold its flow already
                 out[f"{key}.fchildren"] = f[op.children]
         if key in fmap.zero:
             out[f"{key}.zero"] = fmap.zero[key]
@@ -271,7 +271,10 @@ def generate(plan: Plan, precision: str = DOT_PRECISION, source: str = "", pipel
                 head += [f'    if "{key}.zero" in f:  # compact flows: rows whose last owner is done, for this op\'s children',
                          f'        K.zero_rows[(triton.cdiv({n}, BN), nb)](flows, f["{key}.zero"], {n}, B, BN=BN, BB=BB)']
             head += ["    " + s for pkey in before.get(key, []) for s in _recompute_lines(pkey, ops[pkey], fusion)]
-            head += ["    " + s for s in _backward_lines(key, op, fill, key in overwrite, key in readers)]
+            lines = _backward_lines(key, op, fill, key in overwrite, key in readers)
+            if key in flow_map.shared:  # the compact map's children share the product's flow row: nothing to copy
+                lines = [f'if "{key}.fchildren" in f:  # node flows only (flowmap.shared_products)'] + ["    " + s for s in lines]
+            head += ["    " + s for s in lines]
     return "\n".join(head) + "\n"
 
 

@@ -17,7 +17,10 @@ Contract of a :class:`FlowMap` ``m`` for plan ``p``:
   :func:`overwriting_ops` stores its children's flows instead of adding to them (on HMMs and HCLTs every
   first write does, so nothing is cleared at all; a memset of the whole buffer took 1.1 ms of HCLT-128's
   step at batch 8192);
-* the identity map (:func:`full_flows`) clears nothing: every node keeps its own row.
+* ``m.shared``: product ops whose children share the product's flow row (:func:`shared_products`), so the
+  compact map runs no backward launch for them: ``m.rows[c] == m.rows[p]`` for each such product row ``p``
+  and its children ``c``, one row for the group's joint lifetime (its first write to its last reader);
+* the identity map (:func:`full_flows`) clears nothing: every node keeps its own row, and shares none.
 
 Node flows for a user (``node_flows``) use the full map; ``em_step`` and ``accumulate`` the compact one.
 """
@@ -38,6 +41,7 @@ class FlowMap:
     size: int
     zero: dict[str, np.ndarray] = field(default_factory=dict)
     overwrite: set[str] = field(default_factory=set)  # :func:`overwriting_ops` of the plan
+    shared: set[str] = field(default_factory=set)  # :func:`shared_products`: no backward launch in this map
 
 
 def forward_order(plan: Plan) -> list[tuple[str, object]]:
@@ -91,28 +95,74 @@ def full_flows(plan: Plan) -> FlowMap:
     return FlowMap(np.arange(plan.rows, dtype=np.int64), plan.rows)
 
 
+def shared_products(plan: Plan) -> tuple[set[str], np.ndarray]:
+    """``(keys, group)``: product ops whose children can hold their flow in the product's own flow row, and per
+    value row the row whose flow row it uses (``group[c] = p`` for each child ``c`` of such a product row ``p``,
+    ``group[r] = r`` elsewhere).
+
+    A product passes its flow unchanged to each child slot, so a child whose only reader is that one slot has
+    the product's flow: the product's backward launch would only copy it (HCLT's and an HMM's products of an
+    input and sums: a launch per layer). Taken: product ops without gathers, not the root's, whose every child
+    row is read by one slot in the whole plan and is an input's or a sum's that does not rewrite its flow row
+    in place (:data:`~.codegen.SCALE_KMAX`: such a sum turns its flows into ``G`` there, which its siblings
+    would then read).
+    """
+    from .codegen import SCALE_KMAX  # codegen imports this module; read at call time (tests change it)
+    readers = np.zeros(plan.rows, dtype=np.int64)
+    ok = np.zeros(plan.rows, dtype=bool)  # rows a shared product may take as children
+    for _, op in forward_order(plan):
+        np.add.at(readers, read_rows(op), 1)
+        if isinstance(op, InputOp) or (isinstance(op, SumOp) and op.kmax < SCALE_KMAX):
+            ok[written_rows(op)] = True
+    ok &= readers == 1
+    group = np.arange(plan.rows, dtype=np.int64)
+    keys = set()
+    for key, op in forward_order(plan):
+        if not isinstance(op, ProdOp) or op.gathers or op.child_atomics or op.start <= plan.root_row < op.start + op.n:
+            continue
+        real = op.children >= FIRST_ROW
+        if ok[op.children[real]].all():
+            keys.add(key)
+            group[op.children[real]] = np.broadcast_to(np.arange(op.start, op.start + op.n)[:, None], real.shape)[real]
+    return keys, group
+
+
 def compact_flows(plan: Plan) -> FlowMap:
-    """Flow rows reused across disjoint lifetimes (see the module docstring): an optimal interval colouring.
+    """Flow rows reused across disjoint lifetimes (see the module docstring): an optimal interval colouring of
+    the groups of :func:`shared_products` (a group lives from its product's first flow to its last reader).
 
     Rows are handed out at each op's time, taking free rows before new ones, so the buffer has exactly as
     many rows as the most flows alive at one time (plus the three reserved rows).
     """
     order = backward_order(plan)
+    shared, group = shared_products(plan)
     own, first = _lifetimes(plan, order)
+    # the generated code is the same for both maps, and node flows (the full map) run the shared products'
+    # launches: overwriting is what those launches may do there
     overwriting = _overwriting(order, first)
+    own, first = group_lifetimes(own, first, group)
     stored = np.array([key in overwriting for key, _ in order] + [False])
     rows = np.arange(plan.rows, dtype=np.int64)
     # a node no op writes a flow to (none on its path to the root: its flow is 0) reads PAD's zero row
     rows[(own >= 0) & (first == len(order))] = PAD
-    node = np.flatnonzero((own >= 0) & (first < len(order)))
+    node = np.flatnonzero((own >= 0) & (first < len(order)) & (group == np.arange(plan.rows)))
     start = first[node]
     rows[node], size, prev = colour_intervals(start, own[node], FIRST_ROW)
+    rows[group != np.arange(plan.rows)] = rows[group[group != np.arange(plan.rows)]]
     # the buffer starts uninitialised (no memset of [rows, batch]): a row needs clearing before its owner's first
     # write, after its previous owner's last read, unless an overwriting op writes it first; the root's flow
     # (start -1) is set before the pass
     clear = (start >= 0) & ~stored[start]
     zero = _clear_points(prev[clear] + 1, start[clear], rows[node][clear], order)
-    return FlowMap(rows, size, zero, overwriting)
+    return FlowMap(rows, size, zero, overwriting, shared)
+
+
+def group_lifetimes(own: np.ndarray, first: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_lifetimes` of the groups of :func:`shared_products`: every member gets its group's first write
+    (the product's) and last reader (the latest member's own op)."""
+    own = own.copy()
+    np.maximum.at(own, group, own)
+    return own[group], first[group]
 
 
 def colour_intervals(start: np.ndarray, end: np.ndarray, first: int) -> tuple[np.ndarray, int, np.ndarray]:

@@ -11,7 +11,8 @@ from test_backend import CIRCUITS, PAIRED, setup
 
 from pcc import optimize, parse
 from pcc.backend import codegen
-from pcc.backend.flowmap import _lifetimes, backward_order, compact_flows, full_flows, overwriting_ops
+from pcc.backend.flowmap import (_lifetimes, backward_order, compact_flows, full_flows, group_lifetimes,
+                                  overwriting_ops, shared_products)
 from pcc.backend.params import Flows, Params
 from pcc.backend.plan import FIRST_ROW, NEG, PAD, ZERO, InputOp, ProdOp, build_plan
 from pcc.backend.torch_exec import TorchExecutor
@@ -35,10 +36,16 @@ def _own(op) -> np.ndarray:
 def _replay(plan, fmap, zeroed: bool) -> None:
     """Walk the backward pass over the flow rows: a row an op adds to must hold zero or its owner's flow
     (zeroed at the start, cleared, or first stored by an overwriting op), and no two live nodes may share a
-    row. ``zeroed``: the buffer starts all zeros (node flows); else only the reserved rows are (training)."""
+    row unless they are one group of ``fmap.shared`` (a shared product and its children, whose product runs
+    no launch and whose row lives until its last member is done). ``zeroed``: the buffer starts all zeros
+    (node flows); else only the reserved rows are (training)."""
     order = backward_order(plan)
     overwriting = overwriting_ops(plan)
-    owner = {}                     # flow row -> value row whose flow it holds now
+    group = shared_products(plan)[1] if fmap.shared else np.arange(plan.rows)
+    members = {}                   # group -> its rows not done yet
+    for r in range(FIRST_ROW, plan.rows):
+        members.setdefault(int(group[r]), set()).add(r)
+    owner = {}                     # flow row -> group whose flow it holds now
     stale = set() if zeroed else set(range(FIRST_ROW, fmap.size))  # rows holding garbage or a finished flow
     owner[int(fmap.rows[plan.root_row])] = plan.root_row
     stale.discard(int(fmap.rows[plan.root_row]))
@@ -46,22 +53,26 @@ def _replay(plan, fmap, zeroed: bool) -> None:
         for r in fmap.zero.get(key, ()):
             assert int(r) not in owner, f"{key} clears row {r} of a live flow"
             stale.discard(int(r))
-        for c in _children(op):
-            fr = int(fmap.rows[c])
+        for c in ([] if key in fmap.shared else _children(op)):
+            fr, g = int(fmap.rows[c]), int(group[c])
             assert fr >= FIRST_ROW, f"{key}: written flow of row {c} maps to a reserved row"
-            if owner.get(fr) == c:
+            assert g == c, f"{key} writes row {c}, which shares its product's flow row"
+            if owner.get(fr) == g:
                 continue
             assert fr not in owner, f"{key}: rows {owner.get(fr)} and {c} share flow row {fr} while both alive"
             assert fr not in stale or key in overwriting, f"{key} adds to row {fr} left over from a finished flow"
-            owner[fr] = c
+            owner[fr] = g
             stale.discard(fr)
         for r in _own(op):
-            fr = int(fmap.rows[r])
+            fr, g = int(fmap.rows[r]), int(group[r])
+            assert fr == int(fmap.rows[g]), f"row {r} is not in its group's flow row"
+            members[g].discard(int(r))
             if fr == PAD or (fr not in owner and fr not in stale):  # never written: reads a zero row
                 continue
-            assert owner.get(fr) == r, f"{key}: row {r}'s flow row {fr} holds row {owner.get(fr)}"
-            del owner[fr]
-            stale.add(fr)
+            assert owner.get(fr) == g, f"{key}: row {r}'s flow row {fr} holds row {owner.get(fr)}"
+            if not members[g]:
+                del owner[fr]
+                stale.add(fr)
 
 
 @pytest.mark.parametrize("name,make", CIRCUITS, ids=[c[0] for c in CIRCUITS])
@@ -72,10 +83,11 @@ def test_compact_rows_never_overlap_and_every_added_row_is_cleared(name, make):
     assert FIRST_ROW <= fmap.size <= plan.rows and fmap.rows.max() < fmap.size
     _replay(plan, fmap, zeroed=False)
     _replay(plan, full_flows(plan), zeroed=True)
-    # the buffer holds exactly the most flows alive at once (the colouring is optimal)
+    # the buffer holds exactly the most flows alive at once (the colouring is optimal), a shared group's one
     order = backward_order(plan)
-    own, first = _lifetimes(plan, order)
-    live = (own >= 0) & (first < len(order))
+    group = shared_products(plan)[1]
+    own, first = group_lifetimes(*_lifetimes(plan, order), group)
+    live = (own >= 0) & (first < len(order)) & (group == np.arange(plan.rows))
     counts = np.zeros(len(order) + 2, dtype=np.int64)
     np.add.at(counts, first[live] + 1, 1)
     np.add.at(counts, own[live] + 2, -1)
