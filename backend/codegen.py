@@ -254,7 +254,8 @@ def generate(plan: Plan, precision: str = DOT_PRECISION, source: str = "", pipel
              '    """Add node flows into flows (root flow preset to 1) and parameter flows into fl.',
              "",
              "    scaled (training steps only): sum ops of several child tiles first turn their parents' flows into",
-             "    G = F exp(s - v) in place (K.sum_scale), so flows no longer holds node flows afterwards.",
+             "    G = F exp(s - v) in place (K.sum_scale), so flows no longer holds node flows afterwards (or into a",
+             "    scratch, where those flow rows are shared: pcc.backend.flowmap.shared_products).",
              "",
              "    f holds the flow-row tables: every node's own row (flows [ROWS, B]), or compact rows reused once a",
              '    flow is dead, which then come with the rows to clear ("zero") before an op (pcc.backend.flowmap)."""',
@@ -271,7 +272,7 @@ def generate(plan: Plan, precision: str = DOT_PRECISION, source: str = "", pipel
                 head += [f'    if "{key}.zero" in f:  # compact flows: rows whose last owner is done, for this op\'s children',
                          f'        K.zero_rows[(triton.cdiv({n}, BN), nb)](flows, f["{key}.zero"], {n}, B, BN=BN, BB=BB)']
             head += ["    " + s for pkey in before.get(key, []) for s in _recompute_lines(pkey, ops[pkey], fusion)]
-            lines = _backward_lines(key, op, fill, key in overwrite, key in readers)
+            lines = _backward_lines(key, op, fill, key in overwrite, key in readers, key in flow_map.scratch)
             if key in flow_map.shared:  # the compact map's children share the product's flow row: nothing to copy
                 lines = [f'if "{key}.fchildren" in f:  # node flows only (flowmap.shared_products)'] + ["    " + s for s in lines]
             head += ["    " + s for s in lines]
@@ -360,9 +361,11 @@ def _weight_args(key: str, op: SumOp) -> str:
     return f't["{key}.wbase"], t["{key}.wbase"], t["{key}.wstride"]'
 
 
-def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool, back: bool = False) -> list[str]:
+def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool, back: bool = False,
+                    scratch: bool = False) -> list[str]:
     """Op ``key``'s backward launches; ``back``: a sum op reads its children's values from the backward rows
-    (``bchild``, ``btiles``, ``bdchild``: some of them are computed again there)."""
+    (``bchild``, ``btiles``, ``bdchild``: some of them are computed again there); ``scratch``: a sum op's
+    training steps put ``G`` in a scratch, not in its parents' flow rows (``FlowMap.scratch``)."""
     if isinstance(op, InputOp):
         stats = _STATS[op.dist].format(k=op.k)
         if op.dist == "categorical":
@@ -387,10 +390,12 @@ def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool, back: 
         return [f'K.prod_bwd[(triton.cdiv({op.n}, BN), nb)](flows, f["{key}.frows"], f["{key}.fchildren"], {op.n}, B, '
                 f"KMAX={op.children.shape[1]}, BN=BN, BB=BB, ZERO={ZERO}, ATOMIC={op.child_atomics}, OVERWRITE={overwrite})"]
     b = "b" if back else ""
-    return _dense_or(op, lambda: _dense_backward_lines(key, op, overwrite, b), _sum_backward_lines(key, op, fill, overwrite, b))
+    return _dense_or(op, lambda: _dense_backward_lines(key, op, overwrite, b),
+                     _sum_backward_lines(key, op, fill, overwrite, b, scratch))
 
 
-def _sum_backward_lines(key: str, op: SumOp, fill: tuple[int, int], overwrite: bool, b: str = "") -> list[str]:
+def _sum_backward_lines(key: str, op: SumOp, fill: tuple[int, int], overwrite: bool, b: str = "",
+                        scratch: bool = False) -> list[str]:
     tiles = f't["{key}.out"], f["{key}.fout"], t["{key}.{b}child"], {_weight_args(key, op)}, B'
     shape = lambda tp: f"TP={tp}, TC={op.tile_c}, KC={op.child_rows.shape[1]}, BB=bb"  # noqa: E731
     masks = f"PAD={PAD}, NEG={NEG}, AFFINE={op.affine is not None}"
@@ -400,26 +405,30 @@ def _sum_backward_lines(key: str, op: SumOp, fill: tuple[int, int], overwrite: b
     pair = _bwd_pair(op)
     # training steps (scaled): G once per parent instead of once per child tile (kernels.sum_scale); the scale
     # argument of unscaled launches is an unread placeholder
-    lines, scale, scaled = [], "flows", "False"
+    lines, scale, scaled, gbuf, into = [], "flows", "False", "flows", ""
     if op.kmax >= SCALE_KMAX:
-        lines, scale, scaled = [f"sc = flows.new_empty({len(op.out_rows) // pair}, B) if scaled else flows",
-                                f'if scaled: K.sum_scale[({len(op.out_rows) // pair}, nb)](vals, flows, t["{key}.out"], '
-                                f'f["{key}.fout"], sc, B, TP={pair * op.tile_p}, BB=BB)'], "sc", "scaled"
+        lines = [f"sc = flows.new_empty({len(op.out_rows) // pair}, B) if scaled else flows"]
+        if scratch:  # its parents' flow rows are shared with nodes that read them later: G goes beside them
+            lines.append(f"gs = flows.new_empty({op.out_rows.size}, B) if scaled else flows")  # one row per parent slot
+            gbuf, into = "gs", ", SCRATCH=scaled"
+        lines.append(f'if scaled: K.sum_scale[({len(op.out_rows) // pair}, nb)](vals, flows, t["{key}.out"], '
+                     f'f["{key}.fout"], sc, {gbuf}, B, TP={pair * op.tile_p}, BB=BB{into})')
+        scale, scaled = "sc", "scaled"
     lines += [f"bb = K.batch_block(B, BB, {programs}, {fill[1]})",
               f"split = max(1, min(triton.cdiv(B, bb) // {SPLIT_BLOCKS}, {most}))",
               f"K.sum_bwd_params[({len(op.out_rows)}, {op.kmax}, split)](vals, flows, p.sum_w, fl.sum_w, {tiles}, "
-              f"split, {scale}, {shape(op.tile_p)}, {masks}, PRECISION=PRECISION, SCALED={scaled}, SCALE_PAIR={pair}, "
-              f"STAGES={PARAM_STAGES}{_same_children(op)})"]
+              f"split, {scale}, {gbuf}, {shape(op.tile_p)}, {masks}, PRECISION=PRECISION, SCALED={scaled}, "
+              f"SCALE_PAIR={pair}, STAGES={PARAM_STAGES}{_same_children(op)}{into})"]
     tiles_c, r = len(op.child_tiles[0]), op.child_tiles[1].shape[1]
     if not tiles_c:  # every child is padding: no child flows to write
         return lines
     return lines + [
             f"bb = K.batch_block(B, BB, {tiles_c}, {fill[0]})",
             f'K.sum_bwd[({tiles_c}, triton.cdiv(B, bb))](vals, flows, p.sum_w, t["{key}.out"], f["{key}.fout"], '
-            f'{_weight_args(key, op)}, t["{key}.{b}tiles"], f["{key}.ftiles"], t["{key}.uses"], {scale}, B, '
+            f'{_weight_args(key, op)}, t["{key}.{b}tiles"], f["{key}.ftiles"], t["{key}.uses"], {scale}, {gbuf}, B, '
             f"{shape(pair * op.tile_p)}, KMAX={op.kmax}, R={r}, "
             f"{masks}, ATOMIC={op.child_atomics}, PRECISION=PRECISION, OVERWRITE={overwrite}, SCALED={scaled}, "
-            f"PAIR={pair}, num_warps={8 if r >= 8 else 4})"]
+            f"PAIR={pair}{into}, num_warps={8 if r >= 8 else 4})"]
 
 
 def _dense_batch(op: SumOp) -> int:

@@ -42,6 +42,7 @@ class FlowMap:
     zero: dict[str, np.ndarray] = field(default_factory=dict)
     overwrite: set[str] = field(default_factory=set)  # :func:`overwriting_ops` of the plan
     shared: set[str] = field(default_factory=set)  # :func:`shared_products`: no backward launch in this map
+    scratch: set[str] = field(default_factory=set)  # sum ops whose rows share a product's flow row: G not in place
 
 
 def forward_order(plan: Plan) -> list[tuple[str, object]]:
@@ -103,16 +104,15 @@ def shared_products(plan: Plan) -> tuple[set[str], np.ndarray]:
     A product passes its flow unchanged to each child slot, so a child whose only reader is that one slot has
     the product's flow: the product's backward launch would only copy it (HCLT's and an HMM's products of an
     input and sums: a launch per layer). Taken: product ops without gathers, not the root's, whose every child
-    row is read by one slot in the whole plan and is an input's or a sum's that does not rewrite its flow row
-    in place (:data:`~.codegen.SCALE_KMAX`: such a sum turns its flows into ``G`` there, which its siblings
-    would then read).
+    row is read by one slot in the whole plan and is an input's or a sum's. (A sum op among those children
+    must not turn its flow rows into ``G`` in place, which its siblings would read later: it puts ``G`` in a
+    scratch, :attr:`FlowMap.scratch`.)
     """
-    from .codegen import SCALE_KMAX  # codegen imports this module; read at call time (tests change it)
     readers = np.zeros(plan.rows, dtype=np.int64)
     ok = np.zeros(plan.rows, dtype=bool)  # rows a shared product may take as children
     for _, op in forward_order(plan):
         np.add.at(readers, read_rows(op), 1)
-        if isinstance(op, InputOp) or (isinstance(op, SumOp) and op.kmax < SCALE_KMAX):
+        if isinstance(op, (InputOp, SumOp)):
             ok[written_rows(op)] = True
     ok &= readers == 1
     group = np.arange(plan.rows, dtype=np.int64)
@@ -154,7 +154,9 @@ def compact_flows(plan: Plan) -> FlowMap:
     # (start -1) is set before the pass
     clear = (start >= 0) & ~stored[start]
     zero = _clear_points(prev[clear] + 1, start[clear], rows[node][clear], order)
-    return FlowMap(rows, size, zero, overwriting, shared)
+    member = group != np.arange(plan.rows)
+    scratch = {key for key, op in order if isinstance(op, SumOp) and member[written_rows(op)].any()}
+    return FlowMap(rows, size, zero, overwriting, shared, scratch)
 
 
 def group_lifetimes(own: np.ndarray, first: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

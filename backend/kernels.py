@@ -490,29 +490,41 @@ def _parent_scale(vals, flows, out_rows, fout, t, b, B, TP: tl.constexpr):
 
 
 @triton.jit
-def sum_scale(vals, flows, out_rows, fout, scale, B, TP: tl.constexpr, BB: tl.constexpr, PDL: tl.constexpr = 0):
-    """Training steps, before a sum op's backward: each parent's flow row becomes ``G = F exp(s - v)`` in place
-    and ``scale[t, b] = s`` (:func:`_parent_scale`), so the op's launches read ``G`` instead of recomputing it
-    for every child tile. The parents' flows are dead after their op (:mod:`pcc.backend.flowmap`)."""
+def sum_scale(vals, flows, out_rows, fout, scale, gbuf, B, TP: tl.constexpr, BB: tl.constexpr,
+              SCRATCH: tl.constexpr = False, PDL: tl.constexpr = 0):
+    """Training steps, before a sum op's backward: each parent's ``G = F exp(s - v)`` and ``scale[t, b] = s``
+    (:func:`_parent_scale`), so the op's launches read ``G`` instead of recomputing it for every child tile.
+    ``G`` replaces the parents' flows in place (they are dead after their op), or with ``SCRATCH`` goes to
+    ``gbuf`` (``[parent slots, B]``, slot ``t * TP + p``), where the flow row is shared with nodes that read it
+    later (:func:`pcc.backend.flowmap.shared_products`)."""
     wait_for_prior_grid(PDL)
     t = tl.program_id(0).to(tl.int64)
     b = tl.program_id(1) * BB + tl.arange(0, BB)
     rows = tl.load(out_rows + t * TP + tl.arange(0, TP)).to(tl.int64)
     frows = tl.load(fout + t * TP + tl.arange(0, TP)).to(tl.int64)
     g, s = _scale_rows(vals, flows, rows, frows, b, B)
-    tl.store(flows + frows[:, None] * B + b[None, :], g, mask=b[None, :] < B)  # PAD's row gets its own 0
+    tl.store(_g_at(flows, gbuf, frows, t, b, B, TP, SCRATCH), g, mask=b[None, :] < B)  # PAD's row gets its own 0
     tl.store(scale + t * B + b, s, mask=b < B)
 
 
 @triton.jit
-def _parent_g(vals, flows, out_rows, fout, scale, t, b, B, TP: tl.constexpr, SCALED: tl.constexpr,
-              SCALE_PAIR: tl.constexpr = 1):
+def _g_at(flows, gbuf, frows, t, b, B, TP: tl.constexpr, SCRATCH: tl.constexpr):
+    """Where parent tile ``t``'s ``G`` lies (``[TP, BB]`` pointers): its flow rows, or its slots in ``gbuf``."""
+    if SCRATCH:
+        return gbuf + (t * TP + tl.arange(0, TP)).to(tl.int64)[:, None] * B + b[None, :]
+    return flows + frows[:, None] * B + b[None, :]
+
+
+@triton.jit
+def _parent_g(vals, flows, out_rows, fout, scale, gbuf, t, b, B, TP: tl.constexpr, SCALED: tl.constexpr,
+              SCALE_PAIR: tl.constexpr = 1, SCRATCH: tl.constexpr = False):
     """:func:`_parent_scale`'s ``(G, s, rows)``, read back from :func:`sum_scale`'s output when ``SCALED``
-    (``SCALE_PAIR = 2``: sum_scale ran on pairs of tiles, so tile ``t``'s shift is pair ``t // 2``'s)."""
+    (``SCALE_PAIR = 2``: sum_scale ran on pairs of tiles, so tile ``t``'s shift is pair ``t // 2``'s; ``G`` in
+    ``gbuf`` with ``SCRATCH``)."""
     if SCALED:
         rows = tl.load(out_rows + t * TP + tl.arange(0, TP)).to(tl.int64)
         frows = tl.load(fout + t * TP + tl.arange(0, TP)).to(tl.int64)
-        g = tl.load(flows + frows[:, None] * B + b[None, :], mask=b[None, :] < B, other=0.0)
+        g = tl.load(_g_at(flows, gbuf, frows, t, b, B, TP, SCRATCH), mask=b[None, :] < B, other=0.0)
         s = tl.load(scale + (t // SCALE_PAIR) * B + b, mask=b < B, other=0.0)
     else:
         g, s, rows = _parent_scale(vals, flows, out_rows, fout, t, b, B, TP)
@@ -547,27 +559,27 @@ def scaled_flow(f, v, s):
 
 
 @triton.jit
-def _use_flows(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, uses, scale, B, u, r, b, c, cv,
+def _use_flows(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, uses, scale, gbuf, B, u, r, b, c, cv,
                TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, KMAX: tl.constexpr, R: tl.constexpr,
                PAD: tl.constexpr, NEG: tl.constexpr, AFFINE: tl.constexpr, PRECISION: tl.constexpr,
-               SCALED: tl.constexpr, PAIR: tl.constexpr):
+               SCALED: tl.constexpr, PAIR: tl.constexpr, SCRATCH: tl.constexpr):
     """The flows ``[TC, BB]`` that use ``r`` of child tile ``u`` (one parent tile's slot; ``PAIR = 2``: uses
     ``2r`` and ``2r + 1``, parent tiles ``t`` and ``t + 1`` as one tile of ``TP`` rows) sends its children."""
     use = tl.load(uses + u * R + r * PAIR)
     flat = tl.maximum(use, 0).to(tl.int64)
     t, k = flat // KMAX, (flat % KMAX) * TC
-    g, s, rows = _parent_g(vals, flows, out_rows, fout, scale, t // PAIR, b, B, TP, SCALED)
+    g, s, rows = _parent_g(vals, flows, out_rows, fout, scale, gbuf, t // PAIR, b, B, TP, SCALED, 1, SCRATCH)
     edge = (rows[:, None] != PAD) & (c[None, :] != NEG) & (use >= 0)
     w = tl.load(_weights(sum_w, wids, wbase, wstride, t, k, TP, TC, KC, AFFINE), mask=edge, other=0.0)
     return tl.exp(tl.minimum(cv - s[None, :], CLAMP)) * _dot(tl.trans(w), g, PRECISION)
 
 
 @triton.jit
-def sum_bwd(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, tile_rows, tile_frows, uses, scale, B,
+def sum_bwd(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, tile_rows, tile_frows, uses, scale, gbuf, B,
             TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, KMAX: tl.constexpr, R: tl.constexpr,
             BB: tl.constexpr, PAD: tl.constexpr, NEG: tl.constexpr, ATOMIC: tl.constexpr, AFFINE: tl.constexpr,
             PRECISION: tl.constexpr, OVERWRITE: tl.constexpr, SCALED: tl.constexpr, PAIR: tl.constexpr = 1,
-            PDL: tl.constexpr = 0):
+            SCRATCH: tl.constexpr = False, PDL: tl.constexpr = 0):
     """Child flows of one child tile x one batch block: ``sum_t exp(C - s_t) * (W_t^T @ G_t)``.
 
     The program visits the ``R`` parent tiles that read its child tile (``uses``: flat ``t * KMAX + k``,
@@ -587,12 +599,12 @@ def sum_bwd(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, tile_rows,
     acc = tl.zeros((TC, BB), dtype=tl.float32)
     if R // PAIR <= UNROLL_USES:  # unrolled: the loads of the next use overlap this one's products
         for r in tl.static_range(R // PAIR):
-            acc += _use_flows(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, uses, scale, B, u, r, b, c, cv,
-                              TP, TC, KC, KMAX, R, PAD, NEG, AFFINE, PRECISION, SCALED, PAIR)
+            acc += _use_flows(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, uses, scale, gbuf, B, u, r, b, c,
+                              cv, TP, TC, KC, KMAX, R, PAD, NEG, AFFINE, PRECISION, SCALED, PAIR, SCRATCH)
     else:  # HMM 4096's 64 uses unrolled took Triton two minutes to compile
         for r in tl.range(0, R // PAIR):
-            acc += _use_flows(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, uses, scale, B, u, r, b, c, cv,
-                              TP, TC, KC, KMAX, R, PAD, NEG, AFFINE, PRECISION, SCALED, PAIR)
+            acc += _use_flows(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, uses, scale, gbuf, B, u, r, b, c,
+                              cv, TP, TC, KC, KMAX, R, PAD, NEG, AFFINE, PRECISION, SCALED, PAIR, SCRATCH)
     at = flows + tl.load(tile_frows + u * TC + tl.arange(0, TC)).to(tl.int64)[:, None] * B + b[None, :]
     real = inb & (c[:, None] != NEG)
     if ATOMIC:
@@ -603,10 +615,10 @@ def sum_bwd(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, tile_rows,
 
 @triton.jit
 def sum_bwd_params(vals, flows, sum_w, wflow, out_rows, fout, child_rows, wids, wbase, wstride, B, split, scale,
-                   TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, BB: tl.constexpr, PAD: tl.constexpr,
+                   gbuf, TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, BB: tl.constexpr, PAD: tl.constexpr,
                    NEG: tl.constexpr, AFFINE: tl.constexpr, PRECISION: tl.constexpr, SCALED: tl.constexpr,
                    SCALE_PAIR: tl.constexpr = 1, STAGES: tl.constexpr = 3, SAME_CHILDREN: tl.constexpr = False,
-                   PDL: tl.constexpr = 0):
+                   SCRATCH: tl.constexpr = False, PDL: tl.constexpr = 0):
     """Parameter flows ``W * sum_b G exp(C - s)^T`` of one parent tile x one child tile.
 
     Program ``(t, k, j)`` sums batch blocks ``j, j + split, ...`` in registers, so each edge gets ``split``
@@ -621,7 +633,7 @@ def sum_bwd_params(vals, flows, sum_w, wflow, out_rows, fout, child_rows, wids, 
     acc = tl.zeros((TP, TC), dtype=tl.float32)
     for b0 in tl.range(tl.program_id(2) * BB, B, split * BB, num_stages=STAGES):  # pipelined loads
         b = b0 + tl.arange(0, BB)
-        g, s, _ = _parent_g(vals, flows, out_rows, fout, scale, t, b, B, TP, SCALED, SCALE_PAIR)
+        g, s, _ = _parent_g(vals, flows, out_rows, fout, scale, gbuf, t, b, B, TP, SCALED, SCALE_PAIR, SCRATCH)
         cv = tl.load(vals + c[:, None] * B + b[None, :], mask=b[None, :] < B, other=float("-inf"))
         e = tl.exp(tl.minimum(cv - s[None, :], CLAMP))
         acc += _dot(g, tl.trans(e), PRECISION)
