@@ -32,6 +32,10 @@ import numpy as np
 
 from .plan import FIRST_ROW, PAD, InputOp, Plan, ProdOp, SumOp
 
+# products whose children only they read share their flow row with them (:func:`shared_products`); off only to
+# measure what it saves (bench/profile_step.py --share-flows 0,1)
+SHARE = True
+
 
 @dataclass
 class FlowMap:
@@ -135,7 +139,7 @@ def compact_flows(plan: Plan) -> FlowMap:
     many rows as the most flows alive at one time (plus the three reserved rows).
     """
     order = backward_order(plan)
-    shared, group = shared_products(plan)
+    shared, group = shared_products(plan) if SHARE else (set(), np.arange(plan.rows, dtype=np.int64))
     own, first = _lifetimes(plan, order)
     # the generated code is the same for both maps, and node flows (the full map) run the shared products'
     # launches: overwriting is what those launches may do there

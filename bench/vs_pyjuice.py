@@ -43,7 +43,7 @@ import torch
 
 import pcc
 from pcc import data as datasets
-from pcc.backend import codegen, fusion, triton_exec
+from pcc.backend import codegen, flowmap, fusion, triton_exec
 from pcc.backend.valuemap import LEVELS
 from pcc.interop.pyjuice import convert
 
@@ -63,6 +63,8 @@ KNOBS = {
                      "slots"),
     "fuse-inputs": (fusion, "FUSE", "1: categorical inputs that only products read have no rows in training steps; "
                     "their products compute them"),
+    "share-flows": (flowmap, "SHARE", "1: products whose children only they read share their flow row with them "
+                    "(no product backward launch)"),
     "pdl": (triton_exec, "PDL", "programmatic dependent launch (Hopper): 0 off; 1 each launch starts its programs as "
             "the one before exits; 2 as 1, but a launch of at most one wave lets the next start at once; 3 every "
             "launch does"),
