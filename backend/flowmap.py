@@ -145,20 +145,20 @@ def compact_flows(plan: Plan) -> FlowMap:
     # launches: overwriting is what those launches may do there
     overwriting = _overwriting(order, first)
     own, first = group_lifetimes(own, first, group)
+    member = group != np.arange(plan.rows)  # rows that use their product's flow row
     stored = np.array([key in overwriting for key, _ in order] + [False])
     rows = np.arange(plan.rows, dtype=np.int64)
     # a node no op writes a flow to (none on its path to the root: its flow is 0) reads PAD's zero row
     rows[(own >= 0) & (first == len(order))] = PAD
-    node = np.flatnonzero((own >= 0) & (first < len(order)) & (group == np.arange(plan.rows)))
+    node = np.flatnonzero((own >= 0) & (first < len(order)) & ~member)
     start = first[node]
     rows[node], size, prev = colour_intervals(start, own[node], FIRST_ROW)
-    rows[group != np.arange(plan.rows)] = rows[group[group != np.arange(plan.rows)]]
+    rows[member] = rows[group[member]]
     # the buffer starts uninitialised (no memset of [rows, batch]): a row needs clearing before its owner's first
     # write, after its previous owner's last read, unless an overwriting op writes it first; the root's flow
     # (start -1) is set before the pass
     clear = (start >= 0) & ~stored[start]
     zero = _clear_points(prev[clear] + 1, start[clear], rows[node][clear], order)
-    member = group != np.arange(plan.rows)
     scratch = {key for key, op in order if isinstance(op, SumOp) and member[written_rows(op)].any()}
     return FlowMap(rows, size, zero, overwriting, shared, scratch)
 
