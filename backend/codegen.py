@@ -92,6 +92,11 @@ DENSE_PARAMS = {"full": (128, 64, 32, 4, 4), "small": (64, 64, 64, 4, 3)}
 # 936, so not there); parameter flows 512 x 512 in 76 at 512 489 -> 420 us, 128 x 128 at 8192 536 -> 528 us
 DENSE_GROUPS_FWD, DENSE_GROUPS_PARAMS, DENSE_GROUPS_MIN_C = (128, 128, 32, 8, 3), (128, 64, 64, 8, 3), 256
 DENSE_CHUNK, DENSE_GROUP = 64, 8
+# a dense op of several groups runs its backward in chunks of groups whose scratch (G transposed, [groups, B, P])
+# holds at most 1/DENSE_SCRATCH of the value buffer's rows (0: whole ops): the largest scratch sits on top of
+# the values and flows at the training step's peak (HCLT 32 at 8192: 80 of 1484 MiB), and a chunk of 1/64
+# still fills the GPU (HCLT's groups of 32-512 rows: 17 or more groups per chunk)
+DENSE_SCRATCH = 64
 _STATS = {"categorical": "fl.cat[{k}]", "bernoulli": "fl.bern", "gaussian": "fl.gauss"}
 
 
@@ -466,31 +471,35 @@ def _tile_args(tiles: tuple[int, ...], walign: int) -> str:
             f"WALIGN={walign}, num_warps={warps}")
 
 
-def _dense_shift(key: str, n: int, groups: int, forward: bool) -> list[str]:
+def _dense_shift(key: str, n: int, groups: int | str, forward: bool, at: str = "") -> list[str]:
     """The launches that reduce the op's shift (per group and sample) over ``n`` rows per group (children
     forward, parents backward) into ``sh`` [G, B]: chunks of rows in parallel, then one combining launch. The
-    forward also transposes the child values into ``vt``; the backward's rows are the parents' (``fdout``)."""
+    forward also transposes the child values into ``vt``; the backward's rows are the parents' (``fdout``).
+    ``groups``: a count or the name of one (a chunk of groups), ``at``: the chunk's slice of the tables."""
     chunk = _pow2(n, 32, DENSE_CHUNK)
     parts = -(-n // chunk)
-    rows = f't["{key}.dchild"], t["{key}.dchild"]' if forward else f't["{key}.dout"], f["{key}.fdout"]'
+    rows = (f't["{key}.dchild"]{at}, t["{key}.dchild"]{at}' if forward
+            else f't["{key}.dout"]{at}, f["{key}.fdout"]{at}')
     buf, scratch = ("vals, vals", "vt") if forward else ("vals, flows", "part")
-    return [f"part, sh = vals.new_empty({groups * parts}, B), vals.new_empty({groups}, B)",
+    many = groups * parts if isinstance(groups, int) else f"{groups} * {parts}"
+    return [f"part, sh = vals.new_empty({many}, B), vals.new_empty({groups}, B)",
             f"D.dense_shift[({parts}, triton.cdiv(B, 64), {groups})]({buf}, {rows}, part, {scratch}, {n}, B, "
             f"FORWARD={forward}, CHUNK={chunk}, BN=32, BB=64)",
             f"D.dense_combine[(triton.cdiv(B, 64), {groups})](part, sh, B, NPART={parts}, FORWARD={forward}, BB=64)"]
 
 
 def _dense_launch(kernel: str, m: int, k: int, d: Dense, tiles: dict, args: str,
-                  grouped: tuple[int, ...] | None = None) -> list[str]:
-    """A dense product over ``m`` rows x the batch (contraction ``k``) in each of ``d``'s groups: the full
-    tiles (``grouped`` instead where given), or the small-grid ones where the full tiles' grid would not fill
-    one wave at this batch size."""
+                  grouped: tuple[int, ...] | None = None, groups: str | None = None) -> list[str]:
+    """A dense product over ``m`` rows x the batch (contraction ``k``) in each of ``d``'s groups (``groups``: the
+    name of a chunk's group count instead): the full tiles (``grouped`` instead where given), or the
+    small-grid ones where the full tiles' grid would not fill one wave at this batch size."""
     full, small = _fit(grouped or tiles["full"], m, None, k), _fit(tiles["small"], m, None, k)
-    launch = lambda t: (f"D.{kernel}[({-(-m // t[0])} * triton.cdiv(B, {t[1]}), {d.groups})]({args}, "  # noqa: E731
+    groups = groups or str(d.groups)
+    launch = lambda t: (f"D.{kernel}[({-(-m // t[0])} * triton.cdiv(B, {t[1]}), {groups})]({args}, "  # noqa: E731
                         f"{_tile_args(t, d.align)})")
     if full == small:
         return [launch(full)]
-    return [f"if {d.groups * -(-m // full[0])} * triton.cdiv(B, {full[1]}) >= {SUM_FILL}:", "    " + launch(full),
+    return [f"if {groups} * {-(-m // full[0])} * triton.cdiv(B, {full[1]}) >= {SUM_FILL}:", "    " + launch(full),
             "else:  # under one wave: the small-grid tiles", "    " + launch(small)]
 
 
@@ -516,13 +525,22 @@ def _dense_backward_lines(key: str, op: SumOp, overwrite: bool, b: str = "") -> 
     pt = full if fills else _fit(DENSE_PARAMS["small"], d.P, d.C, None)
     programs = -(-d.P // pt[0]) * -(-d.C // pt[1])
     most = _most_splits(programs * d.groups)
-    args = (f'vals, flows, p.sum_w, gt, sh, t["{key}.{b}dchild"], f["{key}.fchild"], t["{key}.dbase"], {d.stride}, B, '
-            f"P={d.P}, C={d.C}, OVERWRITE={overwrite}")
-    return [_dense_title(op), f"gt = flows.new_empty({d.groups}, B, {d.P})"] + _dense_shift(key, d.P, d.groups, False) + [
-            f'D.dense_scale[(triton.cdiv({d.P}, 32), triton.cdiv(B, 64), {d.groups})](vals, flows, t["{key}.dout"], '
-            f'f["{key}.fdout"], sh, gt, {d.P}, B, BN=32, BB=64)',
+    chunked = d.groups > 1 and DENSE_SCRATCH > 0
+    at, gn = ("[g0:]", "gn") if chunked else ("", d.groups)  # a chunk's tables start at its first group
+    args = (f'vals, flows, p.sum_w, gt, sh, t["{key}.{b}dchild"]{at}, f["{key}.fchild"]{at}, t["{key}.dbase"]{at}, '
+            f"{d.stride}, B, P={d.P}, C={d.C}, OVERWRITE={overwrite}")
+    body = [f"gt = flows.new_empty({gn}, B, {d.P})"] + _dense_shift(key, d.P, gn, False, at) + [
+            f'D.dense_scale[(triton.cdiv({d.P}, 32), triton.cdiv(B, 64), {gn})](vals, flows, t["{key}.dout"]{at}, '
+            f'f["{key}.fdout"]{at}, sh, gt, {d.P}, B, BN=32, BB=64)',
             f"split = max(1, min(triton.cdiv(B, {pt[2]}) // {SPLIT_BLOCKS}, {most}))",
-            f'D.dense_params[({programs}, split, {d.groups})](vals, gt, sh, p.sum_w, fl.sum_w, t["{key}.{b}dchild"], '
-            f't["{key}.dbase"], {d.stride}, B, P={d.P}, C={d.C}, STEPS=triton.cdiv(triton.cdiv(B, {pt[2]}), split), '
+            f'D.dense_params[({programs}, split, {gn})](vals, gt, sh, p.sum_w, fl.sum_w, t["{key}.{b}dchild"]{at}, '
+            f't["{key}.dbase"]{at}, {d.stride}, B, P={d.P}, C={d.C}, STEPS=triton.cdiv(triton.cdiv(B, {pt[2]}), split), '
             f"{_tile_args(pt, d.align)}, ATOMIC=split > 1)",
-            ] + _dense_launch("dense_bwd", d.C, d.P, d, DENSE_BWD, args) + ["del gt, part, sh"]
+            ] + _dense_launch("dense_bwd", d.C, d.P, d, DENSE_BWD, args, groups="gn" if chunked else None) + [
+            "del gt, part, sh"]
+    if not chunked:
+        return [_dense_title(op)] + body
+    # G transposed is a scratch of the op's parent rows: in chunks of groups, each at most 1/DENSE_SCRATCH of the
+    # value buffer (HCLT 32 at 8192: 80 MiB beside 1084 MiB of values, at the step's peak)
+    return [_dense_title(op), f"for g0, gn in D.group_chunks({d.groups}, {d.P}, vals.shape[0] // {DENSE_SCRATCH}):"] + [
+        "    " + s for s in body]

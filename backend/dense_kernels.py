@@ -34,6 +34,13 @@ import triton.language as tl
 from .kernels import CLAMP, _add_flows, _dot, scaled_flow, shift_key, wait_for_prior_grid
 
 
+def group_chunks(groups: int, rows: int, most: int) -> list[tuple[int, int]]:
+    """``(first group, groups)`` of each chunk of a dense op's ``groups`` groups of ``rows`` rows, each chunk at
+    most ``most`` rows (at least one group): the backward's scratch is one chunk's (codegen.DENSE_SCRATCH)."""
+    per = max(1, most // rows)
+    return [(g0, min(per, groups - g0)) for g0 in range(0, groups, per)]
+
+
 @triton.jit
 def _tile(M, N, BM: tl.constexpr, BN: tl.constexpr, GROUP: tl.constexpr):
     """``(m, n)``: the program's output tile, grouped so that ``GROUP`` tile rows run together."""

@@ -100,12 +100,11 @@ class CircuitModel(torch.nn.Module):
         x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x, device=self.device_, dtype=self.dtype)
         if x.ndim != 2 or x.shape[1] != self.num_vars:
             raise UserError(Diagnostic(Loc("<input>"), f"expected data of shape [batch, {self.num_vars}], got {list(x.shape)}"))
-        if missing is None:
-            m = torch.zeros(x.shape, dtype=torch.bool, device=self.device_)
-        else:
-            m = torch.as_tensor(missing, device=self.device_).bool()
-            if m.shape != x.shape:
-                raise UserError(Diagnostic(Loc("<input>"), f"missing mask has shape {list(m.shape)}, data has {list(x.shape)}"))
+        if missing is None:  # nothing to blank out: the data itself, not a copy (it sat on the step's peak)
+            return x, torch.zeros(x.shape, dtype=torch.bool, device=self.device_)
+        m = torch.as_tensor(missing, device=self.device_).bool()
+        if m.shape != x.shape:
+            raise UserError(Diagnostic(Loc("<input>"), f"missing mask has shape {list(m.shape)}, data has {list(x.shape)}"))
         return torch.where(m, torch.zeros_like(x), x), m
 
     @torch.no_grad()

@@ -65,6 +65,8 @@ KNOBS = {
                     "their products compute them"),
     "share-flows": (flowmap, "SHARE", "1: products whose children only they read share their flow row with them "
                     "(no product backward launch)"),
+    "dense-scratch": (codegen, "DENSE_SCRATCH", "a dense op's backward runs in chunks of groups whose scratch holds at "
+                      "most 1/N of the value buffer's rows; 0: whole ops"),
     "pdl": (triton_exec, "PDL", "programmatic dependent launch (Hopper): 0 off; 1 each launch starts its programs as "
             "the one before exits; 2 as 1, but a launch of at most one wave lets the next start at once; 3 every "
             "launch does"),

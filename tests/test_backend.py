@@ -561,3 +561,26 @@ def test_skipped_padding_slots_change_no_bit(monkeypatch, structure):
     assert torch.equal(got[0][0], got[1][0])
     for a, b in zip(got[0][1].all(), got[1][1].all()):
         assert torch.equal(a, b)
+
+
+def test_group_chunks_cover_every_group_once_within_the_limit():
+    from pcc.backend.dense_kernels import group_chunks
+    assert group_chunks(81, 32, 544) == [(0, 17), (17, 17), (34, 17), (51, 17), (68, 13)]
+    assert group_chunks(5, 64, 10) == [(g, 1) for g in range(5)]  # at least one group a chunk
+    assert group_chunks(3, 8, 1000) == [(0, 3)]
+
+
+@pytest.mark.parametrize("scratch", [0, 16, 1 << 20])
+@pytest.mark.parametrize("name,make", GROUPED, ids=[c[0] for c in GROUPED])
+def test_dense_backward_in_chunks_of_groups(name, make, scratch, monkeypatch):
+    """codegen.DENSE_SCRATCH: a grouped dense op's backward over whole ops (0), chunks of several groups (16: PD
+    8x8's 64 groups of 8 rows in chunks of 11, HCLT's in chunks of one) and one group a chunk (a limit below one
+    group's rows), against the references, node and training flows."""
+    from pcc.backend import codegen
+    from test_flowmap import test_compact_training_flows_match_node_flows_and_reference
+    _dense_everywhere(monkeypatch)
+    monkeypatch.setattr(codegen, "DENSE_SCRATCH", scratch)
+    plan = build_plan(optimize(make()))
+    assert ("D.group_chunks(" in codegen.generate(plan)) == (scratch > 0)
+    test_flows_match_autograd(name, make, "triton", torch.float32, None, 1e-4)
+    test_compact_training_flows_match_node_flows_and_reference(name, make, 2, monkeypatch)

@@ -1,0 +1,95 @@
+"""What is allocated at the peak of one pcc training step: the live tensors at the moment of most memory,
+grouped by the line that allocated them (a line of the generated step code, or of pcc's runtime).
+
+Run: ``python bench/peak_memory.py --mnist PATH/t10k-images-idx3-ubyte.gz --config hclt32 --batch 8192``
+(``--config``: a bench/vs_pyjuice.py configuration, built by PyJuice and converted, as the harness does).
+The step runs eagerly under torch's allocation recorder after two warm-up steps; the harness's peak (with the
+step's CUDA graph recorded) is printed beside it for comparison.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+
+import torch
+
+import pcc
+from pcc import data as datasets
+from pcc.backend.runtime import CircuitModel
+from profile_step import _converted  # bench/: this script's folder
+
+GENERATED = "<pcc generated kernels>"
+MiB = 1 << 20
+
+
+def _where(frames: list[dict], source: list[str]) -> str:
+    """The allocating line: the generated code's line if any frame is in it, else the first pcc frame."""
+    for fr in frames:
+        if fr["filename"] == GENERATED:
+            return f"generated:{fr['line']}: {source[fr['line'] - 1].strip()[:90]}"
+    for fr in frames:
+        name = fr["filename"]
+        if "/pcc" in name or "/backend/" in name:
+            return f"{name.rsplit('/', 2)[-2]}/{name.rsplit('/', 1)[-1]}:{fr['line']} ({fr['name']})"
+    return frames[0]["filename"] + f":{frames[0]['line']}" if frames else "?"
+
+
+def live_at_peak(trace: list[dict]) -> tuple[int, list[dict]]:
+    """``(peak bytes, the allocations alive then)`` from a recorder trace (allocations and completed frees)."""
+    live, now, peak, at_peak = {}, 0, 0, []
+    for ev in trace:
+        if ev["action"] == "alloc":
+            live[ev["addr"]] = ev
+            now += ev["size"]
+            if now > peak:
+                peak, at_peak = now, list(live.values())
+        elif ev["action"] in ("free_requested", "free_completed") and ev["addr"] in live:
+            now -= live.pop(ev["addr"])["size"]
+    return peak, at_peak
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--mnist", required=True)
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--batch", type=int, default=8192)
+    ap.add_argument("--top", type=int, default=15)
+    args = ap.parse_args()
+    path, title, x = _converted(args.config, datasets.load(args.mnist))
+    xb = torch.as_tensor(x[:args.batch], device="cuda", dtype=torch.float32)
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    model = CircuitModel(pcc.optimize(pcc.parse(path)), "cuda", executor="triton")
+    source = model.executor.source.splitlines()
+    model.use_graphs = True
+    for _ in range(3):
+        model.em_step(xb, step_size=0.1, pseudocount=0.1)
+    torch.cuda.synchronize()
+    graphed = torch.cuda.max_memory_allocated() - base
+    model.use_graphs = False
+    model.em_step(xb, step_size=0.1, pseudocount=0.1)
+    torch.cuda.synchronize()
+    torch.cuda.memory._record_memory_history(max_entries=1_000_000, stacks="python")
+    model.em_step(xb, step_size=0.1, pseudocount=0.1)
+    torch.cuda.synchronize()
+    trace = torch.cuda.memory._snapshot()["device_traces"][torch.cuda.current_device()]
+    torch.cuda.memory._record_memory_history(enabled=None)
+    before = torch.cuda.memory_allocated()  # what the step began with is alive throughout (no alloc in the trace)
+    peak, live = live_at_peak(trace)
+    by = collections.Counter()
+    for ev in live:
+        by[_where(ev.get("frames", []), source)] += ev["size"]
+    print(f"{title} at batch {args.batch}: pcc's own peak with the step's graph {graphed / MiB:.0f} MiB; eager step: "
+          f"{before / MiB:.0f} MiB allocated before it (data, buffers kept between steps) + {peak / MiB:.0f} MiB "
+          f"allocated within it at its peak")
+    for where, size in by.most_common(args.top):
+        print(f"  {size / MiB:9.1f} MiB  {where}")
+    kept = collections.Counter()
+    for name, t in vars(model.executor).items():
+        if isinstance(t, torch.Tensor) and t.is_cuda:
+            kept[name] += t.untyped_storage().nbytes()
+    print("tensors the executor keeps:", ", ".join(f"{k} {v / MiB:.0f} MiB" for k, v in kept.most_common(8)))
+
+
+if __name__ == "__main__":
+    main()
