@@ -11,7 +11,8 @@ import numpy as np
 
 from pcc import __version__
 
-from .flowmap import FlowMap, compact_flows, forward_order
+from .flowmap import FlowMap, compact_flows, forward_order, read_rows
+from .folding import candidates, folded_mask, pair_rows
 from .fusion import Fused, split_children, state
 from .valuemap import ValueMap, by_first_reader, schedule
 from .plan import NEG, PAD, ZERO, Dense, InputOp, Plan, ProdOp, SumOp
@@ -146,6 +147,7 @@ def value_tables(plan: Plan, vmap: ValueMap, plan_schedule: tuple[dict, set] | N
     v, b = vmap.rows, vmap.back_rows
     _, readers = plan_schedule or schedule(plan)
     mine = {k for keys in vmap.recompute.values() for k in keys}  # what this layout computes again (<= again)
+    folds, (pa, pb) = folded_mask(plan, vmap.folded), pair_rows(plan, vmap.folded)
     out = {}
     for key, op in forward_order(plan):
         if isinstance(op, SumOp):
@@ -154,16 +156,21 @@ def value_tables(plan: Plan, vmap: ValueMap, plan_schedule: tuple[dict, set] | N
             if key in readers:  # the backward reads recomputed children from their second rows
                 out.update({f"{key}.bchild": _same(out[f"{key}.child"], b[child]),
                             f"{key}.btiles": _same(out[f"{key}.tiles"], b[op.child_tiles[0]])})
+            if folds[read_rows(op)].any():  # the forward adds the rows of folded products' children (folding)
+                out.update({f"{key}.child": v[pa[child]], f"{key}.childb": v[pb[child]]})
             if op.dense is not None:  # the dense kernels' rows, [G, P] and [G, C]
                 parents, children = op.dense_rows()
                 out.update({f"{key}.dout": v[parents], f"{key}.dchild": v[children]})
                 if key in readers:
                     out[f"{key}.bdchild"] = _same(out[f"{key}.dchild"], b[children])
+                if f"{key}.childb" in out:
+                    out.update({f"{key}.dchild": v[pa[children]], f"{key}.dchildb": v[pb[children]]})
             continue
         if key in vmap.fused:  # no rows here: the products that read them compute them (pcc.backend.fusion)
             continue
-        out[f"{key}.rows"] = v[op.start:op.start + op.n]
         again_here = key in mine  # only layouts that compute it again carry its b-tables
+        if key not in vmap.folded:  # folded: no forward launch here, its readers add its children (folding)
+            out[f"{key}.rows"] = v[op.start:op.start + op.n]
         if again_here:
             out[f"{key}.brows"] = b[op.start:op.start + op.n]
         if isinstance(op, ProdOp):
@@ -178,7 +185,7 @@ def _product_tables(plan: Plan, key: str, op: ProdOp, vmap: ValueMap, again_here
     v, b = vmap.rows, vmap.back_rows
     split = split_children(plan, key) if vmap.fused else None
     kids, name = (op.children, "children") if split is None else (split[0], "vchildren")
-    out = {f"{key}.{name}": v[kids]}
+    out = {} if key in vmap.folded else {f"{key}.{name}": v[kids]}
     if again_here:
         out[f"{key}.b{name}"] = b[kids]
     if split is not None:
@@ -252,9 +259,13 @@ def generate(plan: Plan, precision: str = DOT_PRECISION, source: str = "", pipel
             '    """Fill vals [ROWS, B] with every node\'s log-value."""',
             "    nb = triton.cdiv(B, BB)"]
     fusion = state(plan)
+    fold = candidates(plan)
+    fold_rows = folded_mask(plan, fold)
     for li, ops in enumerate(plan.layers):
         for oi, op in enumerate(ops):
-            head += [f"    # layer {li}: {_title(op)}"] + ["    " + s for s in _forward_lines(f"L{li}.{oi}", op, fill, fusion)]
+            key = f"L{li}.{oi}"
+            folds = key in fold if isinstance(op, ProdOp) else isinstance(op, SumOp) and fold_rows[read_rows(op)].any()
+            head += [f"    # layer {li}: {_title(op)}"] + ["    " + s for s in _forward_lines(key, op, fill, fusion, folds=folds)]
     head += ["", "", "def backward(vals, flows, x, miss, t, f, p, fl, B, BN, BB, scaled=False):",
              '    """Add node flows into flows (root flow preset to 1) and parameter flows into fl.',
              "",
@@ -300,9 +311,11 @@ def _title(op) -> str:
     return f"{len(op.out_rows)} sum tiles of {op.tile_p} nodes x {op.kmax} child tiles of {op.tile_c}"
 
 
-def _forward_lines(key: str, op, fill: tuple[int, int], fusion: Fused, b: str = "") -> list[str]:
+def _forward_lines(key: str, op, fill: tuple[int, int], fusion: Fused, b: str = "", folds: bool = False) -> list[str]:
     """Op ``key``'s forward launches; ``b``: an input or product op writes (and reads) the backward rows
-    (``brows``, ``bchildren``: computed again there)."""
+    (``brows``, ``bchildren``: computed again there). ``folds`` (:mod:`.folding`): a product op that layouts
+    may fold into its readers (no launch where the layout's tables carry no ``rows`` of it), or a sum op that
+    reads such products (where the layout folds them, its tables carry ``childb``: the second rows to add)."""
     if isinstance(op, InputOp):
         line = (f'K.input_fwd[(triton.cdiv({op.n}, BN) * nb,)](vals, x, miss, t["{key}.var"], t["{key}.prow"], '
                 f'{_THETA[op.dist].format(k=op.k)}, t["{key}.{b}rows"], {op.n}, B, '
@@ -314,6 +327,9 @@ def _forward_lines(key: str, op, fill: tuple[int, int], fusion: Fused, b: str = 
     if isinstance(op, ProdOp):
         line = (f'K.prod_fwd[(triton.cdiv({op.n}, BN), nb)](vals, t["{key}.{b}children"], t["{key}.{b}rows"], '
                 f"{op.n}, B, KMAX={op.children.shape[1]}, BN=BN, BB=BB{_skip(ZERO)})")
+        if folds:
+            return [f'if "{key}.rows" in t:  # layouts that keep these products (the others fold them: folding)',
+                    "    " + line]
         if key not in fusion.products:
             return [line]
         fused = (f'K.prod_fwd_inputs[(triton.cdiv({op.n}, BN), nb)](vals, t["{key}.{b}vchildren"], '
@@ -321,25 +337,31 @@ def _forward_lines(key: str, op, fill: tuple[int, int], fusion: Fused, b: str = 
                  f"KMAX={op.children.shape[1]}, K={fusion.k}, BN=BN, BB=BB)")
         return [f'if "{key}.ivar" in t:  # input children computed here, without rows (pcc.backend.fusion)',
                 "    " + fused, "else:", "    " + line]
-    return _dense_or(op, lambda: _dense_forward_lines(key, op), _sum_forward_lines(key, op, fill))
+    if not folds:
+        return _dense_or(op, lambda: _dense_forward_lines(key, op), _sum_forward_lines(key, op, fill))
+    both = lambda make: ([f'if "{key}.childb" in t:  # children folded (pcc.backend.folding)']  # noqa: E731
+                         + ["    " + s for s in make(True)] + ["else:"] + ["    " + s for s in make(False)])
+    return _dense_or(op, lambda: both(lambda f: _dense_forward_lines(key, op, f)),
+                     both(lambda f: _sum_forward_lines(key, op, fill, f)))
 
 
-def _sum_forward_lines(key: str, op: SumOp, fill: tuple[int, int]) -> list[str]:
+def _sum_forward_lines(key: str, op: SumOp, fill: tuple[int, int], folded: bool = False) -> list[str]:
     tiles = len(op.out_rows)
     lines = [f"bb = K.batch_block(B, BB, {tiles}, {fill[0]})"]
     if op.pairable and op.child_rows.shape[1] >= PAIR_MIN_CHILDREN:
         lines += [f"if {tiles // 2} * triton.cdiv(B, bb) >= {PAIR_FILL}:  # parent tiles in pairs (PAIR_FILL)",
-                  "    " + _sum_fwd_launch(key, op, 2), "else:", "    " + _sum_fwd_launch(key, op, 1)]
+                  "    " + _sum_fwd_launch(key, op, 2, folded), "else:", "    " + _sum_fwd_launch(key, op, 1, folded)]
         return lines
-    return lines + [_sum_fwd_launch(key, op, 1)]
+    return lines + [_sum_fwd_launch(key, op, 1, folded)]
 
 
-def _sum_fwd_launch(key: str, op: SumOp, pair: int) -> str:
+def _sum_fwd_launch(key: str, op: SumOp, pair: int, folded: bool = False) -> str:
+    child_b, fold = (f't["{key}.childb"]', ", FOLDED=True") if folded else (f't["{key}.child"]', "")
     return (f'K.sum_fwd[({len(op.out_rows) // pair}, triton.cdiv(B, bb))](vals, p.sum_w, t["{key}.out"], '
-            f't["{key}.child"], {_weight_args(key, op)}, B, TP={pair * op.tile_p}, TC={op.tile_c}, '
+            f't["{key}.child"], {child_b}, {_weight_args(key, op)}, B, TP={pair * op.tile_p}, TC={op.tile_c}, '
             f"KC={op.child_rows.shape[1]}, BB=bb, PAD={PAD}, NEG={NEG}, AFFINE={op.affine is not None}, "
             f"PRECISION=PRECISION, STAGES={FWD_STAGES[0]} if bb == BB else {FWD_STAGES[1]}, PAIR={pair}"
-            f"{_same_children(op)})")
+            f"{_same_children(op)}{fold})")
 
 
 def _same_children(op: SumOp) -> str:
@@ -471,20 +493,21 @@ def _tile_args(tiles: tuple[int, ...], walign: int) -> str:
             f"WALIGN={walign}, num_warps={warps}")
 
 
-def _dense_shift(key: str, n: int, groups: int | str, forward: bool, at: str = "") -> list[str]:
+def _dense_shift(key: str, n: int, groups: int | str, forward: bool, at: str = "", folded: bool = False) -> list[str]:
     """The launches that reduce the op's shift (per group and sample) over ``n`` rows per group (children
     forward, parents backward) into ``sh`` [G, B]: chunks of rows in parallel, then one combining launch. The
     forward also transposes the child values into ``vt``; the backward's rows are the parents' (``fdout``).
-    ``groups``: a count or the name of one (a chunk of groups), ``at``: the chunk's slice of the tables."""
+    ``groups``: a count or the name of one (a chunk of groups), ``at``: the chunk's slice of the tables;
+    ``folded`` (forward): each child value is the sum of two rows, ``dchild``'s and ``dchildb``'s (:mod:`.folding`)."""
     chunk = _pow2(n, 32, DENSE_CHUNK)
     parts = -(-n // chunk)
-    rows = (f't["{key}.dchild"]{at}, t["{key}.dchild"]{at}' if forward
+    rows = (f't["{key}.dchild"]{at}, t["{key}.dchild{"b" if folded else ""}"]{at}' if forward
             else f't["{key}.dout"]{at}, f["{key}.fdout"]{at}')
     buf, scratch = ("vals, vals", "vt") if forward else ("vals, flows", "part")
     many = groups * parts if isinstance(groups, int) else f"{groups} * {parts}"
     return [f"part, sh = vals.new_empty({many}, B), vals.new_empty({groups}, B)",
             f"D.dense_shift[({parts}, triton.cdiv(B, 64), {groups})]({buf}, {rows}, part, {scratch}, {n}, B, "
-            f"FORWARD={forward}, CHUNK={chunk}, BN=32, BB=64)",
+            f"FORWARD={forward}, CHUNK={chunk}, BN=32, BB=64{', FOLDED=True' if folded else ''})",
             f"D.dense_combine[(triton.cdiv(B, 64), {groups})](part, sh, B, NPART={parts}, FORWARD={forward}, BB=64)"]
 
 
@@ -509,10 +532,11 @@ def _dense_title(op: SumOp) -> str:
             "(pcc.backend.dense_kernels)")
 
 
-def _dense_forward_lines(key: str, op: SumOp) -> list[str]:
+def _dense_forward_lines(key: str, op: SumOp, folded: bool = False) -> list[str]:
     d = op.dense
     args = f'vals, p.sum_w, t["{key}.dout"], vt, sh, t["{key}.dbase"], {d.stride}, B, P={d.P}, C={d.C}'
-    return ([_dense_title(op), f"vt = vals.new_empty({d.groups}, B, {d.C})"] + _dense_shift(key, d.C, d.groups, True)
+    return ([_dense_title(op), f"vt = vals.new_empty({d.groups}, B, {d.C})"]
+            + _dense_shift(key, d.C, d.groups, True, folded=folded)
             + _dense_launch("dense_fwd", d.P, d.C, d, DENSE_FWD, args,
                             DENSE_GROUPS_FWD if d.groups > 1 and d.C >= DENSE_GROUPS_MIN_C else None)
             + ["del vt, part, sh"])

@@ -61,12 +61,13 @@ def _weight_base(w_base, g, WALIGN: tl.constexpr):
 
 @triton.jit
 def dense_shift(vals, flows, rows, frows, part, vt, n, B, FORWARD: tl.constexpr, CHUNK: tl.constexpr,
-                BN: tl.constexpr, BB: tl.constexpr, PDL: tl.constexpr = 0):
+                BN: tl.constexpr, BB: tl.constexpr, FOLDED: tl.constexpr = False, PDL: tl.constexpr = 0):
     """``part[g, j, b]``: over rows ``rows[g, j * CHUNK ..]`` (of ``n`` per group), the maximum value
     (``FORWARD``) or the minimum of ``v - log F`` over the rows with flow (flow rows ``frows``), for batch block
     ``program_id(1)`` of group ``program_id(2)``. ``FORWARD`` also writes the values transposed,
     ``vt[g, b, i] = v[rows[g, i], b]``: the forward product then reads its exponentiated operand contiguously
-    along the contraction, as the tensor cores want it."""
+    along the contraction, as the tensor cores want it. ``FOLDED`` (forward): a child's value is the sum of the
+    rows ``rows`` and ``frows`` name, a product's two children (:mod:`pcc.backend.folding`)."""
     wait_for_prior_grid(PDL)
     j, g = tl.program_id(0), tl.program_id(2).to(tl.int64)
     rows, frows, vt = rows + g * n, frows + g * n, vt + g * B * n
@@ -82,6 +83,9 @@ def dense_shift(vals, flows, rows, frows, part, vt, n, B, FORWARD: tl.constexpr,
         ok = (i < n)[:, None] & inb[None, :]
         r = tl.load(rows + i, mask=i < n, other=0).to(tl.int64)
         v = tl.load(vals + r[:, None] * B + b[None, :], mask=ok, other=float("-inf"))
+        if FOLDED:  # (0 + v_a) + v_b, as prod_fwd adds them
+            r2 = tl.load(frows + i, mask=i < n, other=0).to(tl.int64)
+            v += tl.load(vals + r2[:, None] * B + b[None, :], mask=ok, other=0.0)
         if FORWARD:
             red = tl.maximum(red, tl.max(v, axis=0))
             tl.store(vt + b[None, :].to(tl.int64) * n + i[:, None], v, mask=ok)

@@ -438,10 +438,11 @@ def _child_tile_row(t, SAME_CHILDREN: tl.constexpr):
 
 
 @triton.jit
-def sum_fwd(vals, sum_w, out_rows, child_rows, wids, wbase, wstride, B,
+def sum_fwd(vals, sum_w, out_rows, child_rows, child_b, wids, wbase, wstride, B,
             TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, BB: tl.constexpr, PAD: tl.constexpr,
             NEG: tl.constexpr, AFFINE: tl.constexpr, PRECISION: tl.constexpr, STAGES: tl.constexpr,
-            PAIR: tl.constexpr = 1, SAME_CHILDREN: tl.constexpr = False, PDL: tl.constexpr = 0):
+            PAIR: tl.constexpr = 1, SAME_CHILDREN: tl.constexpr = False, FOLDED: tl.constexpr = False,
+            PDL: tl.constexpr = 0):
     """One parent tile x one batch block: ``log(W @ exp(C - m)) + m`` in one pass over the child tiles.
 
     ``m`` is the running per-sample maximum of the child values read so far; when it grows, the partial
@@ -451,6 +452,9 @@ def sum_fwd(vals, sum_w, out_rows, child_rows, wids, wbase, wstride, B,
     ``2t + 1``, which must read the same child tiles with weights that continue one strided block
     (``SumOp.pairable``); larger tiles use the tensor cores better where the grid stays full.
     ``SAME_CHILDREN``: ``child_rows`` is one row, which every parent tile reads (``SumOp.same_children``).
+    ``FOLDED``: a child's value is the sum of two rows, ``child_rows`` and ``child_b`` (the same shape): the two
+    children of a product folded into this load (:mod:`pcc.backend.folding`; ``ZERO`` where a child is a row of
+    its own); otherwise ``child_b`` is not read.
     """
     wait_for_prior_grid(PDL)
     t = tl.program_id(0).to(tl.int64)
@@ -464,6 +468,9 @@ def sum_fwd(vals, sum_w, out_rows, child_rows, wids, wbase, wstride, B,
     for k in tl.range(0, KC, TC, num_stages=STAGES):
         c = tl.load(child_rows + tc * KC + k + tl.arange(0, TC)).to(tl.int64)
         cv = tl.load(vals + c[:, None] * B + b[None, :], mask=b[None, :] < B, other=float("-inf"))
+        if FOLDED:  # (0 + v_a) + v_b: bitwise the product's value as prod_fwd adds it
+            cb = tl.load(child_b + tc * KC + k + tl.arange(0, TC)).to(tl.int64)
+            cv += tl.load(vals + cb[:, None] * B + b[None, :], mask=b[None, :] < B, other=0.0)
         m_new = tl.maximum(m, tl.max(cv, axis=0))
         shift = tl.where(m_new == float("-inf"), 0.0, m_new)
         acc = acc * tl.where(m == float("-inf"), 0.0, tl.exp(m - shift))[None, :]

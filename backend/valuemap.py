@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .folding import folded, folded_mask, pair_rows
 from .fusion import fused_inputs, fused_mask
 from .flowmap import backward_order, colour_intervals, forward_order, read_rows, written_rows
 from .plan import FIRST_ROW, ZERO, InputOp, Plan, ProdOp, SumOp
@@ -54,6 +55,7 @@ class ValueMap:
     back: np.ndarray | None = None  # the backward pass's rows (None: ``rows``)
     recompute: dict[str, list[str]] = field(default_factory=dict)  # sum op key -> input and product op keys
     fused: frozenset[str] = frozenset()  # input ops without rows here (:mod:`.fusion`): their rows map to ZERO
+    folded: frozenset[str] = frozenset()  # product ops without forward rows here (:mod:`.folding`): ZERO too
 
     @property
     def back_rows(self) -> np.ndarray:
@@ -185,21 +187,30 @@ def _owners(plan: Plan, keys: list[str]) -> np.ndarray:
     return owner
 
 
-def lifetimes(plan: Plan, backward: bool, again: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def lifetimes(plan: Plan, backward: bool, again: dict[str, str] | None = None,
+              fold: frozenset[str] = frozenset()) -> tuple[np.ndarray, np.ndarray]:
     """``(start, end)`` per plan row, then per row of :func:`again_rows` (the ops in ``again``,
     :func:`recomputed`) for its second life: the time of the launch that writes it and of its last reader.
 
     Times: forward ops ``0 .. F-1``, then (``backward``) the backward ops ``F ..`` in backward order; an
     op in ``again`` runs again at the time of the sum op named there. The root ends after every op;
-    a row nobody reads ends where it starts; reserved rows and fused inputs' rows get ``start = -1``.
+    a row nobody reads ends where it starts; reserved rows, fused inputs' rows and the forward rows of the
+    folded product ops ``fold`` (:mod:`.folding`) get ``start = -1``; the sums that read a folded product read
+    its two children instead.
     """
     fwd = forward_order(plan)
     again = again or {}
     start = np.full(plan.rows, -1, dtype=np.int64)
     end = np.full(plan.rows, -1, dtype=np.int64)
-    for t, (_, op) in enumerate(fwd):
+    pa, pb = pair_rows(plan, fold)
+    for t, (key, op) in enumerate(fwd):
+        if key in fold:  # no forward launch: its readers add its children's rows
+            continue
         start[written_rows(op)] = t
-        np.maximum.at(end, read_rows(op), t)
+        read = read_rows(op)
+        if fold and isinstance(op, SumOp):
+            read = np.concatenate([pa[read], pb[read]])
+        np.maximum.at(end, read, t)
     second = again_rows(plan, again)
     start2, end2 = np.full(len(second), -1, dtype=np.int64), np.full(len(second), -1, dtype=np.int64)
     if backward:
@@ -208,6 +219,7 @@ def lifetimes(plan: Plan, backward: bool, again: dict[str, str] | None = None) -
     end[plan.root_row] = 2 * len(fwd)
     start[:FIRST_ROW] = -1
     start[fused_mask(plan)] = -1  # no rows: their products compute them (pcc.backend.fusion)
+    start[folded_mask(plan, fold)] = -1  # no forward rows: their readers add their children (pcc.backend.folding)
     return np.concatenate([start, start2]), np.concatenate([end, np.maximum(end2, start2)])
 
 
@@ -246,17 +258,19 @@ def compact_values(plan: Plan, backward: bool, recompute: bool | str = True,
     :func:`recomputed` at :func:`level` ``recompute`` computed again there; ``again``: that dict, where the
     caller has it already), else a forward pass."""
     first = (recomputed(plan, level(recompute)) if again is None else again) if backward else {}
-    start, end = lifetimes(plan, backward, first)
+    fold = folded(plan, "train" if backward else "root", first)
+    start, end = lifetimes(plan, backward, first, fold)
     node = np.flatnonzero(start >= 0)
     got, size, _ = colour_intervals(start[node], end[node], FIRST_ROW)
     rows = np.arange(len(start), dtype=np.int64)
     rows[node] = got
     rows[:plan.rows][fused_mask(plan)] = ZERO  # never written nor read in this layout (pcc.backend.fusion)
+    rows[:plan.rows][folded_mask(plan, fold)] = ZERO  # nor these in its forward pass (pcc.backend.folding)
     if not first:
-        return ValueMap(rows[:plan.rows], size, fused=fused_inputs(plan))
+        return ValueMap(rows[:plan.rows], size, fused=fused_inputs(plan), folded=fold)
     back = rows[:plan.rows].copy()
     back[again_rows(plan, first)] = rows[plan.rows:]
-    return ValueMap(rows[:plan.rows], size, back, by_first_reader(first), fused_inputs(plan))
+    return ValueMap(rows[:plan.rows], size, back, by_first_reader(first), fused_inputs(plan), fold)
 
 
 def value_map(plan: Plan, layout: str, recompute: bool | str = True, again: dict[str, str] | None = None) -> ValueMap:

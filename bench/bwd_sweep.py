@@ -112,7 +112,7 @@ def sweep(prec: str) -> None:
         vals, sum_w, child0, par0 = layer(groups, P, C, B, dev)
         T, out, child, wbase, wstride, wids = tables(groups, P, C, 64, 64, child0, par0, dev)
         nb = triton.cdiv(B, 64)
-        K.sum_fwd[(T, nb)](vals, sum_w, out, child, wbase, wbase, wstride, B, TP=64, TC=64, KC=C, BB=64,
+        K.sum_fwd[(T, nb)](vals, sum_w, out, child, child, wbase, wbase, wstride, B, TP=64, TC=64, KC=C, BB=64,
                            PAD=2, NEG=1, AFFINE=True, PRECISION="ieee", STAGES=4)
         flows = torch.zeros_like(vals)
         flows[par0.reshape(-1).long()] = torch.rand(groups * P, B, device=dev)

@@ -39,7 +39,7 @@ def run(L, B, TP, BB, warps, stages, precision):
     grid = (L // TP, triton.cdiv(B, BB))
 
     def go():
-        K.sum_fwd[grid](vals, w, out, child, wbase, wbase, wstride, B, TP=TP, TC=64, KC=L, BB=BB, PAD=PAD, NEG=NEG,
+        K.sum_fwd[grid](vals, w, out, child, child, wbase, wbase, wstride, B, TP=TP, TC=64, KC=L, BB=BB, PAD=PAD, NEG=NEG,
                         AFFINE=True, PRECISION=precision, STAGES=stages, num_warps=warps)
     return median_ms(go, 20, warmup=1), vals[FIRST + L:].clone()
 

@@ -103,7 +103,7 @@ def backward_sweep(prec):
                                   ("hclt128@8k", 40, 128, 128, 8192)]:
         vals, sum_w, child0, par0 = layer(groups, P, C, B, dev)
         T, out, child, wbase, wstride, wids = tables(groups, P, C, 64, 64, child0, par0, dev)
-        K.sum_fwd[(T, triton.cdiv(B, 64))](vals, sum_w, out, child, wbase, wbase, wstride, B, TP=64, TC=64, KC=C, BB=64,
+        K.sum_fwd[(T, triton.cdiv(B, 64))](vals, sum_w, out, child, child, wbase, wbase, wstride, B, TP=64, TC=64, KC=C, BB=64,
                                              PAD=2, NEG=1, AFFINE=True, PRECISION="ieee", STAGES=4)
         flows = torch.zeros_like(vals)
         flows[par0.reshape(-1).long()] = torch.rand(groups * P, B, device=dev)
@@ -203,7 +203,7 @@ def main():
             T, out, child, wbase, wstride, wids = tables(groups, P, C, TP, TC, child0, par0, dev)
             nb = triton.cdiv(B, BB)
             if kind == "cur":
-                fn = lambda: K.sum_fwd[(T, nb)](vals, sum_w, out, child, wids, wids, wids, B, TP=TP, TC=TC, KC=C, BB=BB,
+                fn = lambda: K.sum_fwd[(T, nb)](vals, sum_w, out, child, child, wids, wids, wids, B, TP=TP, TC=TC, KC=C, BB=BB,
                                                 PAD=2, NEG=1, AFFINE=False, PRECISION=prec, STAGES=4, num_warps=nw)
             elif kind == "gat":
                 fn = lambda: fwd_affine[(T, nb)](vals, sum_w, out, child, wids, wstride, B, TP=TP, TC=TC, KC=C, BB=BB,

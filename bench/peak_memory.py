@@ -3,8 +3,8 @@ grouped by the line that allocated them (a line of the generated step code, or o
 
 Run: ``python bench/peak_memory.py --mnist PATH/t10k-images-idx3-ubyte.gz --config hclt32 --batch 8192``
 (``--config``: a bench/vs_pyjuice.py configuration, built by PyJuice and converted, as the harness does).
-The step runs eagerly under torch's allocation recorder after two warm-up steps; the harness's peak (with the
-step's CUDA graph recorded) is printed beside it for comparison.
+Everything from the model's compile on runs under torch's allocation recorder, as the harness runs it: three
+training steps, the first of which warms up and records the step's CUDA graph.
 """
 from __future__ import annotations
 
@@ -59,36 +59,22 @@ def main() -> None:
     xb = torch.as_tensor(x[:args.batch], device="cuda", dtype=torch.float32)
     base = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
+    torch.cuda.memory._record_memory_history(max_entries=1_000_000, stacks="python")
     model = CircuitModel(pcc.optimize(pcc.parse(path)), "cuda", executor="triton")
     source = model.executor.source.splitlines()
-    model.use_graphs = True
-    for _ in range(3):
+    for _ in range(3):  # as the harness: the step's graph recorded (warm-up, capture), then replayed
         model.em_step(xb, step_size=0.1, pseudocount=0.1)
-    torch.cuda.synchronize()
-    graphed = torch.cuda.max_memory_allocated() - base
-    model.use_graphs = False
-    model.em_step(xb, step_size=0.1, pseudocount=0.1)
-    torch.cuda.synchronize()
-    torch.cuda.memory._record_memory_history(max_entries=1_000_000, stacks="python")
-    model.em_step(xb, step_size=0.1, pseudocount=0.1)
     torch.cuda.synchronize()
     trace = torch.cuda.memory._snapshot()["device_traces"][torch.cuda.current_device()]
     torch.cuda.memory._record_memory_history(enabled=None)
-    before = torch.cuda.memory_allocated()  # what the step began with is alive throughout (no alloc in the trace)
     peak, live = live_at_peak(trace)
     by = collections.Counter()
     for ev in live:
         by[_where(ev.get("frames", []), source)] += ev["size"]
-    print(f"{title} at batch {args.batch}: pcc's own peak with the step's graph {graphed / MiB:.0f} MiB; eager step: "
-          f"{before / MiB:.0f} MiB allocated before it (data, buffers kept between steps) + {peak / MiB:.0f} MiB "
-          f"allocated within it at its peak")
+    print(f"{title} at batch {args.batch}: pcc's own peak (compile, graph capture, steps) "
+          f"{(torch.cuda.max_memory_allocated() - base) / MiB:.0f} MiB; live at the recorded peak {peak / MiB:.0f} MiB:")
     for where, size in by.most_common(args.top):
         print(f"  {size / MiB:9.1f} MiB  {where}")
-    kept = collections.Counter()
-    for name, t in vars(model.executor).items():
-        if isinstance(t, torch.Tensor) and t.is_cuda:
-            kept[name] += t.untyped_storage().nbytes()
-    print("tensors the executor keeps:", ", ".join(f"{k} {v / MiB:.0f} MiB" for k, v in kept.most_common(8)))
 
 
 if __name__ == "__main__":

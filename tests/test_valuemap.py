@@ -13,6 +13,7 @@ from test_flowmap import _children, _own
 
 from pcc import optimize, parse
 from pcc.backend.flowmap import backward_order, forward_order
+from pcc.backend.folding import pair_rows
 from pcc.backend import fusion
 from pcc.backend.fusion import fused_mask
 from pcc.backend.params import Flows, Params
@@ -29,7 +30,16 @@ def _launches(plan, vmap, train: bool):
     fwd, back = vmap.rows, vmap.back_rows
     inline = fused_mask(plan) & bool(vmap.fused)  # fused inputs: their products compute them, no rows
     pair = lambda rows, m: [(int(r), int(m[r])) for r in rows if not inline[r]]  # noqa: E731
-    out = [(pair(_children(op), fwd), pair(_own(op), fwd)) for key, op in forward_order(plan) if key not in vmap.fused]
+    pa, pb = pair_rows(plan, vmap.folded)  # folded products: their readers read their two children instead
+
+    def forward_reads(op) -> np.ndarray:
+        kids = _children(op)
+        if isinstance(op, SumOp):
+            kids = np.unique(np.concatenate([pa[kids], pb[kids]]))
+        return kids[kids >= FIRST_ROW]
+
+    out = [(pair(forward_reads(op), fwd), pair(_own(op), fwd)) for key, op in forward_order(plan)
+           if key not in vmap.fused and key not in vmap.folded]
     if train:
         ops = dict(forward_order(plan))
         for key, op in backward_order(plan):
