@@ -156,15 +156,22 @@ def value_tables(plan: Plan, vmap: ValueMap, plan_schedule: tuple[dict, set] | N
             if key in readers:  # the backward reads recomputed children from their second rows
                 out.update({f"{key}.bchild": _same(out[f"{key}.child"], b[child]),
                             f"{key}.btiles": _same(out[f"{key}.tiles"], b[op.child_tiles[0]])})
-            if folds[read_rows(op)].any():  # the forward adds the rows of folded products' children (folding)
+            folding = folds[read_rows(op)].any()  # rows of folded products' children are added instead (folding)
+            if folding:
                 out.update({f"{key}.child": v[pa[child]], f"{key}.childb": v[pb[child]]})
+                if vmap.train and key in readers:  # training: the backward adds them too
+                    tiles = op.child_tiles[0]
+                    out.update({f"{key}.bchild": b[pa[child]], f"{key}.bchildb": b[pb[child]],
+                                f"{key}.btiles": b[pa[tiles]], f"{key}.btilesb": b[pb[tiles]]})
             if op.dense is not None:  # the dense kernels' rows, [G, P] and [G, C]
                 parents, children = op.dense_rows()
                 out.update({f"{key}.dout": v[parents], f"{key}.dchild": v[children]})
                 if key in readers:
                     out[f"{key}.bdchild"] = _same(out[f"{key}.dchild"], b[children])
-                if f"{key}.childb" in out:
+                if folding:
                     out.update({f"{key}.dchild": v[pa[children]], f"{key}.dchildb": v[pb[children]]})
+                    if f"{key}.bchildb" in out:
+                        out.update({f"{key}.bdchild": b[pa[children]], f"{key}.bdchildb": b[pb[children]]})
             continue
         if key in vmap.fused:  # no rows here: the products that read them compute them (pcc.backend.fusion)
             continue
@@ -278,6 +285,7 @@ def generate(plan: Plan, precision: str = DOT_PRECISION, source: str = "", pipel
              "    nb = triton.cdiv(B, BB)"]
     again, readers = plan_schedule or schedule(plan)
     before = by_first_reader(again)
+    fold_back = folded_mask(plan, frozenset(k for k in fold if k in again))  # what training layouts may fold
     ops = dict(forward_order(plan))
     for li in range(len(plan.layers) - 1, -1, -1):
         for oi, op in enumerate(plan.layers[li]):
@@ -288,7 +296,8 @@ def generate(plan: Plan, precision: str = DOT_PRECISION, source: str = "", pipel
                 head += [f'    if "{key}.zero" in f:  # compact flows: rows whose last owner is done, for this op\'s children',
                          f'        K.zero_rows[(triton.cdiv({n}, BN), nb)](flows, f["{key}.zero"], {n}, B, BN=BN, BB=BB)']
             head += ["    " + s for pkey in before.get(key, []) for s in _recompute_lines(pkey, ops[pkey], fusion)]
-            lines = _backward_lines(key, op, fill, key in overwrite, key in readers, key in flow_map.scratch)
+            folds = key in readers and isinstance(op, SumOp) and fold_back[read_rows(op)].any()
+            lines = _backward_lines(key, op, fill, key in overwrite, key in readers, key in flow_map.scratch, folds)
             if key in flow_map.shared:  # the compact map's children share the product's flow row: nothing to copy
                 lines = [f'if "{key}.fchildren" in f:  # node flows only (flowmap.shared_products)'] + ["    " + s for s in lines]
             head += ["    " + s for s in lines]
@@ -389,10 +398,11 @@ def _weight_args(key: str, op: SumOp) -> str:
 
 
 def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool, back: bool = False,
-                    scratch: bool = False) -> list[str]:
+                    scratch: bool = False, folds: bool = False) -> list[str]:
     """Op ``key``'s backward launches; ``back``: a sum op reads its children's values from the backward rows
     (``bchild``, ``btiles``, ``bdchild``: some of them are computed again there); ``scratch``: a sum op's
-    training steps put ``G`` in a scratch, not in its parents' flow rows (``FlowMap.scratch``)."""
+    training steps put ``G`` in a scratch, not in its parents' flow rows (``FlowMap.scratch``); ``folds``: a sum
+    op that reads products a training layout may fold (:mod:`.folding`), whose tables then carry ``bchildb``."""
     if isinstance(op, InputOp):
         stats = _STATS[op.dist].format(k=op.k)
         if op.dist == "categorical":
@@ -417,13 +427,20 @@ def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool, back: 
         return [f'K.prod_bwd[(triton.cdiv({op.n}, BN), nb)](flows, f["{key}.frows"], f["{key}.fchildren"], {op.n}, B, '
                 f"KMAX={op.children.shape[1]}, BN=BN, BB=BB, ZERO={ZERO}, ATOMIC={op.child_atomics}, OVERWRITE={overwrite})"]
     b = "b" if back else ""
-    return _dense_or(op, lambda: _dense_backward_lines(key, op, overwrite, b),
-                     _sum_backward_lines(key, op, fill, overwrite, b, scratch))
+    if not folds:
+        return _dense_or(op, lambda: _dense_backward_lines(key, op, overwrite, b),
+                         _sum_backward_lines(key, op, fill, overwrite, b, scratch))
+    both = lambda make: ([f'if "{key}.bchildb" in t:  # children folded (pcc.backend.folding)']  # noqa: E731
+                         + ["    " + s for s in make(True)] + ["else:"] + ["    " + s for s in make(False)])
+    return _dense_or(op, lambda: both(lambda f: _dense_backward_lines(key, op, overwrite, b, f)),
+                     both(lambda f: _sum_backward_lines(key, op, fill, overwrite, b, scratch, f)))
 
 
 def _sum_backward_lines(key: str, op: SumOp, fill: tuple[int, int], overwrite: bool, b: str = "",
-                        scratch: bool = False) -> list[str]:
-    tiles = f't["{key}.out"], f["{key}.fout"], t["{key}.{b}child"], {_weight_args(key, op)}, B'
+                        scratch: bool = False, folded: bool = False) -> list[str]:
+    second, fold = (f'{b}childb', ", FOLDED=True") if folded else (f'{b}child', "")
+    tiles = (f't["{key}.out"], f["{key}.fout"], t["{key}.{b}child"], t["{key}.{second}"], {_weight_args(key, op)}, '
+             "B")
     shape = lambda tp: f"TP={tp}, TC={op.tile_c}, KC={op.child_rows.shape[1]}, BB=bb"  # noqa: E731
     masks = f"PAD={PAD}, NEG={NEG}, AFFINE={op.affine is not None}"
     # parameter flows first: they read the parents' flows before anything else changes the buffer
@@ -445,17 +462,18 @@ def _sum_backward_lines(key: str, op: SumOp, fill: tuple[int, int], overwrite: b
               f"split = max(1, min(triton.cdiv(B, bb) // {SPLIT_BLOCKS}, {most}))",
               f"K.sum_bwd_params[({len(op.out_rows)}, {op.kmax}, split)](vals, flows, p.sum_w, fl.sum_w, {tiles}, "
               f"split, {scale}, {gbuf}, {shape(op.tile_p)}, {masks}, PRECISION=PRECISION, SCALED={scaled}, "
-              f"SCALE_PAIR={pair}, STAGES={PARAM_STAGES}{_same_children(op)}{into})"]
+              f"SCALE_PAIR={pair}, STAGES={PARAM_STAGES}{_same_children(op)}{into}{fold})"]
     tiles_c, r = len(op.child_tiles[0]), op.child_tiles[1].shape[1]
     if not tiles_c:  # every child is padding: no child flows to write
         return lines
     return lines + [
             f"bb = K.batch_block(B, BB, {tiles_c}, {fill[0]})",
             f'K.sum_bwd[({tiles_c}, triton.cdiv(B, bb))](vals, flows, p.sum_w, t["{key}.out"], f["{key}.fout"], '
-            f'{_weight_args(key, op)}, t["{key}.{b}tiles"], f["{key}.ftiles"], t["{key}.uses"], {scale}, {gbuf}, B, '
+            f'{_weight_args(key, op)}, t["{key}.{b}tiles"], t["{key}.{b}tiles{"b" if folded else ""}"], '
+            f'f["{key}.ftiles"], t["{key}.uses"], {scale}, {gbuf}, B, '
             f"{shape(pair * op.tile_p)}, KMAX={op.kmax}, R={r}, "
             f"{masks}, ATOMIC={op.child_atomics}, PRECISION=PRECISION, OVERWRITE={overwrite}, SCALED={scaled}, "
-            f"PAIR={pair}{into}, num_warps={8 if r >= 8 else 4})"]
+            f"PAIR={pair}{into}{fold}, num_warps={8 if r >= 8 else 4})"]
 
 
 def _dense_batch(op: SumOp) -> int:
@@ -542,7 +560,7 @@ def _dense_forward_lines(key: str, op: SumOp, folded: bool = False) -> list[str]
             + ["del vt, part, sh"])
 
 
-def _dense_backward_lines(key: str, op: SumOp, overwrite: bool, b: str = "") -> list[str]:
+def _dense_backward_lines(key: str, op: SumOp, overwrite: bool, b: str = "", folded: bool = False) -> list[str]:
     d = op.dense
     full = _fit(DENSE_GROUPS_PARAMS if d.groups > 1 else DENSE_PARAMS["full"], d.P, d.C, None)
     fills = d.groups * -(-d.P // full[0]) * -(-d.C // full[1]) >= FILL
@@ -551,15 +569,17 @@ def _dense_backward_lines(key: str, op: SumOp, overwrite: bool, b: str = "") -> 
     most = _most_splits(programs * d.groups)
     chunked = d.groups > 1 and DENSE_SCRATCH > 0
     at, gn = ("[g0:]", "gn") if chunked else ("", d.groups)  # a chunk's tables start at its first group
-    args = (f'vals, flows, p.sum_w, gt, sh, t["{key}.{b}dchild"]{at}, f["{key}.fchild"]{at}, t["{key}.dbase"]{at}, '
-            f"{d.stride}, B, P={d.P}, C={d.C}, OVERWRITE={overwrite}")
+    kids = f't["{key}.{b}dchild"]{at}, t["{key}.{b}dchild{"b" if folded else ""}"]{at}'  # folded: two rows a child
+    fold = ", FOLDED=True" if folded else ""
+    args = (f'vals, flows, p.sum_w, gt, sh, {kids}, f["{key}.fchild"]{at}, t["{key}.dbase"]{at}, '
+            f"{d.stride}, B, P={d.P}, C={d.C}, OVERWRITE={overwrite}{fold}")
     body = [f"gt = flows.new_empty({gn}, B, {d.P})"] + _dense_shift(key, d.P, gn, False, at) + [
             f'D.dense_scale[(triton.cdiv({d.P}, 32), triton.cdiv(B, 64), {gn})](vals, flows, t["{key}.dout"]{at}, '
             f'f["{key}.fdout"]{at}, sh, gt, {d.P}, B, BN=32, BB=64)',
             f"split = max(1, min(triton.cdiv(B, {pt[2]}) // {SPLIT_BLOCKS}, {most}))",
-            f'D.dense_params[({programs}, split, {gn})](vals, gt, sh, p.sum_w, fl.sum_w, t["{key}.{b}dchild"]{at}, '
+            f'D.dense_params[({programs}, split, {gn})](vals, gt, sh, p.sum_w, fl.sum_w, {kids}, '
             f't["{key}.dbase"]{at}, {d.stride}, B, P={d.P}, C={d.C}, STEPS=triton.cdiv(triton.cdiv(B, {pt[2]}), split), '
-            f"{_tile_args(pt, d.align)}, ATOMIC=split > 1)",
+            f"{_tile_args(pt, d.align)}, ATOMIC=split > 1{fold})",
             ] + _dense_launch("dense_bwd", d.C, d.P, d, DENSE_BWD, args, groups="gn" if chunked else None) + [
             "del gt, part, sh"]
     if not chunked:

@@ -164,16 +164,18 @@ def dense_scale(vals, flows, out_rows, fout, shift, gt, P, B, BN: tl.constexpr, 
 
 
 @triton.jit
-def dense_bwd(vals, flows, sum_w, gt, shift, child_rows, child_frows, w_base, w_stride, B,
+def dense_bwd(vals, flows, sum_w, gt, shift, child_rows, child_b, child_frows, w_base, w_stride, B,
               P: tl.constexpr, C: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
               PRECISION: tl.constexpr, STAGES: tl.constexpr, GROUP: tl.constexpr, WALIGN: tl.constexpr,
-              OVERWRITE: tl.constexpr, PDL: tl.constexpr = 0):
+              OVERWRITE: tl.constexpr, FOLDED: tl.constexpr = False, PDL: tl.constexpr = 0):
     """Child flows ``exp(C - s) * (W_g^T @ G)`` (``G`` transposed in ``gt[g]``) into flow rows ``child_frows[g]``,
     ``g = program_id(1)`` (each written by one program: a dense op's children are distinct, also across its
-    groups; ``OVERWRITE``: their first flows, stored rather than added)."""
+    groups; ``OVERWRITE``: their first flows, stored rather than added). ``FOLDED``: a child's value is the sum
+    of the rows ``child_rows`` and ``child_b`` name (:mod:`pcc.backend.folding`)."""
     wait_for_prior_grid(PDL)
     g = tl.program_id(1).to(tl.int64)
     gt, shift, child_rows, child_frows = gt + g * B * P, shift + g * B, child_rows + g * C, child_frows + g * C
+    child_b += g * C
     w_base = _weight_base(w_base, g, WALIGN)
     pm, pn = _tile(C, B, BM, BN, GROUP)
     c = pm * BM + tl.arange(0, BM)
@@ -190,28 +192,33 @@ def dense_bwd(vals, flows, sum_w, gt, shift, child_rows, child_frows, w_base, w_
     s = tl.load(shift + b, mask=b < B, other=0.0)
     r = tl.load(child_rows + c, mask=c < C, other=0).to(tl.int64)
     cv = tl.load(vals + r[:, None] * B + b[None, :], mask=ok, other=float("-inf"))
+    if FOLDED:
+        r2 = tl.load(child_b + c, mask=c < C, other=0).to(tl.int64)
+        cv += tl.load(vals + r2[:, None] * B + b[None, :], mask=ok, other=0.0)
     fr = tl.load(child_frows + c, mask=c < C, other=0).to(tl.int64)
     _add_flows(flows + fr[:, None] * B + b[None, :], tl.exp(tl.minimum(cv - s[None, :], CLAMP)) * acc, ok, OVERWRITE)
 
 
 @triton.jit
-def dense_params(vals, gt, shift, sum_w, wflow, child_rows, w_base, w_stride, B, P: tl.constexpr, C: tl.constexpr,
-                 STEPS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr,
-                 STAGES: tl.constexpr, GROUP: tl.constexpr, WALIGN: tl.constexpr, ATOMIC: tl.constexpr,
-                 PDL: tl.constexpr = 0):
+def dense_params(vals, gt, shift, sum_w, wflow, child_rows, child_b, w_base, w_stride, B, P: tl.constexpr,
+                 C: tl.constexpr, STEPS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+                 PRECISION: tl.constexpr, STAGES: tl.constexpr, GROUP: tl.constexpr, WALIGN: tl.constexpr,
+                 ATOMIC: tl.constexpr, FOLDED: tl.constexpr = False, PDL: tl.constexpr = 0):
     """Parameter flows ``W_g * (G @ exp(C - s)^T)`` (``G`` transposed in ``gt[g]``, ``g = program_id(2)``) of one
     ``BM x BN`` weight tile over batch blocks ``j, j + split, ...`` (``j = program_id(1)``, ``STEPS`` of them: the
     batch size is compiled in, as Triton's interpreter cannot loop to a runtime bound). ``ATOMIC``: the batch is
     split over programs, whose sums meet in atomics; otherwise each weight's flow is one read-add-write (a
-    dense op's weights are distinct, also across its groups)."""
+    dense op's weights are distinct, also across its groups). ``FOLDED``: as in :func:`dense_bwd`."""
     wait_for_prior_grid(PDL)
     g = tl.program_id(2).to(tl.int64)
-    gt, shift, child_rows = gt + g * B * P, shift + g * B, child_rows + g * C
+    gt, shift, child_rows, child_b = gt + g * B * P, shift + g * B, child_rows + g * C, child_b + g * C
     w_base = _weight_base(w_base, g, WALIGN)
     pm, pn = _tile(P, C, BM, BN, GROUP)
     p = pm * BM + tl.arange(0, BM)
     c = pn * BN + tl.arange(0, BN)
     r = tl.load(child_rows + c, mask=c < C, other=0).to(tl.int64)
+    if FOLDED:
+        r2 = tl.load(child_b + c, mask=c < C, other=0).to(tl.int64)
     split = tl.num_programs(1)
     acc = tl.zeros((BM, BN), dtype=tl.float32)
     for step in tl.range(0, STEPS, num_stages=STAGES):
@@ -219,6 +226,8 @@ def dense_params(vals, gt, shift, sum_w, wflow, child_rows, w_base, w_stride, B,
         gp = tl.load(gt + bk[None, :].to(tl.int64) * P + p[:, None], mask=(p < P)[:, None] & (bk < B)[None, :], other=0.0)
         s = tl.load(shift + bk, mask=bk < B, other=0.0)
         cv = tl.load(vals + r[None, :] * B + bk[:, None], mask=(c < C)[None, :] & (bk < B)[:, None], other=float("-inf"))
+        if FOLDED:
+            cv += tl.load(vals + r2[None, :] * B + bk[:, None], mask=(c < C)[None, :] & (bk < B)[:, None], other=0.0)
         acc += _dot(gp, tl.exp(tl.minimum(cv - s[:, None], CLAMP)), PRECISION)
     ok = (p < P)[:, None] & (c < C)[None, :]
     at = w_base + p[:, None].to(tl.int64) * w_stride + c[None, :]

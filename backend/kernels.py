@@ -582,11 +582,11 @@ def _use_flows(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, uses, s
 
 
 @triton.jit
-def sum_bwd(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, tile_rows, tile_frows, uses, scale, gbuf, B,
-            TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, KMAX: tl.constexpr, R: tl.constexpr,
+def sum_bwd(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, tile_rows, tile_b, tile_frows, uses, scale,
+            gbuf, B, TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, KMAX: tl.constexpr, R: tl.constexpr,
             BB: tl.constexpr, PAD: tl.constexpr, NEG: tl.constexpr, ATOMIC: tl.constexpr, AFFINE: tl.constexpr,
             PRECISION: tl.constexpr, OVERWRITE: tl.constexpr, SCALED: tl.constexpr, PAIR: tl.constexpr = 1,
-            SCRATCH: tl.constexpr = False, PDL: tl.constexpr = 0):
+            SCRATCH: tl.constexpr = False, FOLDED: tl.constexpr = False, PDL: tl.constexpr = 0):
     """Child flows of one child tile x one batch block: ``sum_t exp(C - s_t) * (W_t^T @ G_t)``.
 
     The program visits the ``R`` parent tiles that read its child tile (``uses``: flat ``t * KMAX + k``,
@@ -595,7 +595,9 @@ def sum_bwd(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, tile_rows,
     rather than added (:func:`pcc.backend.flowmap.overwriting_ops`). (Splitting the ``R`` tiles over programs, with
     atomics, was slower on an H100 on every model tried, HMM-256's 32-program launches included:
     docs/benchmarks.md.) ``PAIR = 2`` (``SumOp.bwd_pairable``): ``TP`` is two parent tiles whose uses come in
-    adjacent pairs, read as one (half the iterations and exponentials, products twice as deep).
+    adjacent pairs, read as one (half the iterations and exponentials, products twice as deep). ``FOLDED``: a
+    child's value is the sum of the rows ``tile_rows`` and ``tile_b`` name (as in :func:`sum_fwd`); its flow still
+    goes to its own flow row (``tile_frows``).
     """
     wait_for_prior_grid(PDL)
     u = tl.program_id(0).to(tl.int64)
@@ -603,6 +605,9 @@ def sum_bwd(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, tile_rows,
     inb = b[None, :] < B
     c = tl.load(tile_rows + u * TC + tl.arange(0, TC)).to(tl.int64)
     cv = tl.load(vals + c[:, None] * B + b[None, :], mask=inb, other=float("-inf"))
+    if FOLDED:
+        cb = tl.load(tile_b + u * TC + tl.arange(0, TC)).to(tl.int64)
+        cv += tl.load(vals + cb[:, None] * B + b[None, :], mask=inb, other=0.0)
     acc = tl.zeros((TC, BB), dtype=tl.float32)
     if R // PAIR <= UNROLL_USES:  # unrolled: the loads of the next use overlap this one's products
         for r in tl.static_range(R // PAIR):
@@ -621,27 +626,32 @@ def sum_bwd(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, tile_rows,
 
 
 @triton.jit
-def sum_bwd_params(vals, flows, sum_w, wflow, out_rows, fout, child_rows, wids, wbase, wstride, B, split, scale,
-                   gbuf, TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, BB: tl.constexpr, PAD: tl.constexpr,
-                   NEG: tl.constexpr, AFFINE: tl.constexpr, PRECISION: tl.constexpr, SCALED: tl.constexpr,
-                   SCALE_PAIR: tl.constexpr = 1, STAGES: tl.constexpr = 3, SAME_CHILDREN: tl.constexpr = False,
-                   SCRATCH: tl.constexpr = False, PDL: tl.constexpr = 0):
+def sum_bwd_params(vals, flows, sum_w, wflow, out_rows, fout, child_rows, child_b, wids, wbase, wstride, B, split,
+                   scale, gbuf, TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, BB: tl.constexpr,
+                   PAD: tl.constexpr, NEG: tl.constexpr, AFFINE: tl.constexpr, PRECISION: tl.constexpr,
+                   SCALED: tl.constexpr, SCALE_PAIR: tl.constexpr = 1, STAGES: tl.constexpr = 3,
+                   SAME_CHILDREN: tl.constexpr = False, SCRATCH: tl.constexpr = False, FOLDED: tl.constexpr = False,
+                   PDL: tl.constexpr = 0):
     """Parameter flows ``W * sum_b G exp(C - s)^T`` of one parent tile x one child tile.
 
     Program ``(t, k, j)`` sums batch blocks ``j, j + split, ...`` in registers, so each edge gets ``split``
     atomics per step (atomics because tied parameters share slots and splits share edges); ``split`` is
-    chosen just large enough to fill the GPU. ``SAME_CHILDREN``: as in :func:`sum_fwd`.
+    chosen just large enough to fill the GPU. ``SAME_CHILDREN``, ``FOLDED`` (``child_b``): as in :func:`sum_fwd`.
     """
     wait_for_prior_grid(PDL)
     t = tl.program_id(0).to(tl.int64)
     k = tl.program_id(1) * TC
     p = tl.arange(0, TP)
     c = tl.load(child_rows + _child_tile_row(t, SAME_CHILDREN) * KC + k + tl.arange(0, TC)).to(tl.int64)
+    if FOLDED:
+        cb = tl.load(child_b + _child_tile_row(t, SAME_CHILDREN) * KC + k + tl.arange(0, TC)).to(tl.int64)
     acc = tl.zeros((TP, TC), dtype=tl.float32)
     for b0 in tl.range(tl.program_id(2) * BB, B, split * BB, num_stages=STAGES):  # pipelined loads
         b = b0 + tl.arange(0, BB)
         g, s, _ = _parent_g(vals, flows, out_rows, fout, scale, gbuf, t, b, B, TP, SCALED, SCALE_PAIR, SCRATCH)
         cv = tl.load(vals + c[:, None] * B + b[None, :], mask=b[None, :] < B, other=float("-inf"))
+        if FOLDED:
+            cv += tl.load(vals + cb[:, None] * B + b[None, :], mask=b[None, :] < B, other=0.0)
         e = tl.exp(tl.minimum(cv - s[None, :], CLAMP))
         acc += _dot(g, tl.trans(e), PRECISION)
     edge = (tl.load(out_rows + t * TP + p)[:, None] != PAD) & (c[None, :] != NEG)

@@ -55,7 +55,8 @@ class ValueMap:
     back: np.ndarray | None = None  # the backward pass's rows (None: ``rows``)
     recompute: dict[str, list[str]] = field(default_factory=dict)  # sum op key -> input and product op keys
     fused: frozenset[str] = frozenset()  # input ops without rows here (:mod:`.fusion`): their rows map to ZERO
-    folded: frozenset[str] = frozenset()  # product ops without forward rows here (:mod:`.folding`): ZERO too
+    folded: frozenset[str] = frozenset()  # product ops without rows here (:mod:`.folding`): ZERO too
+    train: bool = False  # a training layout: its backward reads the folded products' children too
 
     @property
     def back_rows(self) -> np.ndarray:
@@ -214,7 +215,7 @@ def lifetimes(plan: Plan, backward: bool, again: dict[str, str] | None = None,
     second = again_rows(plan, again)
     start2, end2 = np.full(len(second), -1, dtype=np.int64), np.full(len(second), -1, dtype=np.int64)
     if backward:
-        _backward_reads(plan, again, second, len(fwd), end, start2, end2)
+        _backward_reads(plan, again, second, len(fwd), end, start2, end2, (pa, pb) if fold else None)
     end = np.maximum(end, start)
     end[plan.root_row] = 2 * len(fwd)
     start[:FIRST_ROW] = -1
@@ -230,9 +231,10 @@ def again_rows(plan: Plan, again: dict[str, str]) -> np.ndarray:
 
 
 def _backward_reads(plan: Plan, again: dict[str, str], second: np.ndarray, fwd: int, end: np.ndarray,
-                    start2: np.ndarray, end2: np.ndarray) -> None:
+                    start2: np.ndarray, end2: np.ndarray, pairs: tuple[np.ndarray, np.ndarray] | None = None) -> None:
     """Extend ``end`` (first lives) and ``end2`` (second lives of rows ``second``) to the sum ops' backward
-    reads, and start each second life at its recomputation (``start2``); times as in :func:`lifetimes`."""
+    reads, and start each second life at its recomputation (``start2``); times as in :func:`lifetimes`.
+    ``pairs``: :func:`~.folding.pair_rows` of the folded products, whose readers read their children instead."""
     where = np.full(plan.rows, -1, dtype=np.int64)  # plan row -> index of its second life
     where[second] = np.arange(len(second))
     when = {key: t for t, (key, _) in enumerate(backward_order(plan), start=fwd)}
@@ -245,7 +247,8 @@ def _backward_reads(plan: Plan, again: dict[str, str], second: np.ndarray, fwd: 
         # the children's values
         read = [read_rows(ops[p]) for p in before.get(key, []) if isinstance(ops[p], ProdOp)]
         if isinstance(op, SumOp):
-            read += [written_rows(op), read_rows(op)]
+            kids = read_rows(op)
+            read += [written_rows(op)] + ([kids] if pairs is None else [pairs[0][kids], pairs[1][kids]])
         if read:
             read = np.concatenate(read)
             np.maximum.at(end2, where[read[where[read] >= 0]], t)
@@ -259,6 +262,7 @@ def compact_values(plan: Plan, backward: bool, recompute: bool | str = True,
     caller has it already), else a forward pass."""
     first = (recomputed(plan, level(recompute)) if again is None else again) if backward else {}
     fold = folded(plan, "train" if backward else "root", first)
+    first = {k: v for k, v in first.items() if k not in fold}  # folded products are never stored, nor recomputed
     start, end = lifetimes(plan, backward, first, fold)
     node = np.flatnonzero(start >= 0)
     got, size, _ = colour_intervals(start[node], end[node], FIRST_ROW)
@@ -267,10 +271,10 @@ def compact_values(plan: Plan, backward: bool, recompute: bool | str = True,
     rows[:plan.rows][fused_mask(plan)] = ZERO  # never written nor read in this layout (pcc.backend.fusion)
     rows[:plan.rows][folded_mask(plan, fold)] = ZERO  # nor these in its forward pass (pcc.backend.folding)
     if not first:
-        return ValueMap(rows[:plan.rows], size, fused=fused_inputs(plan), folded=fold)
+        return ValueMap(rows[:plan.rows], size, fused=fused_inputs(plan), folded=fold, train=backward)
     back = rows[:plan.rows].copy()
     back[again_rows(plan, first)] = rows[plan.rows:]
-    return ValueMap(rows[:plan.rows], size, back, by_first_reader(first), fused_inputs(plan), fold)
+    return ValueMap(rows[:plan.rows], size, back, by_first_reader(first), fused_inputs(plan), fold, backward)
 
 
 def value_map(plan: Plan, layout: str, recompute: bool | str = True, again: dict[str, str] | None = None) -> ValueMap:

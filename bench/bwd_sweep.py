@@ -125,7 +125,7 @@ def sweep(prec: str) -> None:
         nw = 8 if R >= 8 else 4
         runs = {
             "sum_bwd": lambda: K.sum_bwd[(len(tile_rows), nb)](
-                vals, flows, sum_w, out, out, wbase, wbase, wstride, tile_rows, tile_rows, uses, flows, flows, B, TP=64, TC=64,
+                vals, flows, sum_w, out, out, wbase, wbase, wstride, tile_rows, tile_rows, tile_rows, uses, flows, flows, B, TP=64, TC=64,
                 KC=C, KMAX=KMAX, R=R, BB=64, PAD=2, NEG=1, ATOMIC=False, AFFINE=True, PRECISION=prec, OVERWRITE=False,
                 SCALED=False, num_warps=nw),
             "stage": lambda: stage[(T, nb)](vals, flows, out, gbuf, sbuf, B, TP=64, BB=64),
@@ -151,7 +151,7 @@ def sweep(prec: str) -> None:
             print(f"  {key:10s} {us:8.1f} us  err {float((got - ref).abs().max() / ref.abs().max()):.1e}", flush=True)
         wflow = torch.zeros_like(sum_w)
         pruns = {"params": lambda: K.sum_bwd_params[(T, KMAX, 1)](
-            vals, flows, sum_w, wflow, out, out, child, wbase, wbase, wstride, B, 1, flows, flows, TP=64, TC=64, KC=C, BB=64,
+            vals, flows, sum_w, wflow, out, out, child, child, wbase, wbase, wstride, B, 1, flows, flows, TP=64, TC=64, KC=C, BB=64,
             PAD=2, NEG=1, AFFINE=True, PRECISION=prec, SCALED=False)}
         for st in (1, 2, 3):
             for nw in (4, 8):

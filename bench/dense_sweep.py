@@ -60,7 +60,7 @@ def kernels(L: int, B: int, G: int, precision: str):
     def bwd(v):
         bm, bn, bk, warps, stages = v
         D.dense_bwd[(triton.cdiv(L, bm) * triton.cdiv(B, bn), G)](
-            vals, flows, w, gt, shift, child, child, base, L, B, P=L, C=L, BM=bm, BN=bn, BK=bk,
+            vals, flows, w, gt, shift, child, child, child, base, L, B, P=L, C=L, BM=bm, BN=bn, BK=bk,
             PRECISION=precision, STAGES=stages, GROUP=8, WALIGN=16, OVERWRITE=True, num_warps=warps)
         return flows[FIRST:FIRST + G * L]
 
@@ -69,7 +69,7 @@ def kernels(L: int, B: int, G: int, precision: str):
         programs = triton.cdiv(L, bm) * triton.cdiv(L, bn)
         split = max(1, min(triton.cdiv(B, bk) // codegen.SPLIT_BLOCKS, codegen._most_splits(programs * G)))
         D.dense_params[(programs, split, G)](
-            vals, gt, shift, w, wflow, child, base, L, B, P=L, C=L, STEPS=triton.cdiv(triton.cdiv(B, bk), split),
+            vals, gt, shift, w, wflow, child, child, base, L, B, P=L, C=L, STEPS=triton.cdiv(triton.cdiv(B, bk), split),
             BM=bm, BN=bn, BK=bk, PRECISION=precision, STAGES=stages, GROUP=8, WALIGN=16, ATOMIC=split > 1, num_warps=warps)
         return wflow
     return {"fwd": fwd, "bwd": bwd, "params": params}, wflow.zero_

@@ -113,7 +113,7 @@ def backward_sweep(prec):
         tile_rows, uses = bwd_tables(groups, P, C, 64, 64, child0, dev)
         for aff, nw in itertools.product((False, True), (4, 8)):
             w0 = (wbase, wbase, wstride) if aff else (wids, wids, wids)
-            fn = lambda: K.sum_bwd[(len(tile_rows), triton.cdiv(B, 64))](vals, flows, sum_w, out, out, *w0, tile_rows, tile_rows, uses, flows, flows, B, TP=64, TC=64,
+            fn = lambda: K.sum_bwd[(len(tile_rows), triton.cdiv(B, 64))](vals, flows, sum_w, out, out, *w0, tile_rows, tile_rows, tile_rows, uses, flows, flows, B, TP=64, TC=64,
                                                                          KC=C, KMAX=C // 64, R=P // 64, BB=64, PAD=2, NEG=1,
                                                                          ATOMIC=False, AFFINE=aff, PRECISION=prec, OVERWRITE=False, SCALED=False,
                                                                          num_warps=nw)
@@ -129,7 +129,7 @@ def backward_sweep(prec):
         for aff, nw, BB, split in itertools.product((False, True), (4, 8), (64,), (1, 2, 4)):
             w0 = (wbase, wbase, wstride) if aff else (wids, wids, wids)
             sp = min(triton.cdiv(B, BB), split)
-            fn = lambda: K.sum_bwd_params[(T, C // 64, sp)](vals, flows, sum_w, wflow, out, out, child, *w0, B, sp, flows, flows, TP=64, TC=64, KC=C,
+            fn = lambda: K.sum_bwd_params[(T, C // 64, sp)](vals, flows, sum_w, wflow, out, out, child, child, *w0, B, sp, flows, flows, TP=64, TC=64, KC=C,
                                                              BB=BB, PAD=2, NEG=1, AFFINE=aff, PRECISION=prec, SCALED=False, num_warps=nw)
             wflow.zero_(); fn(); torch.cuda.synchronize()
             got = wflow.clone()

@@ -22,8 +22,8 @@ def _pd():
 
 
 def test_which_products_fold_in_which_layout():
-    """PD's partitions (two regions each, read by sums only) fold: all of them for log_prob, those the backward
-    computes again for training, none where every node keeps its row."""
+    """PD's partitions (two regions each, read by sums only) fold: all of them for log_prob, for training those
+    the backward would compute again (neither pass stores them then), none where every node keeps its row."""
     plan = _pd()
     ops = dict(forward_order(plan))
     cands = folding.candidates(plan)
@@ -38,7 +38,9 @@ def test_which_products_fold_in_which_layout():
     for vmap in (root, train):
         rows = np.concatenate([written_rows(ops[k]) for k in vmap.folded])
         assert (vmap.rows[rows] == ZERO).all()  # no forward rows
-    assert (train.back[np.concatenate([written_rows(ops[k]) for k in train.folded])] > ZERO).all()
+    trained = np.concatenate([written_rows(ops[k]) for k in train.folded])
+    assert (train.back_rows[trained] == ZERO).all()  # nor backward rows: the backward adds the children too
+    assert not set(train.folded) & {k for keys in train.recompute.values() for k in keys}  # nothing computed again
 
 
 def test_the_root_product_and_products_read_by_products_do_not_fold():

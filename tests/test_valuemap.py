@@ -30,7 +30,7 @@ def _launches(plan, vmap, train: bool):
     fwd, back = vmap.rows, vmap.back_rows
     inline = fused_mask(plan) & bool(vmap.fused)  # fused inputs: their products compute them, no rows
     pair = lambda rows, m: [(int(r), int(m[r])) for r in rows if not inline[r]]  # noqa: E731
-    pa, pb = pair_rows(plan, vmap.folded)  # folded products: their readers read their two children instead
+    pa, pb = pair_rows(plan, vmap.folded)  # folded products: their readers read their two children instead (both passes)
 
     def forward_reads(op) -> np.ndarray:
         kids = _children(op)
@@ -46,7 +46,7 @@ def _launches(plan, vmap, train: bool):
             for pkey in vmap.recompute.get(key, []):
                 out.append((pair(_children(ops[pkey]), back), pair(_own(ops[pkey]), back)))
             if isinstance(op, SumOp):
-                out.append((pair(_own(op), back) + pair(_children(op), back), []))
+                out.append((pair(_own(op), back) + pair(forward_reads(op), back), []))
     return out
 
 
