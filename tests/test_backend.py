@@ -14,6 +14,7 @@ from torch_reference import Reference, expected_input_flows
 
 from pcc import optimize, parse
 from pcc.backend.params import EMUpdate, Flows, Params
+from pcc.backend import folding
 from pcc.backend.flowmap import forward_order
 from pcc.backend.plan import InputOp, SumOp, build_plan
 from pcc.backend.torch_exec import TorchExecutor
@@ -229,6 +230,7 @@ def test_dense_kernels_run_where_asked_and_over_several_batch_blocks(grid, monke
     if grid == "full":
         monkeypatch.setattr(codegen, "SUM_FILL", 0)
         monkeypatch.setattr(codegen, "FILL", 0)
+    monkeypatch.setattr(folding, "FOLD", False)  # one launch a dense op here (tests/test_folding.py folds)
     c = load_text(hmm_source(3, 128, 5), "h.pc")
     plan, ex, p, x, m = setup(c, 3, torch.float32, batch=130, executor="triton")
     assert ex.source.count("D.dense_params[") == 3 and ex.source.count("vt = vals.new_empty(") == 3
