@@ -21,9 +21,14 @@ Layouts (the ``values`` argument of the Triton executor's ``forward``/``backward
   as their readers' backward allows;
 * ``"root"``: rows live until the last forward reader; only the root's value is kept to the end: ``log_prob``.
 
+Folded products (:mod:`pcc.backend.folding`): in ``"root"`` every candidate, in ``"train"`` the candidates the
+backward would compute again, have no rows (``ValueMap.folded``); the sums that read them read the product's
+two children in their place, in the forward and (training) the backward, so those children live until then.
+
 Contract of a :class:`ValueMap` ``m`` for plan ``p``: ``m.rows[r]`` is plan row ``r``'s value row; ``ZERO``,
 ``NEG`` and ``PAD`` map to themselves, and the rows of fused inputs (``m.fused``, :mod:`.fusion`) map to
-``ZERO`` in the training and log_prob layouts, where no launch writes or reads them; two rows share a value
+``ZERO`` in the training and log_prob layouts, where no launch writes or reads them, and so do the rows of folded
+products (``m.folded``) in the layouts that fold them; two rows share a value
 row only if their lifetimes are disjoint (a row freed by a launch is reused from the next launch on), and the
 root lives to the end. ``m.back[r]`` is the row the backward pass reads ``r`` from (``m.rows[r]`` but for
 recomputed ops), and ``m.recompute`` maps the key of each sum op to the input and product ops (in that order)
