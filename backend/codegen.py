@@ -348,10 +348,15 @@ def _forward_lines(key: str, op, fill: tuple[int, int], fusion: Fused, b: str = 
                 "    " + fused, "else:", "    " + line]
     if not folds:
         return _dense_or(op, lambda: _dense_forward_lines(key, op), _sum_forward_lines(key, op, fill))
-    both = lambda make: ([f'if "{key}.childb" in t:  # children folded (pcc.backend.folding)']  # noqa: E731
-                         + ["    " + s for s in make(True)] + ["else:"] + ["    " + s for s in make(False)])
-    return _dense_or(op, lambda: both(lambda f: _dense_forward_lines(key, op, f)),
-                     both(lambda f: _sum_forward_lines(key, op, fill, f)))
+    return _dense_or(op, lambda: _either(f"{key}.childb", lambda f: _dense_forward_lines(key, op, f)),
+                     _either(f"{key}.childb", lambda f: _sum_forward_lines(key, op, fill, f)))
+
+
+def _either(table: str, make) -> list[str]:
+    """``make(True)``'s lines (children folded, :mod:`.folding`) where the layout's tables carry ``table``,
+    ``make(False)``'s elsewhere."""
+    return ([f'if "{table}" in t:  # children folded (pcc.backend.folding)'] + ["    " + s for s in make(True)]
+            + ["else:"] + ["    " + s for s in make(False)])
 
 
 def _sum_forward_lines(key: str, op: SumOp, fill: tuple[int, int], folded: bool = False) -> list[str]:
@@ -430,10 +435,8 @@ def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool, back: 
     if not folds:
         return _dense_or(op, lambda: _dense_backward_lines(key, op, overwrite, b),
                          _sum_backward_lines(key, op, fill, overwrite, b, scratch))
-    both = lambda make: ([f'if "{key}.bchildb" in t:  # children folded (pcc.backend.folding)']  # noqa: E731
-                         + ["    " + s for s in make(True)] + ["else:"] + ["    " + s for s in make(False)])
-    return _dense_or(op, lambda: both(lambda f: _dense_backward_lines(key, op, overwrite, b, f)),
-                     both(lambda f: _sum_backward_lines(key, op, fill, overwrite, b, scratch, f)))
+    return _dense_or(op, lambda: _either(f"{key}.bchildb", lambda f: _dense_backward_lines(key, op, overwrite, b, f)),
+                     _either(f"{key}.bchildb", lambda f: _sum_backward_lines(key, op, fill, overwrite, b, scratch, f)))
 
 
 def _sum_backward_lines(key: str, op: SumOp, fill: tuple[int, int], overwrite: bool, b: str = "",

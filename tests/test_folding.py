@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from randgen import random_inputs
-from test_backend import CIRCUITS, _dense_everywhere, setup
+from test_backend import CIRCUITS, _dense_everywhere
 
 from pcc import optimize, parse
 from pcc.backend import folding
