@@ -96,8 +96,10 @@ DENSE_CHUNK, DENSE_GROUP = 64, 8
 # a dense op of several groups runs its backward in chunks of groups whose scratch (G transposed, [groups, B, P])
 # holds at most 1/DENSE_SCRATCH of the value buffer's rows (0: whole ops): the largest scratch sits on top of
 # the values and flows at the training step's peak (HCLT 32 at 8192: 80 of 1484 MiB), and a chunk of 1/64
-# still fills the GPU (HCLT's groups of 32-512 rows: 17 or more groups per chunk)
-DENSE_SCRATCH = 64
+# still fills the GPU (HCLT's groups of 32-512 rows: 17 or more groups per chunk). Only from batch
+# DENSE_SCRATCH_FROM on: below it the scratch is small and a step launch-bound (HCLT 128 at 512), and chunks
+# would only add launches; every harness row from 4096 on was measured with chunks, every one below without
+DENSE_SCRATCH, DENSE_SCRATCH_FROM = 64, 4096
 _STATS = {"categorical": "fl.cat[{k}]", "bernoulli": "fl.bern", "gaussian": "fl.gauss"}
 
 
@@ -591,6 +593,8 @@ def _dense_backward_lines(key: str, op: SumOp, overwrite: bool, b: str = "", fol
     if not chunked:
         return [_dense_title(op)] + body
     # G transposed is a scratch of the op's parent rows: in chunks of groups, each at most 1/DENSE_SCRATCH of the
-    # value buffer (HCLT 32 at 8192: 80 MiB beside 1084 MiB of values, at the step's peak)
-    return [_dense_title(op), f"for g0, gn in D.group_chunks({d.groups}, {d.P}, vals.shape[0] // {DENSE_SCRATCH}):"] + [
+    # value buffer (HCLT 32 at 8192: 80 MiB beside 1084 MiB of values, at the step's peak), from batch
+    # DENSE_SCRATCH_FROM on (one chunk below it)
+    most = f"vals.shape[0] // {DENSE_SCRATCH} if B >= {DENSE_SCRATCH_FROM} else {d.groups * d.P}"
+    return [_dense_title(op), f"for g0, gn in D.group_chunks({d.groups}, {d.P}, {most}):"] + [
         "    " + s for s in body]

@@ -565,11 +565,23 @@ def test_skipped_padding_slots_change_no_bit(monkeypatch, structure):
         assert torch.equal(a, b)
 
 
+def test_dense_backward_runs_whole_ops_below_the_chunking_batch(monkeypatch):
+    """Below codegen.DENSE_SCRATCH_FROM a grouped dense op's backward is one chunk of every group: the same
+    launches as whole ops (small batches are launch-bound and their scratch small)."""
+    from pcc.backend import codegen
+    _dense_everywhere(monkeypatch)
+    plan = build_plan(optimize(GROUPED[0][1]()))
+    source = codegen.generate(plan)
+    assert f"if B >= {codegen.DENSE_SCRATCH_FROM} else " in source
+    test_flows_match_autograd(*GROUPED[0], "triton", torch.float32, None, 1e-4)
+
+
 def test_group_chunks_cover_every_group_once_within_the_limit():
     from pcc.backend.dense_kernels import group_chunks
     assert group_chunks(81, 32, 544) == [(0, 17), (17, 17), (34, 17), (51, 17), (68, 13)]
     assert group_chunks(5, 64, 10) == [(g, 1) for g in range(5)]  # at least one group a chunk
     assert group_chunks(3, 8, 1000) == [(0, 3)]
+    assert group_chunks(81, 32, 81 * 32) == [(0, 81)]  # below DENSE_SCRATCH_FROM: the whole op
 
 
 @pytest.mark.parametrize("scratch", [0, 16, 1 << 20])
@@ -582,6 +594,7 @@ def test_dense_backward_in_chunks_of_groups(name, make, scratch, monkeypatch):
     from test_flowmap import test_compact_training_flows_match_node_flows_and_reference
     _dense_everywhere(monkeypatch)
     monkeypatch.setattr(codegen, "DENSE_SCRATCH", scratch)
+    monkeypatch.setattr(codegen, "DENSE_SCRATCH_FROM", 0)  # chunks at the tests' small batches too
     plan = build_plan(optimize(make()))
     assert ("D.group_chunks(" in codegen.generate(plan)) == (scratch > 0)
     test_flows_match_autograd(name, make, "triton", torch.float32, None, 1e-4)
