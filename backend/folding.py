@@ -34,18 +34,18 @@ def candidates(plan: Plan) -> frozenset[str]:
     """Product ops a layout may fold (see the module docstring); none with :data:`FOLD` off."""
     if not FOLD:
         return frozenset()
+    fused = state(plan)  # what fusion decided for the current setting: its products do not fold
     cached = plan.__dict__.get("_fold_candidates")
-    if cached is None:
-        cached = plan.__dict__["_fold_candidates"] = _candidates(plan)
-    return cached
+    if cached is None or cached[0] is not fused:
+        cached = plan.__dict__["_fold_candidates"] = (fused, _candidates(plan, frozenset(fused.products)))
+    return cached[1]
 
 
-def _candidates(plan: Plan) -> frozenset[str]:
-    by_sums = np.zeros(plan.rows, dtype=bool)  # read by a product or input op: not only sums read it
-    other = np.zeros(plan.rows, dtype=bool)
+def _candidates(plan: Plan, fused: frozenset[str]) -> frozenset[str]:
+    by_sums = np.zeros(plan.rows, dtype=bool)  # read by a sum op
+    other = np.zeros(plan.rows, dtype=bool)  # read by a product or input op: not only sums read it
     for _, op in forward_order(plan):
         (by_sums if isinstance(op, SumOp) else other)[read_rows(op)] = True
-    fused = state(plan).products
     keys = set()
     for key, op in forward_order(plan):
         if not isinstance(op, ProdOp) or op.children.shape[1] != 2 or key in fused:

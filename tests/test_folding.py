@@ -86,3 +86,16 @@ def test_folded_forward_and_em_step_are_bitwise_the_stored_ones(name, make, dens
         assert torch.equal(a, b)
     if name == "pd8x8":
         assert "FOLDED=True" in models[0].executor.source
+
+
+def test_products_that_compute_fused_inputs_do_not_fold(monkeypatch):
+    """A plan's candidates follow the fusion setting in effect (the same plan, fusion off then on): the HMM's
+    products of an emission and a sum fold until their emissions are fused into them."""
+    from pcc.backend import fusion
+    plan = build_plan(optimize(parse("examples/hmm.pc")))
+    monkeypatch.setattr(fusion, "FUSE", False)
+    unfused = folding.candidates(plan)
+    monkeypatch.setattr(fusion, "FUSE", True)
+    fused = fusion.state(plan).products
+    assert fused and unfused and not folding.candidates(plan) & set(fused)
+    assert folding.candidates(plan) == unfused - set(fused)
