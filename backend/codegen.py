@@ -108,7 +108,7 @@ def _pow2(n: int, lo: int, hi: int) -> int:
     return min(hi, max(lo, 1 << (n - 1).bit_length()))
 
 
-def _most_splits(programs: int) -> int:
+def most_splits(programs: int) -> int:
     """How many ways a parameter-flow launch of ``programs`` programs may split the batch (:data:`SPLIT_BELOW`):
     only launches that leave SMs idle split, up to :data:`FILL` programs, since every split costs atomics."""
     return max(1, min(FILL // programs, SPLIT_MAX)) if programs < SPLIT_BELOW else 1
@@ -257,6 +257,7 @@ def generate(plan: Plan, precision: str = DOT_PRECISION, source: str = "", pipel
             "",
             "from pcc.backend import dense_kernels as D",
             "from pcc.backend import kernels as K",
+            "from pcc.backend.codegen import most_splits",
             "from pcc.backend.params import expected_missing_stats",
             "",
             f"ROWS = {plan.rows}",
@@ -450,7 +451,7 @@ def _sum_backward_lines(key: str, op: SumOp, fill: tuple[int, int], overwrite: b
     masks = f"PAD={PAD}, NEG={NEG}, AFFINE={op.affine is not None}"
     # parameter flows first: they read the parents' flows before anything else changes the buffer
     programs = len(op.out_rows) * op.kmax
-    most = _most_splits(programs)
+    most = most_splits(programs)
     pair = _bwd_pair(op)
     # training steps (scaled): G once per parent instead of once per child tile (kernels.sum_scale); the scale
     # argument of unscaled launches is an unread placeholder
@@ -572,10 +573,9 @@ def _dense_backward_lines(key: str, op: SumOp, overwrite: bool, b: str = "", fol
     pt = full if fills else _fit(DENSE_PARAMS["small"], d.P, d.C, None)
     programs = -(-d.P // pt[0]) * -(-d.C // pt[1])
     chunked = d.groups > 1 and DENSE_SCRATCH > 0
-    # a chunk of fewer groups may split its batch further (_most_splits, worked out per chunk): without that,
+    # a chunk of fewer groups may split its batch further (most_splits, worked out per chunk): without that,
     # PD 32's parameter flows at 8192 took 3.1 instead of 0.9 ms in chunks
-    most = (f"(max(1, min({FILL} // ({programs} * gn), {SPLIT_MAX})) if {programs} * gn < {SPLIT_BELOW} else 1)"
-            if chunked else _most_splits(programs * d.groups))
+    most = f"most_splits({programs} * gn)" if chunked else most_splits(programs * d.groups)
     at, gn = ("[g0:]", "gn") if chunked else ("", d.groups)  # a chunk's tables start at its first group
     kids = f't["{key}.{b}dchild"]{at}, t["{key}.{b}dchild{"b" if folded else ""}"]{at}'  # folded: two rows a child
     fold = ", FOLDED=True" if folded else ""
@@ -595,6 +595,6 @@ def _dense_backward_lines(key: str, op: SumOp, overwrite: bool, b: str = "", fol
     # G transposed is a scratch of the op's parent rows: in chunks of groups, each at most 1/DENSE_SCRATCH of the
     # value buffer (HCLT 32 at 8192: 80 MiB beside 1084 MiB of values, at the step's peak), from batch
     # DENSE_SCRATCH_FROM on (one chunk below it)
-    most = f"vals.shape[0] // {DENSE_SCRATCH} if B >= {DENSE_SCRATCH_FROM} else {d.groups * d.P}"
-    return [_dense_title(op), f"for g0, gn in D.group_chunks({d.groups}, {d.P}, {most}):"] + [
+    limit = f"vals.shape[0] // {DENSE_SCRATCH} if B >= {DENSE_SCRATCH_FROM} else {d.groups * d.P}"
+    return [_dense_title(op), f"for g0, gn in D.group_chunks({d.groups}, {d.P}, {limit}):"] + [
         "    " + s for s in body]

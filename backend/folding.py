@@ -1,15 +1,16 @@
-"""Products folded into the forward loads of the sums that read them: product rows a forward pass never stores.
+"""Products folded into the loads of the sums that read them: product rows a layout never stores.
 
 A product of two children has the log-value ``v_a + v_b``. A sum that reads it can add the two child rows as it
-loads its children (``kernels.sum_fwd``'s and ``dense_kernels.dense_shift``'s ``FOLDED``) instead of reading a
-row the product op wrote. Where a layout (:mod:`pcc.backend.valuemap`) needs the product's value for nothing
-else in its forward pass, the product op then has no forward launch and no forward rows there: PD's partitions
-(each a product of two regions) wrote and read back a row per product and sample, 10 of PD 128's 133 ms step at
-batch 8192 on an H100, in the forward pass alone.
+loads its children (``FOLDED`` in ``kernels.sum_fwd``, ``sum_bwd``, ``sum_bwd_params`` and
+``dense_kernels.dense_shift``, ``dense_bwd``, ``dense_params``) instead of reading a row the product op wrote.
+Where a layout (:mod:`pcc.backend.valuemap`) needs the product's value for nothing else, the product op has no
+rows and no value launch there: PD's partitions (each a product of two regions) wrote and read back a row per
+product and sample, 20 of PD 128's 133 ms step at batch 8192 on an H100 (forward and recomputation).
 
 * ``"root"`` (``log_prob``) folds every product op that qualifies;
-* ``"train"`` those the backward computes again anyway (:func:`~pcc.backend.valuemap.recomputed`): their
-  first rows lived only for the forward pass; the backward's rows and launches stay as they were;
+* ``"train"`` those the backward would compute again (:func:`~pcc.backend.valuemap.recomputed`): they are then
+  neither stored nor computed again; the sums' forward and backward launches add their children's rows. Their
+  flows are unchanged: the sums' backward writes the product's flow row, and the product's backward passes it on;
 * ``"all"`` (queries, node values and flows) none: every node keeps its row.
 
 Contract: with :data:`FOLD` on, :func:`candidates` names the product ops of exactly two child slots, not the

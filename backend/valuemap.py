@@ -200,9 +200,9 @@ def lifetimes(plan: Plan, backward: bool, again: dict[str, str] | None = None,
 
     Times: forward ops ``0 .. F-1``, then (``backward``) the backward ops ``F ..`` in backward order; an
     op in ``again`` runs again at the time of the sum op named there. The root ends after every op;
-    a row nobody reads ends where it starts; reserved rows, fused inputs' rows and the forward rows of the
-    folded product ops ``fold`` (:mod:`.folding`) get ``start = -1``; the sums that read a folded product read
-    its two children instead.
+    a row nobody reads ends where it starts; reserved rows, fused inputs' rows and the rows of the folded
+    product ops ``fold`` (:mod:`.folding`) get ``start = -1``; the sums that read a folded product read its two
+    children instead, in both passes.
     """
     fwd = forward_order(plan)
     again = again or {}
@@ -225,7 +225,7 @@ def lifetimes(plan: Plan, backward: bool, again: dict[str, str] | None = None,
     end[plan.root_row] = 2 * len(fwd)
     start[:FIRST_ROW] = -1
     start[fused_mask(plan)] = -1  # no rows: their products compute them (pcc.backend.fusion)
-    start[folded_mask(plan, fold)] = -1  # no forward rows: their readers add their children (pcc.backend.folding)
+    start[folded_mask(plan, fold)] = -1  # no rows: their readers add their children (pcc.backend.folding)
     return np.concatenate([start, start2]), np.concatenate([end, np.maximum(end2, start2)])
 
 
@@ -274,7 +274,7 @@ def compact_values(plan: Plan, backward: bool, recompute: bool | str = True,
     rows = np.arange(len(start), dtype=np.int64)
     rows[node] = got
     rows[:plan.rows][fused_mask(plan)] = ZERO  # never written nor read in this layout (pcc.backend.fusion)
-    rows[:plan.rows][folded_mask(plan, fold)] = ZERO  # nor these in its forward pass (pcc.backend.folding)
+    rows[:plan.rows][folded_mask(plan, fold)] = ZERO  # nor these, in either pass (pcc.backend.folding)
     if not first:
         return ValueMap(rows[:plan.rows], size, fused=fused_inputs(plan), folded=fold, train=backward)
     back = rows[:plan.rows].copy()

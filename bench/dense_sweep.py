@@ -67,7 +67,7 @@ def kernels(L: int, B: int, G: int, precision: str):
     def params(v):
         bm, bn, bk, warps, stages = v
         programs = triton.cdiv(L, bm) * triton.cdiv(L, bn)
-        split = max(1, min(triton.cdiv(B, bk) // codegen.SPLIT_BLOCKS, codegen._most_splits(programs * G)))
+        split = max(1, min(triton.cdiv(B, bk) // codegen.SPLIT_BLOCKS, codegen.most_splits(programs * G)))
         D.dense_params[(programs, split, G)](
             vals, gt, shift, w, wflow, child, child, base, L, B, P=L, C=L, STEPS=triton.cdiv(triton.cdiv(B, bk), split),
             BM=bm, BN=bn, BK=bk, PRECISION=precision, STAGES=stages, GROUP=8, WALIGN=16, ATOMIC=split > 1, num_warps=warps)
