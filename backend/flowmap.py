@@ -138,6 +138,29 @@ def compact_flows(plan: Plan) -> FlowMap:
     Rows are handed out at each op's time, taking free rows before new ones, so the buffer has exactly as
     many rows as the most flows alive at one time (plus the three reserved rows).
     """
+    live = flow_intervals(plan)
+    got, size, prev = colour_intervals(live.start, live.end, FIRST_ROW)
+    return flows_from(plan, live, got, size, prev)
+
+
+@dataclass
+class FlowIntervals:
+    """What :func:`compact_flows` colours: the lifetimes ``[start, end]`` (backward op times, the root's flow
+    ``start`` -1) of the flow rows of value rows ``node`` (a shared product's children take its row, ``group``),
+    and the rows no op writes a flow to (``unwritten``)."""
+
+    node: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    group: np.ndarray
+    member: np.ndarray
+    unwritten: np.ndarray
+    shared: set[str]
+    overwriting: set[str]
+
+
+def flow_intervals(plan: Plan) -> FlowIntervals:
+    """The lifetimes a compact flow map colours (:class:`FlowIntervals`)."""
     order = backward_order(plan)
     shared, group = shared_products(plan) if SHARE else (set(), np.arange(plan.rows, dtype=np.int64))
     own, first = _lifetimes(plan, order)
@@ -146,21 +169,29 @@ def compact_flows(plan: Plan) -> FlowMap:
     overwriting = _overwriting(order, first)
     own, first = group_lifetimes(own, first, group)
     member = group != np.arange(plan.rows)  # rows that use their product's flow row
-    stored = np.array([key in overwriting for key, _ in order] + [False])
-    rows = np.arange(plan.rows, dtype=np.int64)
     # a node no op writes a flow to (none on its path to the root: its flow is 0) reads PAD's zero row
-    rows[(own >= 0) & (first == len(order))] = PAD
+    unwritten = (own >= 0) & (first == len(order))
     node = np.flatnonzero((own >= 0) & (first < len(order)) & ~member)
-    start = first[node]
-    rows[node], size, prev = colour_intervals(start, own[node], FIRST_ROW)
-    rows[member] = rows[group[member]]
+    return FlowIntervals(node, first[node], own[node], group, member, unwritten, shared, overwriting)
+
+
+def flows_from(plan: Plan, live: FlowIntervals, got: np.ndarray, size: int, prev: np.ndarray) -> FlowMap:
+    """The :class:`FlowMap` of ``live`` coloured into rows ``got`` of a ``size``-row buffer, ``prev[i]`` the
+    backward op time at which row ``got[i]``'s previous owner was last read (below 0: none in the backward)."""
+    order = backward_order(plan)
+    rows = np.arange(plan.rows, dtype=np.int64)
+    rows[live.unwritten] = PAD
+    rows[live.node] = got
+    rows[live.member] = rows[live.group[live.member]]
     # the buffer starts uninitialised (no memset of [rows, batch]): a row needs clearing before its owner's first
     # write, after its previous owner's last read, unless an overwriting op writes it first; the root's flow
     # (start -1) is set before the pass
+    stored = np.array([key in live.overwriting for key, _ in order] + [False])
+    start = live.start
     clear = (start >= 0) & ~stored[start]
-    zero = _clear_points(prev[clear] + 1, start[clear], rows[node][clear], order)
-    scratch = {key for key, op in order if isinstance(op, SumOp) and member[written_rows(op)].any()}
-    return FlowMap(rows, size, zero, overwriting, shared, scratch)
+    zero = _clear_points(np.maximum(prev[clear], -2) + 1, start[clear], got[clear], order)
+    scratch = {key for key, op in order if isinstance(op, SumOp) and live.member[written_rows(op)].any()}
+    return FlowMap(rows, size, zero, live.overwriting, live.shared, scratch)
 
 
 def group_lifetimes(own: np.ndarray, first: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -14,11 +14,13 @@ import numpy as np
 import torch
 import triton
 
+from . import arena
+from .arena import joint_maps
 from .codegen import DOT_PRECISION, flow_tables, generate, tables, value_tables
 from .flowmap import compact_flows, full_flows
 from .fusion import fused_inputs, fusing
 from .params import Flows, Params
-from .plan import NEG, PAD, ZERO, Plan
+from .plan import FIRST_ROW, NEG, PAD, ZERO, Plan
 from .valuemap import LAYOUTS, level, schedule, value_map
 
 
@@ -133,8 +135,12 @@ class TritonExecutor:
     def _build(self, plan: Plan, device, precision: str, source: str | None, fill: int | None,
                recompute: bool | str) -> None:
         """The generated code, the layouts' value maps, the flow maps and every index table on ``device``."""
-        self.compact = compact_flows(plan)
         again = schedule(plan)  # what the generated code may compute again: the same for every layout's tables
+        known = again[0] if level(recompute) == "all" else None  # schedule() has level "all" worked out already
+        # a training step's values and flows share one arena (pcc.backend.arena): its value and flow maps together
+        self.joint = arena.JOINT
+        joint = joint_maps(plan, recompute, known) if self.joint else None
+        self.compact = joint[1] if joint else compact_flows(plan)
         self.source = source or generate(plan, precision, fill=fill, flow_map=self.compact, plan_schedule=again)
         namespace: dict = {}
         exec(compile(self.source, "<pcc generated kernels>", "exec"), namespace)  # our own generated code
@@ -146,8 +152,8 @@ class TritonExecutor:
         # value rows per layout (pcc.backend.valuemap) and flow rows: each node's own (node flows) and the compact
         # rows of a training step; the tables repeat row numbers (a few int32 per node, next to B floats per node)
         # recompute (valuemap.level): what training steps compute again in the backward instead of keeping
-        known = again[0] if level(recompute) == "all" else None  # schedule() has level "all" worked out already
-        self.values = {layout: value_map(plan, layout, recompute, known) for layout in LAYOUTS}
+        self.values = {layout: joint[0] if joint and layout == "train" else value_map(plan, layout, recompute, known)
+                       for layout in LAYOUTS}
         arrays = {"shared:" + k: v for k, v in tables(plan).items()}
         for layout, vmap in self.values.items():
             arrays.update({f"{layout}:{k}": v for k, v in value_tables(plan, vmap, again).items()})
@@ -177,15 +183,16 @@ class TritonExecutor:
         (:mod:`~.valuemap`): ``"all"`` every node's row (``plan.rows`` rows), ``"train"`` those a training
         step's backward reads, ``"root"`` just the root's value at the end (its row: :meth:`root_row`)."""
         xf, mi = self._inputs(x, missing)
-        vals = torch.empty(self.values[values].size, x.shape[0], device=self.device, dtype=torch.float32)
+        vals = self._uninitialised(self.values[values].size, xf)  # a training step's arena: its flows too
         vals[ZERO], vals[NEG], vals[PAD] = 0.0, -math.inf, 0.0
         self.schedule["forward"](vals, xf, mi, self.tv[values], p, x.shape[0], *self._blocks(x.shape[0]))
         return vals
 
     @staticmethod
-    def _uninitialised(rows: int, vals: torch.Tensor) -> torch.Tensor:
-        """A ``[rows, batch]`` buffer whose contents are garbage (tests fill it with NaN to prove nothing reads it)."""
-        return vals.new_empty(rows, vals.shape[1])
+    def _uninitialised(rows: int, like: torch.Tensor) -> torch.Tensor:
+        """A ``[rows, batch]`` buffer like ``like`` (``[., batch]`` float32) whose contents are garbage (tests fill
+        it with NaN to prove nothing reads a row before it is written)."""
+        return like.new_empty(rows, like.shape[1])
 
     def backward(self, p: Params, vals: torch.Tensor, x: torch.Tensor, missing: torch.Tensor, flows: Flows,
                  node_flows: bool = True, values: str = "all") -> torch.Tensor | None:
@@ -199,7 +206,10 @@ class TritonExecutor:
             raise ValueError(f"backward needs the values of forward(values={values!r}), got {vals.shape[0]} rows")
         xf, mi = self._inputs(x, missing)
         fmap = self.compact if not node_flows else None
-        if fmap:  # compact rows are cleared or overwritten before their first write (flowmap): no memset
+        if fmap and self.joint and values == "train":  # the flows are the arena's rows from FIRST_ROW on
+            f = vals[FIRST_ROW:]
+            f[ZERO], f[NEG], f[PAD] = 0.0, 0.0, 0.0
+        elif fmap:  # compact rows are cleared or overwritten before their first write (flowmap): no memset
             f = self._uninitialised(fmap.size, vals)
             f[ZERO], f[NEG], f[PAD] = 0.0, 0.0, 0.0
         else:

@@ -260,26 +260,53 @@ def _backward_reads(plan: Plan, again: dict[str, str], second: np.ndarray, fwd: 
             np.maximum.at(end, read[where[read] < 0], t)
 
 
-def compact_values(plan: Plan, backward: bool, recompute: bool | str = True,
-                   again: dict[str, str] | None = None) -> ValueMap:
-    """Value rows reused across disjoint lifetimes: ``backward`` for a training step (with the ops of
-    :func:`recomputed` at :func:`level` ``recompute`` computed again there; ``again``: that dict, where the
-    caller has it already), else a forward pass."""
+@dataclass
+class ValueIntervals:
+    """What :func:`compact_values` colours: the lifetimes ``[start, end]`` (op times, :func:`lifetimes`) of the
+    plan's rows, then of the second lives of the ops computed again (``again``), for the rows ``node`` that
+    get a row (``start >= 0``), and the folded product ops (``fold``)."""
+
+    node: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    again: dict[str, str]
+    fold: frozenset[str]
+    backward: bool
+
+
+def value_intervals(plan: Plan, backward: bool, recompute: bool | str = True,
+                    again: dict[str, str] | None = None) -> ValueIntervals:
+    """The lifetimes :func:`compact_values` colours (:class:`ValueIntervals`)."""
     first = (recomputed(plan, level(recompute)) if again is None else again) if backward else {}
     fold = folded(plan, "train" if backward else "root", first)
     first = {k: v for k, v in first.items() if k not in fold}  # folded products are never stored, nor recomputed
     start, end = lifetimes(plan, backward, first, fold)
     node = np.flatnonzero(start >= 0)
-    got, size, _ = colour_intervals(start[node], end[node], FIRST_ROW)
-    rows = np.arange(len(start), dtype=np.int64)
-    rows[node] = got
+    return ValueIntervals(node, start[node], end[node], first, fold, backward)
+
+
+def values_from(plan: Plan, live: ValueIntervals, got: np.ndarray, size: int) -> ValueMap:
+    """The :class:`ValueMap` of ``live`` coloured into rows ``got`` of a ``size``-row buffer."""
+    rows = np.arange(plan.rows + len(again_rows(plan, live.again)), dtype=np.int64)
+    rows[live.node] = got
     rows[:plan.rows][fused_mask(plan)] = ZERO  # never written nor read in this layout (pcc.backend.fusion)
-    rows[:plan.rows][folded_mask(plan, fold)] = ZERO  # nor these, in either pass (pcc.backend.folding)
-    if not first:
-        return ValueMap(rows[:plan.rows], size, fused=fused_inputs(plan), folded=fold, train=backward)
+    rows[:plan.rows][folded_mask(plan, live.fold)] = ZERO  # nor these, in either pass (pcc.backend.folding)
+    if not live.again:
+        return ValueMap(rows[:plan.rows], size, fused=fused_inputs(plan), folded=live.fold, train=live.backward)
     back = rows[:plan.rows].copy()
-    back[again_rows(plan, first)] = rows[plan.rows:]
-    return ValueMap(rows[:plan.rows], size, back, by_first_reader(first), fused_inputs(plan), fold, backward)
+    back[again_rows(plan, live.again)] = rows[plan.rows:]
+    return ValueMap(rows[:plan.rows], size, back, by_first_reader(live.again), fused_inputs(plan), live.fold,
+                    live.backward)
+
+
+def compact_values(plan: Plan, backward: bool, recompute: bool | str = True,
+                   again: dict[str, str] | None = None) -> ValueMap:
+    """Value rows reused across disjoint lifetimes: ``backward`` for a training step (with the ops of
+    :func:`recomputed` at :func:`level` ``recompute`` computed again there; ``again``: that dict, where the
+    caller has it already), else a forward pass."""
+    live = value_intervals(plan, backward, recompute, again)
+    got, size, _ = colour_intervals(live.start, live.end, FIRST_ROW)
+    return values_from(plan, live, got, size)
 
 
 def value_map(plan: Plan, layout: str, recompute: bool | str = True, again: dict[str, str] | None = None) -> ValueMap:

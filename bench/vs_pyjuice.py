@@ -43,7 +43,7 @@ import torch
 
 import pcc
 from pcc import data as datasets
-from pcc.backend import codegen, flowmap, folding, fusion, triton_exec
+from pcc.backend import arena, codegen, flowmap, folding, fusion, triton_exec
 from pcc.backend.valuemap import LEVELS
 from pcc.interop.pyjuice import convert
 
@@ -69,6 +69,8 @@ KNOBS = {
                       "most 1/N of the value buffer's rows; 0: whole ops"),
     "fold-products": (folding, "FOLD", "1: products of two children that only sums read are added in those sums' "
                       "forward loads where a layout needs no rows of them (no product launch in the forward)"),
+    "joint-rows": (arena, "JOINT", "1: a training step's values and flows share one buffer (rows reused across both "
+                   "kinds of lifetime); 0: two buffers"),
     "pdl": (triton_exec, "PDL", "programmatic dependent launch (Hopper): 0 off; 1 each launch starts its programs as "
             "the one before exits; 2 as 1, but a launch of at most one wave lets the next start at once; 3 every "
             "launch does"),

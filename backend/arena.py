@@ -1,0 +1,50 @@
+"""One buffer for a training step's values and flows: rows reused across both kinds of lifetime.
+
+A training step's value rows (:func:`pcc.backend.valuemap.compact_values`, layout ``"train"``) are most alive
+at the end of the forward pass, its flow rows (:func:`pcc.backend.flowmap.compact_flows`) late in the backward,
+when most values are dead: the top layers' values die with their sums' backward, just as the flows of the
+layers below come alive. Two buffers each hold their own most rows alive at once; one buffer holds the most
+rows of both alive at once, which is less (on the harness's converted models: RAT-SPN 50% fewer rows, HCLT 13%,
+PD 12%). Both are ``[rows, batch]`` float32, and every kernel addresses them through row tables, so only the row
+numbers change.
+
+The arena: rows ``0 .. 2`` are the value buffer's reserved rows (``ZERO``, ``NEG``, ``PAD``), rows ``3 .. 5``
+the flow buffer's, then the shared rows. The values are the arena itself; the flows are the view from row 3 on
+(``arena[FIRST_ROW:]``), so flow row ``r`` is arena row ``r + 3`` and the flow map's reserved rows stay 0, 1, 2.
+
+Contract of :func:`joint_maps`: a value map and a compact flow map that are each valid alone (the same rows
+read and written by the same launches as :func:`~.valuemap.compact_values` and :func:`~.flowmap.compact_flows`
+give) and, placed in one arena, never give one arena row to a value and a flow alive at the same time. Times:
+the value lifetimes' (forward op ``t``, backward op ``F + t``); a flow lives from its first writer's backward op
+(the root's from ``F - 1``: it is set after the forward) to its last reader's. A flow row reused from a value
+is cleared before its first write as a fresh row is (the flow map's ``zero``), unless that write overwrites.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .flowmap import FlowMap, colour_intervals, flow_intervals, flows_from, forward_order
+from .plan import FIRST_ROW, Plan
+from .valuemap import ValueMap, value_intervals, values_from
+
+# training steps keep values and flows in one arena (off: two buffers, only to measure what it saves with
+# bench/profile_step.py --joint-rows 0,1)
+JOINT = True
+
+
+def joint_maps(plan: Plan, recompute: bool | str = True,
+               again: dict[str, str] | None = None) -> tuple[ValueMap, FlowMap]:
+    """The ``"train"`` value map and the compact flow map of one arena (see the module docstring): the value
+    map's ``size`` is the arena's rows, the flow map's ``size`` those of the view from row ``FIRST_ROW`` on."""
+    values = value_intervals(plan, True, recompute, again)
+    flows = flow_intervals(plan)
+    fwd = len(forward_order(plan))
+    start = np.concatenate([values.start, np.maximum(flows.start, -1) + fwd])  # the root's flow: from F - 1
+    end = np.concatenate([values.end, flows.end + fwd])
+    got, size, prev = colour_intervals(start, end, 2 * FIRST_ROW)
+    n = len(values.node)
+    vmap = values_from(plan, values, got[:n], size)
+    # a flow row's previous owner, in backward op times (a value dead within the forward: before the backward)
+    before = np.where(prev[n:] >= 0, np.maximum(prev[n:] - fwd, -1), prev[n:])
+    fmap = flows_from(plan, flows, got[n:] - FIRST_ROW, size - FIRST_ROW, before)
+    return vmap, fmap

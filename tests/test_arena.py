@@ -1,0 +1,87 @@
+"""One arena for a training step's values and flows (pcc.backend.arena): no arena row holds a value and a flow
+alive at once, it holds fewer rows than two buffers, and EM steps are bitwise those of two buffers, with the
+arena starting as NaN (a row read before its owner writes or clears it would poison the step)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from randgen import random_inputs
+from test_backend import CIRCUITS, PAIRED, _dense_everywhere
+
+from pcc import optimize, parse
+from pcc.backend import arena
+from pcc.backend.arena import joint_maps
+from pcc.backend.flowmap import compact_flows, flow_intervals, forward_order
+from pcc.backend.plan import FIRST_ROW, build_plan
+from pcc.backend.runtime import CircuitModel
+from pcc.backend.triton_exec import TritonExecutor
+from pcc.backend.valuemap import again_rows, value_intervals, value_map
+
+CASES = CIRCUITS[:16] + PAIRED[:1] + [("pd8x8", lambda: parse("examples/pd8x8.pc"))]
+IDS = [c[0] for c in CASES]
+
+
+def _owners(plan) -> list[tuple[int, int, int]]:
+    """``(arena row, start, end)`` of every value and flow lifetime under :func:`joint_maps` (times as there)."""
+    vmap, fmap = joint_maps(plan)
+    values, flows = value_intervals(plan, True), flow_intervals(plan)
+    fwd = len(forward_order(plan))
+    second = vmap.back_rows[again_rows(plan, values.again)]  # the rows of the ops computed again, second lives
+    value_rows = np.concatenate([vmap.rows, second])[values.node]
+    out = list(zip(value_rows, values.start, values.end))
+    out += list(zip(fmap.rows[flows.node] + FIRST_ROW, np.maximum(flows.start, -1) + fwd, flows.end + fwd))
+    return [(int(r), int(s), int(e)) for r, s, e in out]
+
+
+@pytest.mark.parametrize("name,make", CASES, ids=IDS)
+def test_no_arena_row_holds_two_live_owners(name, make):
+    """Values and flows placed in one arena: per arena row, the lifetimes of its owners are disjoint; the
+    reserved rows of both buffers (arena rows 0-5) are nobody's; and the arena is no larger than two buffers."""
+    plan = build_plan(optimize(make()))
+    owners = _owners(plan)
+    assert all(r >= 2 * FIRST_ROW for r, _, _ in owners)
+    by_row: dict[int, list[tuple[int, int]]] = {}
+    for r, s, e in owners:
+        by_row.setdefault(r, []).append((s, e))
+    for spans in by_row.values():
+        spans.sort()
+        assert all(a[1] < b[0] for a, b in zip(spans, spans[1:]))
+    vmap, fmap = joint_maps(plan)
+    assert fmap.size == vmap.size - FIRST_ROW
+    assert vmap.size <= value_map(plan, "train").size + compact_flows(plan).size
+
+
+def test_rat_spn_like_circuits_save_rows():
+    """The PD example's arena holds fewer rows than its two buffers would (values dead by the time flows peak)."""
+    plan = build_plan(optimize(parse("examples/pd8x8.pc")))
+    vmap, _ = joint_maps(plan)
+    assert vmap.size < value_map(plan, "train").size + compact_flows(plan).size - FIRST_ROW
+
+
+def _garbage(rows: int, like: torch.Tensor) -> torch.Tensor:
+    return torch.full((rows, like.shape[1]), float("nan"), dtype=like.dtype, device=like.device)
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["generic", "dense"])
+@pytest.mark.parametrize("name,make", CASES, ids=IDS)
+def test_em_steps_in_one_arena_are_bitwise_those_of_two_buffers(name, make, dense, monkeypatch):
+    """Two EM steps and the log-likelihoods they return, with values and flows in one NaN-filled arena and in two
+    NaN-filled buffers: exactly equal, and finite where the circuit's log-likelihood is."""
+    if dense:
+        _dense_everywhere(monkeypatch)
+    monkeypatch.setattr(TritonExecutor, "_uninitialised", staticmethod(_garbage))
+    c = make()
+    x, m = random_inputs(c, np.random.default_rng(5), batch=10)
+    xt, mt = torch.tensor(x, dtype=torch.float32), torch.tensor(m)
+    models = []
+    for on in (True, False):
+        monkeypatch.setattr(arena, "JOINT", on)
+        models.append(CircuitModel(optimize(c), "cpu", executor="triton"))
+    assert models[0].executor.joint and not models[1].executor.joint
+    for _ in range(2):
+        lls = [model.em_step(xt, mt, step_size=0.5, pseudocount=0.1) for model in models]
+        assert torch.equal(lls[0], lls[1])
+        assert not torch.isnan(lls[0]).any()
+    for a, b in zip(models[0].params.tensors().values(), models[1].params.tensors().values()):
+        assert torch.equal(a, b) and not torch.isnan(a).any()
