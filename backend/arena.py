@@ -18,13 +18,18 @@ give) and, placed in one arena, never give one arena row to a value and a flow a
 the value lifetimes' (forward op ``t``, backward op ``F + t``); a flow lives from its first writer's backward op
 (the root's from ``F - 1``: it is set after the forward) to its last reader's. A flow row reused from a value
 is cleared before its first write as a fresh row is (the flow map's ``zero``), unless that write overwrites.
+
+While a dense op runs in the forward, the arena's rows above every row a value has taken so far hold nothing
+(``ValueMap.spare``; flows' and recomputed values' rows come in the backward): the forward's largest scratch, a
+dense op's transposed child values (``[G, B, C]``, PD 64's 0.9 GB at batch 8192), is taken from there where it
+fits (:func:`pcc.backend.dense_kernels.scratch`), or it would sit on top of the whole arena.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .flowmap import FlowMap, colour_intervals, flow_intervals, flows_from, forward_order
-from .plan import FIRST_ROW, Plan
+from .plan import FIRST_ROW, Plan, SumOp
 from .valuemap import ValueMap, value_intervals, values_from
 
 # training steps keep values and flows in one arena (off: two buffers, only to measure what it saves with
@@ -44,7 +49,20 @@ def joint_maps(plan: Plan, recompute: bool | str = True,
     got, size, prev = colour_intervals(start, end, 2 * FIRST_ROW)
     n = len(values.node)
     vmap = values_from(plan, values, got[:n], size)
+    vmap.spare = _spare_rows(plan, values.start, got[:n], fwd)
     # a flow row's previous owner, in backward op times (a value dead within the forward: before the backward)
     before = np.where(prev[n:] >= 0, np.maximum(prev[n:] - fwd, -1), prev[n:])
     fmap = flows_from(plan, flows, got[n:] - FIRST_ROW, size - FIRST_ROW, before)
     return vmap, fmap
+
+
+def _spare_rows(plan: Plan, start: np.ndarray, rows: np.ndarray, fwd: int) -> dict[str, int]:
+    """Per dense sum op, the first arena row above every row a value has taken by the time the op runs in the
+    forward (the op's own included): colouring hands out a new row only when no freed one is left, so no value
+    has held those rows yet, and none will until the op is done."""
+    first = start < fwd  # first lives: written in the forward (second lives come in the backward)
+    top = np.full(fwd, 2 * FIRST_ROW, dtype=np.int64)
+    np.maximum.at(top, start[first], rows[first] + 1)
+    top = np.maximum.accumulate(top)
+    return {key: int(top[t]) for t, (key, op) in enumerate(forward_order(plan))
+            if isinstance(op, SumOp) and op.dense is not None}

@@ -561,7 +561,7 @@ def _dense_title(op: SumOp) -> str:
 def _dense_forward_lines(key: str, op: SumOp, folded: bool = False) -> list[str]:
     d = op.dense
     args = f'vals, p.sum_w, t["{key}.dout"], vt, sh, t["{key}.dbase"], {d.stride}, B, P={d.P}, C={d.C}'
-    return ([_dense_title(op), f"vt = vals.new_empty({d.groups}, B, {d.C})"]
+    return ([_dense_title(op), f'vt = D.scratch(vals, t, "{key}", {d.groups * d.C}, B).view({d.groups}, B, {d.C})']
             + _dense_shift(key, d.C, d.groups, True, folded=folded)
             + _dense_launch("dense_fwd", d.P, d.C, d, DENSE_FWD, args,
                             DENSE_GROUPS_FWD if d.groups > 1 and d.C >= DENSE_GROUPS_MIN_C else None)

@@ -34,6 +34,16 @@ import triton.language as tl
 from .kernels import CLAMP, _add_flows, _dot, scaled_flow, shift_key, wait_for_prior_grid
 
 
+def scratch(vals, t: dict, key: str, rows: int, B: int):
+    """A ``[rows, B]`` scratch for op ``key``'s forward: the value buffer's rows from ``t[key + ".spare"]`` on,
+    where the layout has rows free while the op runs (a training arena, :mod:`pcc.backend.arena`) and they
+    suffice, else new memory."""
+    at = t.get(key + ".spare", 0)
+    if at and at + rows <= vals.shape[0]:
+        return vals[at:at + rows]
+    return vals.new_empty(rows, B)
+
+
 def group_chunks(groups: int, rows: int, most: int) -> list[tuple[int, int]]:
     """``(first group, groups)`` of each chunk of a dense op's ``groups`` groups of ``rows`` rows, each chunk at
     most ``most`` rows (at least one group): the backward's scratch is one chunk's (codegen.DENSE_SCRATCH)."""

@@ -163,6 +163,8 @@ class TritonExecutor:
         part = lambda n: {k[len(n):]: v for k, v in up.items() if k.startswith(n)}  # noqa: E731
         shared = part("shared:")
         self.tv = {layout: {**shared, **part(layout + ":")} for layout in LAYOUTS}
+        for layout, vmap in self.values.items():  # Python ints, not tables: the generated code slices with them
+            self.tv[layout].update({f"{key}.spare": at for key, at in vmap.spare.items()})
         self.t = self.tv["all"]
         self.f = {True: part("own:"), False: part("compact:")}
 

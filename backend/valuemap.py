@@ -62,6 +62,9 @@ class ValueMap:
     fused: frozenset[str] = frozenset()  # input ops without rows here (:mod:`.fusion`): their rows map to ZERO
     folded: frozenset[str] = frozenset()  # product ops without rows here (:mod:`.folding`): ZERO too
     train: bool = False  # a training layout: its backward reads the folded products' children too
+    # dense sum op key -> the first row from which the buffer holds nothing while that op runs in the forward
+    # (a training arena's rows, pcc.backend.arena): its scratch may lie there
+    spare: dict[str, int] = field(default_factory=dict)
 
     @property
     def back_rows(self) -> np.ndarray:

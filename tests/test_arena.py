@@ -85,3 +85,24 @@ def test_em_steps_in_one_arena_are_bitwise_those_of_two_buffers(name, make, dens
         assert not torch.isnan(lls[0]).any()
     for a, b in zip(models[0].params.tensors().values(), models[1].params.tensors().values()):
         assert torch.equal(a, b) and not torch.isnan(a).any()
+
+
+def test_dense_forward_scratch_lies_in_the_arena_s_spare_rows(monkeypatch):
+    """While a dense op runs in the forward, the arena's rows from its ``spare`` row on are nobody's (no value
+    started by then holds them): PD's dense ops take their transposed child values from there (the EM steps
+    above check the numbers with the arena NaN-filled)."""
+    _dense_everywhere(monkeypatch)
+    plan = build_plan(optimize(parse("examples/pd8x8.pc")))
+    vmap, _ = joint_maps(plan)
+    values = value_intervals(plan, True)
+    rows = np.concatenate([vmap.rows, vmap.back_rows[again_rows(plan, values.again)]])[values.node]
+    fits = 0
+    for t, (key, op) in enumerate(forward_order(plan)):
+        if key in vmap.spare:
+            assert (rows[values.start <= t] < vmap.spare[key]).all()
+            fits += vmap.spare[key] + op.dense.groups * op.dense.C <= vmap.size
+    assert fits  # at least one op's scratch lies in the arena
+    ex = TritonExecutor(plan, "cpu")
+    assert all(ex.tv["train"][k + ".spare"] == at for k, at in vmap.spare.items())
+    assert not any(k.endswith(".spare") for k in ex.tv["root"])
+    assert 'D.scratch(vals, t, "' in ex.source
