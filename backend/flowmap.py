@@ -22,7 +22,8 @@ Contract of a :class:`FlowMap` ``m`` for plan ``p``:
   and its children ``c``, one row for the group's joint lifetime (its first write to its last reader);
 * the identity map (:func:`full_flows`) clears nothing: every node keeps its own row, and shares none.
 
-Node flows for a user (``node_flows``) use the full map; ``em_step`` and ``accumulate`` the compact one.
+Node flows for a user (``node_flows``) use the full map; ``em_step`` and ``accumulate`` the compact one, whose
+rows a training step shares with its values in one arena (:mod:`pcc.backend.arena`).
 """
 from __future__ import annotations
 

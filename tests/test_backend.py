@@ -233,7 +233,7 @@ def test_dense_kernels_run_where_asked_and_over_several_batch_blocks(grid, monke
     monkeypatch.setattr(folding, "FOLD", False)  # one launch a dense op here (tests/test_folding.py folds)
     c = load_text(hmm_source(3, 128, 5), "h.pc")
     plan, ex, p, x, m = setup(c, 3, torch.float32, batch=130, executor="triton")
-    assert ex.source.count("D.dense_params[") == 3 and ex.source.count("vt = vals.new_empty(") == 3
+    assert ex.source.count("D.dense_params[") == 3 and ex.source.count("vt = D.scratch(vals, t, ") == 3
     assert "D.dense_fwd[" in ex.source and "D.dense_bwd[" in ex.source and "K.sum_fwd[" not in ex.source
     node, node_want, flows, want = _flows_and_float64(plan, ex, p, x, m)
     assert torch.allclose(node.double(), node_want, rtol=1e-4, atol=1e-6)
