@@ -22,7 +22,9 @@ is cleared before its first write as a fresh row is (the flow map's ``zero``), u
 While a dense op runs in the forward, the arena's rows above every row a value has taken so far hold nothing
 (``ValueMap.spare``; flows' and recomputed values' rows come in the backward): the forward's largest scratch, a
 dense op's transposed child values (``[G, B, C]``, PD 64's 0.9 GB at batch 8192), is taken from there where it
-fits (:func:`pcc.backend.dense_kernels.scratch`), or it would sit on top of the whole arena.
+fits, else (a large one) from the first run of rows free while the op runs (RAT-SPN's: the rows of its inputs,
+dead by then), else from new memory (:func:`pcc.backend.dense_kernels.scratch`); otherwise it would sit on top
+of the whole arena.
 """
 from __future__ import annotations
 
@@ -35,6 +37,10 @@ from .valuemap import ValueMap, value_intervals, values_from
 # training steps keep values and flows in one arena (off: two buffers, only to measure what it saves with
 # bench/profile_step.py --joint-rows 0,1)
 JOINT = True
+# a dense op's forward scratch of at least 1/RUN_SEARCH of the arena that the top rows cannot take is looked for
+# among the rows in use (:func:`_spare_rows`): each search is a pass over every lifetime, too slow for every op of
+# an HMM 4096 (its scratch is small anyway)
+RUN_SEARCH = 100
 
 
 def joint_maps(plan: Plan, recompute: bool | str = True,
@@ -49,20 +55,44 @@ def joint_maps(plan: Plan, recompute: bool | str = True,
     got, size, prev = colour_intervals(start, end, 2 * FIRST_ROW)
     n = len(values.node)
     vmap = values_from(plan, values, got[:n], size)
-    vmap.spare = _spare_rows(plan, values.start, got[:n], fwd)
+    vmap.spare = _spare_rows(plan, start, end, got, size, fwd)
     # a flow row's previous owner, in backward op times (a value dead within the forward: before the backward)
     before = np.where(prev[n:] >= 0, np.maximum(prev[n:] - fwd, -1), prev[n:])
     fmap = flows_from(plan, flows, got[n:] - FIRST_ROW, size - FIRST_ROW, before)
     return vmap, fmap
 
 
-def _spare_rows(plan: Plan, start: np.ndarray, rows: np.ndarray, fwd: int) -> dict[str, int]:
-    """Per dense sum op, the first arena row above every row a value has taken by the time the op runs in the
-    forward (the op's own included): colouring hands out a new row only when no freed one is left, so no value
-    has held those rows yet, and none will until the op is done."""
+def _spare_rows(plan: Plan, start: np.ndarray, end: np.ndarray, rows: np.ndarray, size: int,
+                fwd: int) -> dict[str, int]:
+    """Per dense sum op, the first of a run of arena rows that hold nothing while the op runs in the forward and
+    can take its scratch (``G * C`` rows), where one is found; ``start``, ``end``, ``rows``: every lifetime's.
+
+    First the rows above every row a value has taken by then (the op's own included): colouring hands out a new
+    row only when no freed one is left, so none has been used yet, and none will be until the op is done. Where
+    those are too few and the scratch is large (at least 1/:data:`RUN_SEARCH` of the arena), the first run of
+    free rows long enough among the rows in use (RAT-SPN's inputs take the top rows first, and are dead by its
+    first dense op). Otherwise the top row, which :func:`~pcc.backend.dense_kernels.scratch` finds too short."""
     first = start < fwd  # first lives: written in the forward (second lives come in the backward)
     top = np.full(fwd, 2 * FIRST_ROW, dtype=np.int64)
     np.maximum.at(top, start[first], rows[first] + 1)
     top = np.maximum.accumulate(top)
-    return {key: int(top[t]) for t, (key, op) in enumerate(forward_order(plan))
-            if isinstance(op, SumOp) and op.dense is not None}
+    out = {}
+    for t, (key, op) in enumerate(forward_order(plan)):
+        if isinstance(op, SumOp) and op.dense is not None:
+            need, at = op.dense.groups * op.dense.C, int(top[t])
+            if at + need > size and need * RUN_SEARCH >= size:
+                at = _free_run(start, end, rows, size, t, need) or at
+            out[key] = at
+    return out
+
+
+def _free_run(start: np.ndarray, end: np.ndarray, rows: np.ndarray, size: int, t: int, need: int) -> int | None:
+    """The first row of the first ``need`` consecutive arena rows that no lifetime covers at time ``t`` (None:
+    no such run)."""
+    busy = np.zeros(size + 1, dtype=bool)
+    busy[:2 * FIRST_ROW] = busy[size] = True  # the reserved rows, and a sentinel past the end
+    busy[rows[(start <= t) & (end >= t)]] = True
+    edges = np.flatnonzero(np.diff(busy.astype(np.int8)))  # a free run starts after a -1 and ends at a +1
+    starts, ends = edges[0::2] + 1, edges[1::2] + 1
+    long = np.flatnonzero(ends - starts >= need)
+    return int(starts[long[0]]) if len(long) else None

@@ -10,6 +10,8 @@ from randgen import random_inputs
 from test_backend import CIRCUITS, PAIRED, _dense_everywhere
 
 from pcc import optimize, parse
+from pcc.frontend import load_text
+from pcc.structures.ratspn import ratspn_source
 from pcc.backend import arena
 from pcc.backend.arena import joint_maps
 from pcc.backend.flowmap import compact_flows, flow_intervals, forward_order
@@ -20,6 +22,7 @@ from pcc.backend.valuemap import again_rows, value_intervals, value_map
 
 CASES = CIRCUITS[:16] + PAIRED[:1] + [("pd8x8", lambda: parse("examples/pd8x8.pc"))]
 IDS = [c[0] for c in CASES]
+RAT = [("ratspn", lambda: load_text(ratspn_source(8, 2, 2, 3, num_cats=4), "r.pc"))]
 
 
 def _owners(plan) -> list[tuple[int, int, int]]:
@@ -64,7 +67,7 @@ def _garbage(rows: int, like: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("dense", [False, True], ids=["generic", "dense"])
-@pytest.mark.parametrize("name,make", CASES, ids=IDS)
+@pytest.mark.parametrize("name,make", CASES + RAT, ids=IDS + ["ratspn"])
 def test_em_steps_in_one_arena_are_bitwise_those_of_two_buffers(name, make, dense, monkeypatch):
     """Two EM steps and the log-likelihoods they return, with values and flows in one NaN-filled arena and in two
     NaN-filled buffers: exactly equal, and finite where the circuit's log-likelihood is."""
@@ -87,22 +90,32 @@ def test_em_steps_in_one_arena_are_bitwise_those_of_two_buffers(name, make, dens
         assert torch.equal(a, b) and not torch.isnan(a).any()
 
 
-def test_dense_forward_scratch_lies_in_the_arena_s_spare_rows(monkeypatch):
-    """While a dense op runs in the forward, the arena's rows from its ``spare`` row on are nobody's (no value
-    started by then holds them): PD's dense ops take their transposed child values from there (the EM steps
-    above check the numbers with the arena NaN-filled)."""
+def _lifetimes(plan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(arena rows, starts, ends)`` of every value and flow lifetime (as :func:`_owners`, as arrays)."""
+    owners = np.array(_owners(plan), dtype=np.int64).reshape(-1, 3)
+    return owners[:, 0], owners[:, 1], owners[:, 2]
+
+
+@pytest.mark.parametrize("name,make", CASES + RAT, ids=IDS + ["ratspn"])
+def test_dense_forward_scratch_lies_in_rows_free_while_its_op_runs(name, make, monkeypatch):
+    """Each dense op's ``spare`` row starts ``G * C`` arena rows that no value or flow holds while the op runs in
+    the forward, where they fit in the arena (else the op takes new memory); the EM steps above check the
+    numbers with the arena NaN-filled. PD's scratch fits above the rows in use, RAT-SPN's among them."""
     _dense_everywhere(monkeypatch)
-    plan = build_plan(optimize(parse("examples/pd8x8.pc")))
+    plan = build_plan(optimize(make()))
     vmap, _ = joint_maps(plan)
-    values = value_intervals(plan, True)
-    rows = np.concatenate([vmap.rows, vmap.back_rows[again_rows(plan, values.again)]])[values.node]
+    rows, start, end = _lifetimes(plan)
     fits = 0
     for t, (key, op) in enumerate(forward_order(plan)):
         if key in vmap.spare:
-            assert (rows[values.start <= t] < vmap.spare[key]).all()
-            fits += vmap.spare[key] + op.dense.groups * op.dense.C <= vmap.size
-    assert fits  # at least one op's scratch lies in the arena
+            at, need = vmap.spare[key], op.dense.groups * op.dense.C
+            assert at >= 2 * FIRST_ROW
+            if at + need <= vmap.size:
+                fits += 1
+                live = (start <= t) & (end >= t)
+                assert not ((rows[live] >= at) & (rows[live] < at + need)).any()
+    if name in ("pd8x8", "ratspn"):
+        assert fits
     ex = TritonExecutor(plan, "cpu")
     assert all(ex.tv["train"][k + ".spare"] == at for k, at in vmap.spare.items())
     assert not any(k.endswith(".spare") for k in ex.tv["root"])
-    assert 'D.scratch(vals, t, "' in ex.source
