@@ -119,3 +119,17 @@ def test_dense_forward_scratch_lies_in_rows_free_while_its_op_runs(name, make, m
     ex = TritonExecutor(plan, "cpu")
     assert all(ex.tv["train"][k + ".spare"] == at for k, at in vmap.spare.items())
     assert not any(k.endswith(".spare") for k in ex.tv["root"])
+
+
+def test_the_rows_tool_reports_both_forms():
+    """``bench/arena_rows.py`` (no GPU): two buffers' rows against the arena's, and the dense scratch's place."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "bench" / "arena_rows.py"), str(root / "examples" / "pd8x8.pc"),
+                          "--batch", "512"], capture_output=True, text=True, check=True, cwd=root).stdout
+    plan = build_plan(optimize(parse("examples/pd8x8.pc")))
+    arena_rows = joint_maps(plan)[0].size
+    assert f"one arena {arena_rows:,} rows" in out
+    assert f"= {value_map(plan, 'train').size + compact_flows(plan).size:,} rows" in out
