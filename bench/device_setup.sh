@@ -8,6 +8,9 @@
 #   earlier machine (.whl/pj_ext.tgz, made by `pj_ext_save DIR`) is unpacked there and reused: the
 #   installed sources are dated back first, since ninja rebuilds whatever is older than its sources.
 # * MNIST's test images are looked for in .data/ (copy them there before the call; ../shared does not travel).
+# * GPU tests: run pytest from outside the repository, e.g. `(R=$PWD; cd /tmp && python3 -P -m pytest -q
+#   $R/tests/test_gpu.py)`: from its root, the repository's pcc/ folder shadows the installed package (whose
+#   pcc.frontend, pcc.backend, ... come from the top-level folders), and the tests fail to import.
 set -e
 export PCC_SITE="${PCC_SITE:-/tmp/site}"
 export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-/tmp/torch_ext}"
