@@ -20,8 +20,10 @@ from pcc.backend.runtime import CircuitModel
 from pcc.backend.triton_exec import TritonExecutor
 from pcc.backend.valuemap import again_rows, value_intervals, value_map
 
-CASES = CIRCUITS[:16] + PAIRED[:1] + [("pd8x8", lambda: parse("examples/pd8x8.pc"))]
+CASES = CIRCUITS[:16] + PAIRED[:1]  # the examples (hmm, mixture, pd8x8, reuse), 12 random circuits, an HMM of 128
 IDS = [c[0] for c in CASES]
+# the EM steps in Triton's interpreter: the hmm example took 70 of their 170 s; hmm128 is an HMM too
+STEPPED = [c for c in CASES if c[0] != "hmm"]
 RAT = [("ratspn", lambda: load_text(ratspn_source(8, 2, 2, 3, num_cats=4), "r.pc"))]
 
 
@@ -67,7 +69,7 @@ def _garbage(rows: int, like: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("dense", [False, True], ids=["generic", "dense"])
-@pytest.mark.parametrize("name,make", CASES + RAT, ids=IDS + ["ratspn"])
+@pytest.mark.parametrize("name,make", STEPPED + RAT, ids=[c[0] for c in STEPPED + RAT])
 def test_em_steps_in_one_arena_are_bitwise_those_of_two_buffers(name, make, dense, monkeypatch):
     """Two EM steps and the log-likelihoods they return, with values and flows in one NaN-filled arena and in two
     NaN-filled buffers: exactly equal, and finite where the circuit's log-likelihood is."""
