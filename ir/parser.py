@@ -229,7 +229,7 @@ class _Parser:
         dtype, _, packed = dtype.partition("[")  # "f64[4,8]" lexes as one indexed name
         if dtype not in ("f64", "i64"):
             raise _Syntax(dcol, f"unknown tensor type {dtype!r} (expected f64 or i64)")
-        shape = tuple(int(d) for d in packed[:-1].split(",")) if packed else self._shape(tok)
+        shape = self._packed_shape(packed, dcol + len(dtype)) if packed else self._shape(tok)
         tok.take(value="=")
         vcol = tok.col()
         if name in self.tensors:
@@ -251,6 +251,14 @@ class _Parser:
             t.data = self._literal(tok, dtype, shape, vcol)
         tok.done()
         self.tensors[name] = t
+
+    @staticmethod
+    def _packed_shape(packed: str, col: int) -> tuple[int, ...]:
+        """The dimensions of a shape that lexed with its type as one name (``f64[4,8]``: ``packed`` is ``4,8]``)."""
+        dims = packed[:-1].split(",")
+        if not packed.endswith("]") or not all(d.isdigit() for d in dims):
+            raise _Syntax(col, f"malformed tensor shape [{packed} (expected [n, m, ...] of integers)")
+        return tuple(int(d) for d in dims)
 
     def _shape(self, tok: _Line) -> tuple[int, ...]:
         tok.take(value="[")

@@ -822,6 +822,15 @@ def test_pcir_literal_shape_mismatch():
     expect_ir(text, 3, 22, "does not match the declared shape [2]")
 
 
+@pytest.mark.parametrize("shape", ["4,", "4,,2", ",4"])
+def test_pcir_malformed_packed_shape(shape):
+    """A shape written without spaces lexes with its type as one name (``f64[4,8]``); a malformed one (found by
+    tests/test_fuzz.py: ``f64[4,]``) is a diagnostic at its bracket, not a traceback."""
+    text = (f"pcir 1\nvar X : binary\ntensor @w : f64[{shape}] = [0.5, 0.5]\n"
+            "%0 = input X bernoulli n=2 params=@w\nroot %0\n")
+    expect_ir(text, 3, 16, "malformed tensor shape", count=None)
+
+
 def test_pcir_unexpected_character():
     text = "pcir 1\nvar X : binary ;\ntensor @w : f64[1] = [0.5]\n%0 = input X bernoulli n=1 params=@w\nroot %0\n"
     expect_ir(text, 2, 16, "unexpected character ';'")
