@@ -190,7 +190,7 @@ def flows_from(plan: Plan, live: FlowIntervals, got: np.ndarray, size: int, prev
     stored = np.array([key in live.overwriting for key, _ in order] + [False])
     start = live.start
     clear = (start >= 0) & ~stored[start]
-    zero = _clear_points(np.maximum(prev[clear], -2) + 1, start[clear], got[clear], order)
+    zero = _clear_points(prev[clear] + 1, start[clear], got[clear], order)
     scratch = {key for key, op in order if isinstance(op, SumOp) and live.member[written_rows(op)].any()}
     return FlowMap(rows, size, zero, live.overwriting, live.shared, scratch)
 

@@ -208,11 +208,9 @@ class TritonExecutor:
             raise ValueError(f"backward needs the values of forward(values={values!r}), got {vals.shape[0]} rows")
         xf, mi = self._inputs(x, missing)
         fmap = self.compact if not node_flows else None
-        if fmap and self.joint and values == "train":  # the flows are the arena's rows from FIRST_ROW on
-            f = vals[FIRST_ROW:]
-            f[ZERO], f[NEG], f[PAD] = 0.0, 0.0, 0.0
-        elif fmap:  # compact rows are cleared or overwritten before their first write (flowmap): no memset
-            f = self._uninitialised(fmap.size, vals)
+        if fmap:  # compact rows are cleared or overwritten before their first write (flowmap): no memset
+            # a training step's flows are its arena's rows from FIRST_ROW on (pcc.backend.arena)
+            f = vals[FIRST_ROW:] if self.joint and values == "train" else self._uninitialised(fmap.size, vals)
             f[ZERO], f[NEG], f[PAD] = 0.0, 0.0, 0.0
         else:
             f = vals.new_zeros(self.plan.rows, vals.shape[1])
