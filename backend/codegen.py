@@ -39,6 +39,11 @@ CAT_FILL, CAT_SPLIT_MIN = 1056, 512
 # (bench/results/cat_transposed_2026-12-05_h100.txt, step with CUDA graph, 0 / 64): HCLT 32 at 8192 12.45 /
 # 10.88 ms (counts 4.14 / 2.49), at 512 1.665 / 1.559. Tiles of 64 rows or more are unchanged. 0: never
 CAT_TRANSPOSED_BELOW = 64
+# generic sum tiles of fewer parents than SUM_TRANSPOSED_BELOW compute their forward and parameter-flow products
+# transposed (kernels.sum_fwd's and sum_bwd_params' TRANS): the batch block, or the 64-row child tile, is the
+# product's rows, not the 32-row parent tile (PD's blocks of 32 sums), below the 64 that Hopper's warpgroup
+# products take (TRANSPOSED_ROWS: the rows a transposed product needs to gain). 0: never
+SUM_TRANSPOSED_BELOW, TRANSPOSED_ROWS = 64, 64
 # software-pipeline depth of the loops over the batch in the categorical counts (kernels.input_bwd_cat) and the
 # parameter flows (kernels.sum_bwd_params): 1 loads each batch block after the last one's products, as the
 # while loops before them did; more overlaps the next blocks' loads with this one's products. On an H100
@@ -99,8 +104,15 @@ DENSE_CHUNK, DENSE_GROUP = 64, 8
 # the values and flows at the training step's peak (HCLT 32 at 8192: 80 of 1484 MiB), and a chunk of 1/64
 # still fills the GPU (HCLT's groups of 32-512 rows: 17 or more groups per chunk). Only from batch
 # DENSE_SCRATCH_FROM on: below it the scratch is small and a step launch-bound (HCLT 128 at 512), and chunks
-# would only add launches; every harness row from 4096 on was measured with chunks, every one below without
-DENSE_SCRATCH, DENSE_SCRATCH_FROM = 64, 4096
+# would only add launches; every harness row from 4096 on was measured with chunks, every one below without.
+# Below it, chunks hold at most 1/DENSE_SCRATCH_SMALL of the buffer's rows: only a scratch that large is cut
+# (RAT-SPN's largest at 512, a quarter of its arena's rows; none of HCLT's or PD's); 0: whole ops there
+DENSE_SCRATCH, DENSE_SCRATCH_FROM, DENSE_SCRATCH_SMALL = 64, 4096, 8
+# mini-batch EM steps (``em_step``) of at most CAT_EM_MAX_BATCH samples update categorical tables of at most
+# CAT_EM_MAX_K categories in their counting launches (kernels.input_bwd_cat's EM: one program holds its rows'
+# whole counts), where no two input rows share a parameter row (:func:`em_tables`): no count table of the
+# parameters' size, no clearing it and no update pass over it. 0: never
+CAT_EM_MAX_BATCH, CAT_EM_MAX_K = 2048, 256
 _STATS = {"categorical": "fl.cat[{k}]", "bernoulli": "fl.bern", "gaussian": "fl.gauss"}
 
 
@@ -120,6 +132,22 @@ def cat_rows(op: InputOp) -> int:
     variable has that many rows, since a tile never spans two variables (HCLT-32: 32 rows per pixel)."""
     longest = int(op.var_runs()[1].max()) if op.n else 1
     return _pow2(longest, 16, CAT_ROWS)
+
+
+def em_tables(plan: Plan) -> frozenset[int]:
+    """Category counts ``K`` of the categorical tables that a mini-batch EM step updates in its counting launches
+    (:data:`CAT_EM_MAX_K`): every row of table ``K`` belongs to exactly one input row (no tied parameters, so
+    each counting program holds its rows' whole counts, and no row is left to the update pass)."""
+    prows: dict[int, list[np.ndarray]] = {}
+    for _, op in forward_order(plan):
+        if isinstance(op, InputOp) and op.dist == "categorical":
+            prows.setdefault(op.k, []).append(op.prow)
+    out = set()
+    for k, parts in prows.items():
+        rows = np.concatenate(parts)
+        if k <= CAT_EM_MAX_K and len(rows) == len(plan.cat[k]) and len(np.unique(rows)) == len(rows):
+            out.add(k)
+    return frozenset(out)
 
 
 def tables(plan: Plan) -> dict[str, object]:
@@ -278,8 +306,11 @@ def generate(plan: Plan, precision: str = DOT_PRECISION, source: str = "", pipel
             key = f"L{li}.{oi}"
             folds = key in fold if isinstance(op, ProdOp) else isinstance(op, SumOp) and fold_rows[read_rows(op)].any()
             head += [f"    # layer {li}: {_title(op)}"] + ["    " + s for s in _forward_lines(key, op, fill, fusion, folds=folds)]
-    head += ["", "", "def backward(vals, flows, x, miss, t, f, p, fl, B, BN, BB, scaled=False):",
+    head += ["", "", "def backward(vals, flows, x, miss, t, f, p, fl, B, BN, BB, scaled=False, em=None):",
              '    """Add node flows into flows (root flow preset to 1) and parameter flows into fl.',
+             "",
+             "    em (training steps only): (pseudocount, step) of a mini-batch EM step, which the categorical tables",
+             "    of codegen.em_tables then take in their counting launches (fl holds no counts of them).",
              "",
              "    scaled (training steps only): sum ops of several child tiles first turn their parents' flows into",
              "    G = F exp(s - v) in place (K.sum_scale), so flows no longer holds node flows afterwards (or into a",
@@ -289,6 +320,7 @@ def generate(plan: Plan, precision: str = DOT_PRECISION, source: str = "", pipel
              '    flow is dead, which then come with the rows to clear ("zero") before an op (pcc.backend.flowmap)."""',
              "    nb = triton.cdiv(B, BB)"]
     again, readers = plan_schedule or schedule(plan)
+    em_cats = em_tables(plan)
     before = by_first_reader(again)
     fold_back = folded_mask(plan, frozenset(k for k in fold if k in again))  # what training layouts may fold
     ops = dict(forward_order(plan))
@@ -302,7 +334,8 @@ def generate(plan: Plan, precision: str = DOT_PRECISION, source: str = "", pipel
                      f'        K.zero_rows[(triton.cdiv(z.numel(), BN), nb)](flows, z, z.numel(), B, BN=BN, BB=BB)']
             head += ["    " + s for pkey in before.get(key, []) for s in _recompute_lines(pkey, ops[pkey], fusion)]
             folds = key in readers and isinstance(op, SumOp) and fold_back[read_rows(op)].any()
-            lines = _backward_lines(key, op, fill, key in overwrite, key in readers, key in flow_map.scratch, folds)
+            lines = _backward_lines(key, op, fill, key in overwrite, key in readers, key in flow_map.scratch, folds,
+                                    isinstance(op, InputOp) and op.dist == "categorical" and op.k in em_cats)
             if key in flow_map.shared:  # the compact map's children share the product's flow row: nothing to copy
                 lines = [f'if "{key}.fchildren" in f:  # node flows only (flowmap.shared_products)'] + ["    " + s for s in lines]
             head += ["    " + s for s in lines]
@@ -380,7 +413,13 @@ def _sum_fwd_launch(key: str, op: SumOp, pair: int, folded: bool = False) -> str
             f't["{key}.child"], {child_b}, {_weight_args(key, op)}, B, TP={pair * op.tile_p}, TC={op.tile_c}, '
             f"KC={op.child_rows.shape[1]}, BB=bb, PAD={PAD}, NEG={NEG}, AFFINE={op.affine is not None}, "
             f"PRECISION=PRECISION, STAGES={FWD_STAGES[0]} if bb == BB else {FWD_STAGES[1]}, PAIR={pair}"
-            f"{_same_children(op)}{fold})")
+            f"{_same_children(op)}{fold}{f', TRANS=bb >= {TRANSPOSED_ROWS}' if pair * op.tile_p < SUM_TRANSPOSED_BELOW else ''})")
+
+
+def _param_trans(op: SumOp) -> str:
+    """The ``TRANS`` argument of a parameter-flow launch whose parent tiles are short and child tiles are not
+    (:data:`SUM_TRANSPOSED_BELOW`)."""
+    return ", TRANS=True" if op.tile_p < SUM_TRANSPOSED_BELOW and op.tile_c >= TRANSPOSED_ROWS else ""
 
 
 def _same_children(op: SumOp) -> str:
@@ -407,12 +446,25 @@ def _weight_args(key: str, op: SumOp) -> str:
     return f't["{key}.wbase"], t["{key}.wbase"], t["{key}.wstride"]'
 
 
+def _cat_em_launch(key: str, op: InputOp) -> str:
+    """A categorical input op's counting launch that applies the mini-batch EM update (``em``: pseudocount, step)
+    to its rows of the table (kernels.input_bwd_cat's ``EM``): one program per tile, with every category and
+    the whole batch."""
+    rows, kp = cat_rows(op), _pow2(op.k, 16, CAT_EM_MAX_K)
+    theta = _THETA[op.dist].format(k=op.k)
+    return (f'K.input_bwd_cat[({len(op.var_tiles(rows))},)](flows, f["{key}.frows"], x, miss, t["{key}.var"], '
+            f't["{key}.prow"], t["{key}.tiles"], {theta}, {theta}, {op.n}, B, 1, K={op.k}, BN={rows}, KB={kp}, '
+            f"BB={CAT_BATCH}, PRECISION=PRECISION, KBLOCKS=1{', TRANS=True' if rows < CAT_TRANSPOSED_BELOW else ''}, "
+            f"STAGES={CAT_STAGES}, EM=True, a=em[0], step=em[1], num_warps={8 if rows * kp >= 8192 else 4})")
+
+
 def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool, back: bool = False,
-                    scratch: bool = False, folds: bool = False) -> list[str]:
+                    scratch: bool = False, folds: bool = False, em: bool = False) -> list[str]:
     """Op ``key``'s backward launches; ``back``: a sum op reads its children's values from the backward rows
     (``bchild``, ``btiles``, ``bdchild``: some of them are computed again there); ``scratch``: a sum op's
     training steps put ``G`` in a scratch, not in its parents' flow rows (``FlowMap.scratch``); ``folds``: a sum
-    op that reads products a training layout may fold (:mod:`.folding`), whose tables then carry ``bchildb``."""
+    op that reads products a training layout may fold (:mod:`.folding`), whose tables then carry ``bchildb``;
+    ``em``: a categorical input op whose table a mini-batch EM step updates in its counting launch."""
     if isinstance(op, InputOp):
         stats = _STATS[op.dist].format(k=op.k)
         if op.dist == "categorical":
@@ -420,11 +472,15 @@ def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool, back: 
             kblocks = -(-op.k // kb)
             # missing entries' expected counts are added in the kernel (no mass buffer, no torch passes)
             programs = len(op.var_tiles(rows)) * kblocks
-            return [f"sp = K.cat_splits({programs}, B, {CAT_FILL}, {CAT_SPLIT_MIN})",
-                    f'K.input_bwd_cat[({programs} * sp,)](flows, f["{key}.frows"], x, miss, '
-                    f't["{key}.var"], t["{key}.prow"], t["{key}.tiles"], {stats}, {_THETA[op.dist].format(k=op.k)}, '
-                    f"{op.n}, B, sp, K={op.k}, BN={rows}, KB={kb}, BB={CAT_BATCH}, PRECISION=PRECISION, "
-                    f"KBLOCKS={kblocks}{', TRANS=True' if rows < CAT_TRANSPOSED_BELOW else ''}, STAGES={CAT_STAGES})"]
+            counts = [f"sp = K.cat_splits({programs}, B, {CAT_FILL}, {CAT_SPLIT_MIN})",
+                      f'K.input_bwd_cat[({programs} * sp,)](flows, f["{key}.frows"], x, miss, '
+                      f't["{key}.var"], t["{key}.prow"], t["{key}.tiles"], {stats}, {_THETA[op.dist].format(k=op.k)}, '
+                      f"{op.n}, B, sp, K={op.k}, BN={rows}, KB={kb}, BB={CAT_BATCH}, PRECISION=PRECISION, "
+                      f"KBLOCKS={kblocks}{', TRANS=True' if rows < CAT_TRANSPOSED_BELOW else ''}, STAGES={CAT_STAGES})"]
+            if not em:
+                return counts
+            return ([f"if em is not None:  # a mini-batch EM step: table {op.k} updated here (codegen.em_tables)"]
+                    + ["    " + _cat_em_launch(key, op)] + ["else:"] + ["    " + s for s in counts])
         launch = (f'K.input_bwd[(triton.cdiv({op.n}, BN), nb)](flows, f["{key}.frows"], x, miss, t["{key}.var"], '
                   f't["{key}.prow"], {stats}, mass, {op.n}, B, DIST={DISTS[op.dist]}, K={op.k}, BN=BN, BB=BB)')
         return [f"mass = vals.new_zeros({op.n})", launch,
@@ -470,7 +526,7 @@ def _sum_backward_lines(key: str, op: SumOp, fill: tuple[int, int], overwrite: b
               f"split = max(1, min(triton.cdiv(B, bb) // {SPLIT_BLOCKS}, {most}))",
               f"K.sum_bwd_params[({len(op.out_rows)}, {op.kmax}, split)](vals, flows, p.sum_w, fl.sum_w, {tiles}, "
               f"split, {scale}, {gbuf}, {shape(op.tile_p)}, {masks}, PRECISION=PRECISION, SCALED={scaled}, "
-              f"SCALE_PAIR={pair}, STAGES={PARAM_STAGES}{_same_children(op)}{into}{fold})"]
+              f"SCALE_PAIR={pair}, STAGES={PARAM_STAGES}{_same_children(op)}{into}{fold}{_param_trans(op)})"]
     tiles_c, r = len(op.child_tiles[0]), op.child_tiles[1].shape[1]
     if not tiles_c:  # every child is padding: no child flows to write
         return lines
@@ -596,7 +652,8 @@ def _dense_backward_lines(key: str, op: SumOp, overwrite: bool, b: str = "", fol
         return [_dense_title(op)] + body
     # G transposed is a scratch of the op's parent rows: in chunks of groups, each at most 1/DENSE_SCRATCH of the
     # value buffer (HCLT 32 at 8192: 80 MiB beside 1084 MiB of values, at the step's peak), from batch
-    # DENSE_SCRATCH_FROM on (one chunk below it)
-    limit = f"vals.shape[0] // {DENSE_SCRATCH} if B >= {DENSE_SCRATCH_FROM} else {d.groups * d.P}"
+    # DENSE_SCRATCH_FROM on (below it, 1/DENSE_SCRATCH_SMALL)
+    small = f"vals.shape[0] // {DENSE_SCRATCH_SMALL}" if DENSE_SCRATCH_SMALL else f"{d.groups * d.P}"
+    limit = f"vals.shape[0] // {DENSE_SCRATCH} if B >= {DENSE_SCRATCH_FROM} else {small}"
     return [_dense_title(op), f"for g0, gn in D.group_chunks({d.groups}, {d.P}, {limit}):"] + [
         "    " + s for s in body]

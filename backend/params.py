@@ -51,10 +51,11 @@ class Flows:
     gauss: torch.Tensor
 
     @staticmethod
-    def zeros_like(p: Params) -> "Flows":
+    def zeros_like(p: Params, without: frozenset[int] = frozenset()) -> "Flows":
+        """Zero flows for ``p`` (``without``: categorical tables that get no counts here)."""
         z = torch.zeros_like
         dev, dt = p.sum_w.device, p.sum_w.dtype
-        return Flows(z(p.sum_w), {k: z(v) for k, v in p.cat.items()},
+        return Flows(z(p.sum_w), {k: z(v) for k, v in p.cat.items() if k not in without},
                      torch.zeros(len(p.bern), 2, device=dev, dtype=dt), torch.zeros(len(p.gauss), 3, device=dev, dtype=dt))
 
     def zero_(self) -> None:
@@ -86,17 +87,19 @@ class EMUpdate:
             self.parent = torch.as_tensor(np.asarray(plan.sum_parent, dtype=np.int32), device=device)
 
     def apply(self, p: Params, f: Flows, step: float = 1.0, pseudocount: float = 0.0) -> None:
-        """``p <- (1 - step) p + step * EM(f, pseudocount)``; ``f.sum_w`` may be used as scratch (clear it after)."""
+        """``p <- (1 - step) p + step * EM(f, pseudocount)``; ``f.sum_w`` may be used as scratch (clear it after).
+        Categorical tables without counts in ``f`` are left as they are (a training step's backward updated
+        them: ``TritonExecutor.backward``'s ``em``)."""
         if self.fused:
             totals = torch.zeros(self.groups, dtype=p.sum_w.dtype, device=p.sum_w.device)
             launch_sums(p.sum_w, f.sum_w, totals, self.fanin.to(p.sum_w.dtype), self.runs, pseudocount, step)
-            for k, table in p.cat.items():
-                launch_cat(table, f.cat[k], pseudocount, step)
+            for k, counts in f.cat.items():
+                launch_cat(p.cat[k], counts, pseudocount, step)
         else:
             self._sums(p.sum_w, f.sum_w, pseudocount, step)
             p.sum_w[-1:].zero_()  # the pad slot stays zero (an in-place kernel: capturable in CUDA graphs)
-            for k, table in p.cat.items():
-                _blend(table, _normalise(f.cat[k], pseudocount, table), step)
+            for k, counts in f.cat.items():
+                _blend(p.cat[k], _normalise(counts, pseudocount, p.cat[k]), step)
         if len(p.bern):
             c = f.bern
             new = (c[:, 1] + pseudocount / 2) / (c.sum(1) + pseudocount)

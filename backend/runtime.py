@@ -71,7 +71,8 @@ class CircuitModel(torch.nn.Module):
         self.executor = make_executor(self.plan, self.device_, dtype, executor, kernels, precision, recompute,
                                       fuse_inputs)
         self.em = EMUpdate(self.plan, self.device_, fused=self.executor.fused_em)
-        self.flows = Flows.zeros_like(self.params)
+        self._flows: Flows | None = None  # made on first use (accumulate); em_step keeps its own (_step_flows)
+        self._em_flows: tuple[frozenset, Flows] | None = None
         self.accumulated = 0
         self.use_graphs = self.executor.capturable
         self._graphs: dict = {}
@@ -91,6 +92,26 @@ class CircuitModel(torch.nn.Module):
             self.use_graphs = self.use_graphs and executor.capturable
             if self.em.fused != executor.fused_em:  # the update's tables are built once, for one kind
                 self.em = EMUpdate(self.plan, self.device_, fused=executor.fused_em)
+
+    @property
+    def flows(self) -> Flows:
+        """The parameter flows ``accumulate`` adds to and ``em_update`` applies (made on first use)."""
+        if self._flows is None:
+            self._flows = Flows.zeros_like(self.params)
+        return self._flows
+
+    def _step_flows(self, tables: frozenset[int]) -> Flows:
+        """The parameter flows of an ``em_step`` whose backward updates the categorical ``tables`` itself: no
+        counts of those (the largest parameter tables: HCLT 64's is 51 MiB beside 13 MiB of sum weights)."""
+        if self._em_flows is None or self._em_flows[0] != tables:
+            self._em_flows = (tables, Flows.zeros_like(self.params, without=tables))
+        return self._em_flows[1]
+
+    def _em_tables(self, batch: int) -> frozenset[int]:
+        """Categorical tables a mini-batch EM step of ``batch`` samples updates in its backward
+        (:func:`pcc.backend.codegen.em_tables`, up to :data:`~pcc.backend.codegen.CAT_EM_MAX_BATCH` samples)."""
+        from .codegen import CAT_EM_MAX_BATCH
+        return getattr(self.executor, "em_tables", frozenset()) if batch <= CAT_EM_MAX_BATCH else frozenset()
 
     @property
     def num_vars(self) -> int:
@@ -160,12 +181,18 @@ class CircuitModel(torch.nn.Module):
         return self._step(x, m, step_size, pseudocount)
 
     def _step(self, x: torch.Tensor, m: torch.Tensor, step_size: float, pseudocount: float) -> torch.Tensor:
-        self.flows.zero_()
+        tables = self._em_tables(x.shape[0])
+        flows = self._step_flows(tables) if tables else self.flows
+        flows.zero_()
         vals = self.executor.forward(self.params, x, m, values="train")
-        self.executor.backward(self.params, vals, x, m, self.flows, node_flows=False, values="train")
+        if tables:  # those tables' counts go straight into their update, in the counting launches
+            self.executor.backward(self.params, vals, x, m, flows, node_flows=False, values="train",
+                                   em=(pseudocount, step_size))
+        else:
+            self.executor.backward(self.params, vals, x, m, flows, node_flows=False, values="train")
         ll = vals[self.executor.root_row("train")].clone()
         del vals  # the value buffer is free before the update's parameter-sized temporaries exist
-        self.em.apply(self.params, self.flows, step_size, pseudocount)
+        self.em.apply(self.params, flows, step_size, pseudocount)
         return ll
 
     def _graph_step(self, x: torch.Tensor, m: torch.Tensor, step_size: float, pseudocount: float) -> torch.Tensor:

@@ -16,7 +16,7 @@ import triton
 
 from . import arena
 from .arena import joint_maps
-from .codegen import DOT_PRECISION, flow_tables, generate, tables, value_tables
+from .codegen import DOT_PRECISION, em_tables, flow_tables, generate, tables, value_tables
 from .flowmap import compact_flows, full_flows
 from .fusion import fused_inputs, fusing
 from .params import Flows, Params
@@ -144,6 +144,8 @@ class TritonExecutor:
         self.source = source or generate(plan, precision, fill=fill, flow_map=self.compact, plan_schedule=again)
         namespace: dict = {}
         exec(compile(self.source, "<pcc generated kernels>", "exec"), namespace)  # our own generated code
+        # categorical tables a mini-batch EM step updates in the backward (codegen.em_tables), as the code has them
+        self.em_tables = frozenset(k for k in em_tables(plan) if f"table {k} updated here" in self.source)
         self.pdl = PDL if PDL and pdl_capable(device) else PDL_OFF
         if self.pdl:  # the generated functions read K and D from this namespace when they run
             sms = torch.cuda.get_device_properties(device).multi_processor_count
@@ -197,13 +199,18 @@ class TritonExecutor:
         return like.new_empty(rows, like.shape[1])
 
     def backward(self, p: Params, vals: torch.Tensor, x: torch.Tensor, missing: torch.Tensor, flows: Flows,
-                 node_flows: bool = True, values: str = "all") -> torch.Tensor | None:
+                 node_flows: bool = True, values: str = "all",
+                 em: tuple[float, float] | None = None) -> torch.Tensor | None:
         """Node flows ``[rows, batch]``; parameter flows are added into ``flows``. ``vals`` come from
         ``forward`` with the same ``values`` layout (``"all"`` or ``"train"``).
 
         ``node_flows=False`` (training) keeps each flow only while it is alive, in a buffer of
         ``self.compact.size`` rows (:func:`~.flowmap.compact_flows`), and returns None.
+        ``em`` (training only): ``(pseudocount, step)`` of a mini-batch EM step; the categorical tables of
+        :attr:`em_tables` then get their update in the backward, and ``flows`` need not hold counts of them.
         """
+        if em is not None and node_flows:
+            raise ValueError("an EM step's update in the backward needs node_flows=False")
         if values == "root" or vals.shape[0] != self.values[values].size:
             raise ValueError(f"backward needs the values of forward(values={values!r}), got {vals.shape[0]} rows")
         xf, mi = self._inputs(x, missing)
@@ -217,7 +224,8 @@ class TritonExecutor:
         root = int(fmap.rows[self.plan.root_row]) if fmap else self.plan.root_row
         f[root] = torch.isfinite(vals[self.root_row(values)]).to(f.dtype)  # p(x) = 0: no flow
         self.schedule["backward"](vals, f, xf, mi, self.tv[values], self.f[node_flows], p, flows, x.shape[0],
-                                  *self._blocks(x.shape[0]), scaled=not node_flows)
+                                  *self._blocks(x.shape[0]), scaled=not node_flows,
+                                  em=None if em is None else (float(em[0]), float(em[1])))
         if not node_flows:
             return None
         f[ZERO], f[NEG], f[PAD] = 0.0, 0.0, 0.0

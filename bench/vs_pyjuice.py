@@ -57,6 +57,10 @@ KNOBS = {
                  "0: never"),
     "cat-transposed": (codegen, "CAT_TRANSPOSED_BELOW", "categorical-count tiles of fewer rows put the one-hot first "
                        "in their products; 0: never"),
+    "sum-transposed": (codegen, "SUM_TRANSPOSED_BELOW", "generic sum tiles of fewer parents compute their forward "
+                       "and parameter-flow products transposed; 0: never"),
+    "cat-em": (codegen, "CAT_EM_MAX_BATCH", "mini-batch EM steps of at most this many samples update untied "
+               "categorical tables in their counting launches (no count table); 0: never"),
     "cat-stages": (codegen, "CAT_STAGES", "pipeline depth of the categorical counts' loop over the batch; 1: none"),
     "param-stages": (codegen, "PARAM_STAGES", "pipeline depth of the parameter flows' loop over the batch; 1: none"),
     "skip-padding": (codegen, "SKIP_PADDING", "1: products' forward and gathered backward do not read their padding "
@@ -67,6 +71,8 @@ KNOBS = {
                     "(no product backward launch)"),
     "dense-scratch": (codegen, "DENSE_SCRATCH", "a dense op's backward runs in chunks of groups whose scratch holds at "
                       "most 1/N of the value buffer's rows; 0: whole ops"),
+    "dense-scratch-small": (codegen, "DENSE_SCRATCH_SMALL", "below DENSE_SCRATCH_FROM, a dense op's backward runs "
+                            "in chunks of groups whose scratch holds at most 1/N of the buffer's rows; 0: whole ops"),
     "fold-products": (folding, "FOLD", "1: products of two children that only sums read are added in those sums' "
                       "forward loads where a layout needs no rows of them (no product launch in the forward)"),
     "joint-rows": (arena, "JOINT", "1: a training step's values and flows share one buffer (rows reused across both "
