@@ -42,8 +42,9 @@ CAT_TRANSPOSED_BELOW = 64
 # generic sum tiles of fewer parents than SUM_TRANSPOSED_BELOW compute their forward and parameter-flow products
 # transposed (kernels.sum_fwd's and sum_bwd_params' TRANS): the batch block, or the 64-row child tile, is the
 # product's rows, not the 32-row parent tile (PD's blocks of 32 sums), below the 64 that Hopper's warpgroup
-# products take (TRANSPOSED_ROWS: the rows a transposed product needs to gain). 0: never
-SUM_TRANSPOSED_BELOW, TRANSPOSED_ROWS = 64, 64
+# products take (TRANSPOSED_ROWS: the rows a transposed product needs to gain). 0: never, the default until it is
+# measured on a GPU (written in a session without one: checked in the CPU interpreter only; `--sum-transposed 64`)
+SUM_TRANSPOSED_BELOW, TRANSPOSED_ROWS = 0, 64
 # software-pipeline depth of the loops over the batch in the categorical counts (kernels.input_bwd_cat) and the
 # parameter flows (kernels.sum_bwd_params): 1 loads each batch block after the last one's products, as the
 # while loops before them did; more overlaps the next blocks' loads with this one's products. On an H100
@@ -105,14 +106,17 @@ DENSE_CHUNK, DENSE_GROUP = 64, 8
 # still fills the GPU (HCLT's groups of 32-512 rows: 17 or more groups per chunk). Only from batch
 # DENSE_SCRATCH_FROM on: below it the scratch is small and a step launch-bound (HCLT 128 at 512), and chunks
 # would only add launches; every harness row from 4096 on was measured with chunks, every one below without.
-# Below it, chunks hold at most 1/DENSE_SCRATCH_SMALL of the buffer's rows: only a scratch that large is cut
-# (RAT-SPN's largest at 512, a quarter of its arena's rows; none of HCLT's or PD's); 0: whole ops there
-DENSE_SCRATCH, DENSE_SCRATCH_FROM, DENSE_SCRATCH_SMALL = 64, 4096, 8
+# Below it, DENSE_SCRATCH_SMALL > 0 cuts chunks of at most 1/DENSE_SCRATCH_SMALL of the buffer's rows, so only a
+# scratch that large is cut: at 8, RAT-SPN's largest at 512 (a quarter of its arena's rows, 32 MiB) and HCLT
+# 128-512's first tree layer (15% of the rows); none of PD's. 0 (whole ops there) is the default until that is
+# measured on a GPU (written in a session without one; `--dense-scratch-small 8`)
+DENSE_SCRATCH, DENSE_SCRATCH_FROM, DENSE_SCRATCH_SMALL = 64, 4096, 0
 # mini-batch EM steps (``em_step``) of at most CAT_EM_MAX_BATCH samples update categorical tables of at most
 # CAT_EM_MAX_K categories in their counting launches (kernels.input_bwd_cat's EM: one program holds its rows'
 # whole counts), where no two input rows share a parameter row (:func:`em_tables`): no count table of the
-# parameters' size, no clearing it and no update pass over it. 0: never
-CAT_EM_MAX_BATCH, CAT_EM_MAX_K = 2048, 256
+# parameters' size, no clearing it and no update pass over it. 0: never, the default until it is measured on a
+# GPU (written in a session without one: checked in the CPU interpreter only; `--cat-em 2048` turns it on)
+CAT_EM_MAX_BATCH, CAT_EM_MAX_K = 0, 256
 _STATS = {"categorical": "fl.cat[{k}]", "bernoulli": "fl.bern", "gaussian": "fl.gauss"}
 
 

@@ -101,6 +101,18 @@ def test_transposed_counts_match_float64(name, make, monkeypatch):
 
 
 @pytest.mark.parametrize("name,make", CASES, ids=[c[0] for c in CASES])
+def test_opt_in_em_in_counts_and_transposed_sums_match_float64(name, make, monkeypatch):
+    """The opt-in settings checked so far only in the CPU interpreter: ``codegen.CAT_EM_MAX_BATCH`` (a mini-batch
+    EM step's categorical update in its counting launches) and ``SUM_TRANSPOSED_BELOW`` (generic sums' products
+    transposed), EM steps in CUDA graphs as the float64 model's."""
+    from pcc.backend import codegen
+    monkeypatch.setattr(codegen, "CAT_EM_MAX_BATCH", 2048)
+    monkeypatch.setattr(codegen, "SUM_TRANSPOSED_BELOW", 64)
+    test_log_likelihood_matches_reference(name, make)
+    test_flows_and_em_match_float64(name, make)
+
+
+@pytest.mark.parametrize("name,make", CASES, ids=[c[0] for c in CASES])
 def test_pipelined_batch_loops_match_float64(name, make, monkeypatch):
     """``codegen.CAT_STAGES`` and ``PARAM_STAGES`` at 3: the categorical counts' and parameter flows' loops
     over the batch software-pipelined (their next blocks' loads overlap this block's products)."""
