@@ -450,16 +450,14 @@ def _weight_args(key: str, op: SumOp) -> str:
     return f't["{key}.wbase"], t["{key}.wbase"], t["{key}.wstride"]'
 
 
-def _cat_em_launch(key: str, op: InputOp) -> str:
-    """A categorical input op's counting launch that applies the mini-batch EM update (``em``: pseudocount, step)
-    to its rows of the table (kernels.input_bwd_cat's ``EM``): one program per tile, with every category and
-    the whole batch."""
-    rows, kp = cat_rows(op), _pow2(op.k, 16, CAT_EM_MAX_K)
-    theta = _THETA[op.dist].format(k=op.k)
-    return (f'K.input_bwd_cat[({len(op.var_tiles(rows))},)](flows, f["{key}.frows"], x, miss, t["{key}.var"], '
-            f't["{key}.prow"], t["{key}.tiles"], {theta}, {theta}, {op.n}, B, 1, K={op.k}, BN={rows}, KB={kp}, '
-            f"BB={CAT_BATCH}, PRECISION=PRECISION, KBLOCKS=1{', TRANS=True' if rows < CAT_TRANSPOSED_BELOW else ''}, "
-            f"STAGES={CAT_STAGES}, EM=True, a=em[0], step=em[1], num_warps={8 if rows * kp >= 8192 else 4})")
+def _cat_launch(key: str, op: InputOp, grid: str, stats: str, splits: str, kb: int, extra: str = "") -> str:
+    """A categorical input op's counting launch (kernels.input_bwd_cat) over ``grid`` programs, its tiles of
+    :func:`cat_rows` rows in ``op.k / kb`` category blocks; ``extra``: further keyword arguments."""
+    rows = cat_rows(op)
+    return (f'K.input_bwd_cat[({grid},)](flows, f["{key}.frows"], x, miss, t["{key}.var"], t["{key}.prow"], '
+            f't["{key}.tiles"], {stats}, {_THETA[op.dist].format(k=op.k)}, {op.n}, B, {splits}, K={op.k}, BN={rows}, '
+            f"KB={kb}, BB={CAT_BATCH}, PRECISION=PRECISION, KBLOCKS={-(-op.k // kb)}"
+            f"{', TRANS=True' if rows < CAT_TRANSPOSED_BELOW else ''}, STAGES={CAT_STAGES}{extra})")
 
 
 def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool, back: bool = False,
@@ -472,19 +470,19 @@ def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool, back: 
     if isinstance(op, InputOp):
         stats = _STATS[op.dist].format(k=op.k)
         if op.dist == "categorical":
-            kb, rows = _pow2(op.k, 16, 64), cat_rows(op)
-            kblocks = -(-op.k // kb)
+            kb, tiles = _pow2(op.k, 16, 64), len(op.var_tiles(cat_rows(op)))
             # missing entries' expected counts are added in the kernel (no mass buffer, no torch passes)
-            programs = len(op.var_tiles(rows)) * kblocks
+            programs = tiles * -(-op.k // kb)
             counts = [f"sp = K.cat_splits({programs}, B, {CAT_FILL}, {CAT_SPLIT_MIN})",
-                      f'K.input_bwd_cat[({programs} * sp,)](flows, f["{key}.frows"], x, miss, '
-                      f't["{key}.var"], t["{key}.prow"], t["{key}.tiles"], {stats}, {_THETA[op.dist].format(k=op.k)}, '
-                      f"{op.n}, B, sp, K={op.k}, BN={rows}, KB={kb}, BB={CAT_BATCH}, PRECISION=PRECISION, "
-                      f"KBLOCKS={kblocks}{', TRANS=True' if rows < CAT_TRANSPOSED_BELOW else ''}, STAGES={CAT_STAGES})"]
+                      _cat_launch(key, op, f"{programs} * sp", stats, "sp", kb)]
             if not em:
                 return counts
-            return ([f"if em is not None:  # a mini-batch EM step: table {op.k} updated here (codegen.em_tables)"]
-                    + ["    " + _cat_em_launch(key, op)] + ["else:"] + ["    " + s for s in counts])
+            # the update in the counts: one program per tile, every category and the whole batch, into the table
+            kp = _pow2(op.k, 16, CAT_EM_MAX_K)
+            fused = _cat_launch(key, op, str(tiles), _THETA[op.dist].format(k=op.k), "1", kp,
+                                f", EM=True, a=em[0], step=em[1], num_warps={8 if cat_rows(op) * kp >= 8192 else 4}")
+            return ([f"if em is not None:  # a mini-batch EM step: table {op.k} updated here (codegen.em_tables)",
+                     "    " + fused, "else:"] + ["    " + s for s in counts])
         launch = (f'K.input_bwd[(triton.cdiv({op.n}, BN), nb)](flows, f["{key}.frows"], x, miss, t["{key}.var"], '
                   f't["{key}.prow"], {stats}, mass, {op.n}, B, DIST={DISTS[op.dist]}, K={op.k}, BN=BN, BB=BB)')
         return [f"mass = vals.new_zeros({op.n})", launch,

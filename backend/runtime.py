@@ -185,11 +185,9 @@ class CircuitModel(torch.nn.Module):
         flows = self._step_flows(tables) if tables else self.flows
         flows.zero_()
         vals = self.executor.forward(self.params, x, m, values="train")
-        if tables:  # those tables' counts go straight into their update, in the counting launches
-            self.executor.backward(self.params, vals, x, m, flows, node_flows=False, values="train",
-                                   em=(pseudocount, step_size))
-        else:
-            self.executor.backward(self.params, vals, x, m, flows, node_flows=False, values="train")
+        # those tables' counts go straight into their update, in the counting launches (Triton executor only)
+        em = {"em": (pseudocount, step_size)} if tables else {}
+        self.executor.backward(self.params, vals, x, m, flows, node_flows=False, values="train", **em)
         ll = vals[self.executor.root_row("train")].clone()
         del vals  # the value buffer is free before the update's parameter-sized temporaries exist
         self.em.apply(self.params, flows, step_size, pseudocount)
