@@ -39,12 +39,6 @@ CAT_FILL, CAT_SPLIT_MIN = 1056, 512
 # (bench/results/cat_transposed_2026-12-05_h100.txt, step with CUDA graph, 0 / 64): HCLT 32 at 8192 12.45 /
 # 10.88 ms (counts 4.14 / 2.49), at 512 1.665 / 1.559. Tiles of 64 rows or more are unchanged. 0: never
 CAT_TRANSPOSED_BELOW = 64
-# generic sum tiles of fewer parents than SUM_TRANSPOSED_BELOW compute their forward and parameter-flow products
-# transposed (kernels.sum_fwd's and sum_bwd_params' TRANS): the batch block, or the 64-row child tile, is the
-# product's rows, not the 32-row parent tile (PD's blocks of 32 sums), below the 64 that Hopper's warpgroup
-# products take (TRANSPOSED_ROWS: the rows a transposed product needs to gain). 0: never, the default until it is
-# measured on a GPU (written in a session without one: checked in the CPU interpreter only; `--sum-transposed 64`)
-SUM_TRANSPOSED_BELOW, TRANSPOSED_ROWS = 0, 64
 # software-pipeline depth of the loops over the batch in the categorical counts (kernels.input_bwd_cat) and the
 # parameter flows (kernels.sum_bwd_params): 1 loads each batch block after the last one's products, as the
 # while loops before them did; more overlaps the next blocks' loads with this one's products. On an H100
@@ -108,15 +102,17 @@ DENSE_CHUNK, DENSE_GROUP = 64, 8
 # would only add launches; every harness row from 4096 on was measured with chunks, every one below without.
 # Below it, DENSE_SCRATCH_SMALL > 0 cuts chunks of at most 1/DENSE_SCRATCH_SMALL of the buffer's rows, so only a
 # scratch that large is cut: at 8, RAT-SPN's largest at 512 (a quarter of its arena's rows, 32 MiB) and HCLT
-# 128-512's first tree layer (15% of the rows); none of PD's. 0 (whole ops there) is the default until that is
-# measured on a GPU (written in a session without one; `--dense-scratch-small 8`)
-DENSE_SCRATCH, DENSE_SCRATCH_FROM, DENSE_SCRATCH_SMALL = 64, 4096, 0
-# mini-batch EM steps (``em_step``) of at most CAT_EM_MAX_BATCH samples update categorical tables of at most
-# CAT_EM_MAX_K categories in their counting launches (kernels.input_bwd_cat's EM: one program holds its rows'
-# whole counts), where no two input rows share a parameter row (:func:`em_tables`): no count table of the
-# parameters' size, no clearing it and no update pass over it. 0: never, the default until it is measured on a
-# GPU (written in a session without one: checked in the CPU interpreter only; `--cat-em 2048` turns it on)
-CAT_EM_MAX_BATCH, CAT_EM_MAX_K = 0, 256
+# 128-512's first tree layer (15% of the rows); none of PD's. On an H100 at 512 (bench/profile_step.py, 0 / 8):
+# RAT-SPN peak 251 / 241 MiB, step 1.419 / 1.453 ms; HCLT 128 peak 523 / 523, step 4.084 / 3.967. 0: whole ops
+DENSE_SCRATCH, DENSE_SCRATCH_FROM, DENSE_SCRATCH_SMALL = 64, 4096, 8
+# mini-batch EM steps (``em_step``) of at most CAT_EM_MAX_BATCH samples update categorical tables in their
+# counting launches (kernels.input_bwd_cat's EM: a tile's programs, one per block of CAT_EM_KB categories, or the
+# counts' own block when 0, loop over the whole batch), where no two input rows share a parameter row
+# (:func:`em_tables`): no count table of the parameters' size, no clearing it and no update pass over it.
+# At 512 on an H100 (bench/profile_step.py): HCLT 64 peak 309 -> 250 MiB, step 2.260 -> 2.216 ms; HCLT 32
+# 167 -> 141 MiB, 1.435 -> 1.399 ms. Larger batches keep the counts' batch splits (a program per tile and
+# category block would loop over the whole batch). 0: never
+CAT_EM_MAX_BATCH, CAT_EM_KB = 2048, 0
 _STATS = {"categorical": "fl.cat[{k}]", "bernoulli": "fl.bern", "gaussian": "fl.gauss"}
 
 
@@ -140,8 +136,8 @@ def cat_rows(op: InputOp) -> int:
 
 def em_tables(plan: Plan) -> frozenset[int]:
     """Category counts ``K`` of the categorical tables that a mini-batch EM step updates in its counting launches
-    (:data:`CAT_EM_MAX_K`): every row of table ``K`` belongs to exactly one input row (no tied parameters, so
-    each counting program holds its rows' whole counts, and no row is left to the update pass)."""
+    (:data:`CAT_EM_MAX_BATCH`): every row of table ``K`` belongs to exactly one input row (no tied parameters, so
+    a tile's programs hold its rows' whole counts, and no row is left to the update pass)."""
     prows: dict[int, list[np.ndarray]] = {}
     for _, op in forward_order(plan):
         if isinstance(op, InputOp) and op.dist == "categorical":
@@ -149,7 +145,7 @@ def em_tables(plan: Plan) -> frozenset[int]:
     out = set()
     for k, parts in prows.items():
         rows = np.concatenate(parts)
-        if k <= CAT_EM_MAX_K and len(rows) == len(plan.cat[k]) and len(np.unique(rows)) == len(rows):
+        if len(rows) == len(plan.cat[k]) and len(np.unique(rows)) == len(rows):
             out.add(k)
     return frozenset(out)
 
@@ -417,13 +413,7 @@ def _sum_fwd_launch(key: str, op: SumOp, pair: int, folded: bool = False) -> str
             f't["{key}.child"], {child_b}, {_weight_args(key, op)}, B, TP={pair * op.tile_p}, TC={op.tile_c}, '
             f"KC={op.child_rows.shape[1]}, BB=bb, PAD={PAD}, NEG={NEG}, AFFINE={op.affine is not None}, "
             f"PRECISION=PRECISION, STAGES={FWD_STAGES[0]} if bb == BB else {FWD_STAGES[1]}, PAIR={pair}"
-            f"{_same_children(op)}{fold}{f', TRANS=bb >= {TRANSPOSED_ROWS}' if pair * op.tile_p < SUM_TRANSPOSED_BELOW else ''})")
-
-
-def _param_trans(op: SumOp) -> str:
-    """The ``TRANS`` argument of a parameter-flow launch whose parent tiles are short and child tiles are not
-    (:data:`SUM_TRANSPOSED_BELOW`)."""
-    return ", TRANS=True" if op.tile_p < SUM_TRANSPOSED_BELOW and op.tile_c >= TRANSPOSED_ROWS else ""
+            f"{_same_children(op)}{fold})")
 
 
 def _same_children(op: SumOp) -> str:
@@ -477,10 +467,10 @@ def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool, back: 
                       _cat_launch(key, op, f"{programs} * sp", stats, "sp", kb)]
             if not em:
                 return counts
-            # the update in the counts: one program per tile, every category and the whole batch, into the table
-            kp = _pow2(op.k, 16, CAT_EM_MAX_K)
-            fused = _cat_launch(key, op, str(tiles), _THETA[op.dist].format(k=op.k), "1", kp,
-                                f", EM=True, a=em[0], step=em[1], num_warps={8 if cat_rows(op) * kp >= 8192 else 4}")
+            # the update in the counts: the category blocks of a tile over the whole batch, into the table
+            ekb = CAT_EM_KB or kb
+            fused = _cat_launch(key, op, str(tiles * -(-op.k // ekb)), _THETA[op.dist].format(k=op.k), "1", ekb,
+                                ", EM=True, a=em[0], step=em[1]")
             return ([f"if em is not None:  # a mini-batch EM step: table {op.k} updated here (codegen.em_tables)",
                      "    " + fused, "else:"] + ["    " + s for s in counts])
         launch = (f'K.input_bwd[(triton.cdiv({op.n}, BN), nb)](flows, f["{key}.frows"], x, miss, t["{key}.var"], '
@@ -528,7 +518,7 @@ def _sum_backward_lines(key: str, op: SumOp, fill: tuple[int, int], overwrite: b
               f"split = max(1, min(triton.cdiv(B, bb) // {SPLIT_BLOCKS}, {most}))",
               f"K.sum_bwd_params[({len(op.out_rows)}, {op.kmax}, split)](vals, flows, p.sum_w, fl.sum_w, {tiles}, "
               f"split, {scale}, {gbuf}, {shape(op.tile_p)}, {masks}, PRECISION=PRECISION, SCALED={scaled}, "
-              f"SCALE_PAIR={pair}, STAGES={PARAM_STAGES}{_same_children(op)}{into}{fold}{_param_trans(op)})"]
+              f"SCALE_PAIR={pair}, STAGES={PARAM_STAGES}{_same_children(op)}{into}{fold})"]
     tiles_c, r = len(op.child_tiles[0]), op.child_tiles[1].shape[1]
     if not tiles_c:  # every child is padding: no child flows to write
         return lines

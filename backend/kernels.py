@@ -245,11 +245,14 @@ def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B, s
     of fewer than 64 rows (HCLT 32's), whose ``BN``-row first operand is below the 64 rows that Hopper's
     warpgroup products take (:data:`pcc.backend.codegen.CAT_TRANSPOSED_BELOW`).
 
-    ``EM`` (a mini-batch EM step; ``KBLOCKS`` and ``splits`` 1, and no two rows of the launch's table share a
-    parameter row, so the program holds its rows' whole counts): instead of adding the counts into ``stats``, the
-    program applies the categorical EM update to its rows of ``theta`` in place, ``new = (c + a / K) / (sum c +
-    a)`` where that sum is positive (else the old row), ``theta <- (1 - step) theta + step new``: as
-    :func:`pcc.backend.em_kernels.em_cat` does from the counts, with no count table.
+    ``EM`` (a mini-batch EM step; ``splits`` 1, and no two rows of the launch's table share a parameter row, so
+    the programs of a tile hold its rows' whole counts): instead of adding the counts into ``stats``, the program
+    applies the categorical EM update to its rows and categories of ``theta`` in place, ``new = (c + a / K) /
+    (sum c + a)`` where that sum is positive (else the old row), ``theta <- (1 - step) theta + step new``: as
+    :func:`pcc.backend.em_kernels.em_cat` does from the counts, with no count table. With ``KBLOCKS`` > 1 each
+    program finds the row's ``sum c`` without the other blocks' counts: the flows of the samples whose value is
+    a category (summed in the batch loop) plus the missing ones' flows (times the old row's total, 1: rows of
+    categorical parameters sum to 1, which loading them checks).
     """
     wait_for_prior_grid(PDL)
     kblock, rest = tl.program_id(0) % KBLOCKS, tl.program_id(0) // KBLOCKS
@@ -266,6 +269,7 @@ def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B, s
     acc = tl.zeros((BN, KB), dtype=tl.float32)
     acc_t = tl.zeros((KB, BN), dtype=tl.float32)  # TRANS: the counts transposed (else unused)
     lost = tl.zeros((BN,), dtype=tl.float32)
+    seen = tl.zeros((BN,), dtype=tl.float32)  # EM with KBLOCKS > 1: flows of samples counted in some category
     for b_at in tl.range(b0, b_end, BB, num_stages=STAGES):  # a for loop: its loads are pipelined
         b = b_at + tl.arange(0, BB)
         inb = b < b_end
@@ -286,6 +290,8 @@ def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B, s
         else:
             acc += _dot(f, hot, PRECISION)
         lost += tl.sum(tl.where(gone[None, :], f, 0.0), axis=1)
+        if EM and KBLOCKS > 1:
+            seen += tl.sum(tl.where((~gone & (xv >= 0) & (xv < K))[None, :], f, 0.0), axis=1)
     if TRANS:
         acc = tl.trans(acc_t)
     r = tl.load(prow + i, mask=rows_ok, other=0).to(tl.int64)
@@ -293,7 +299,10 @@ def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B, s
     old = tl.load(theta + r[:, None] * K + k[None, :], mask=ok, other=0.0)
     acc += lost[:, None] * old
     if EM:
-        total = tl.sum(acc, axis=1) + a  # padded categories hold 0
+        if KBLOCKS == 1:
+            total = tl.sum(acc, axis=1) + a  # padded categories hold 0
+        else:  # the other blocks' counts (and old entries, rewritten as this reads) are other programs':
+            total = seen + lost + a  # missing entries add the old row's total, 1 (a checked parameter)
         safe = tl.where(total > 0, total, 1.0)
         new = tl.where(total[:, None] > 0, (acc + a / K) / safe[:, None], old)
         tl.store(theta + r[:, None] * K + k[None, :], tl.where(step >= 1.0, new, old * (1.0 - step) + new * step),
@@ -456,7 +465,7 @@ def sum_fwd(vals, sum_w, out_rows, child_rows, child_b, wids, wbase, wstride, B,
             TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, BB: tl.constexpr, PAD: tl.constexpr,
             NEG: tl.constexpr, AFFINE: tl.constexpr, PRECISION: tl.constexpr, STAGES: tl.constexpr,
             PAIR: tl.constexpr = 1, SAME_CHILDREN: tl.constexpr = False, FOLDED: tl.constexpr = False,
-            TRANS: tl.constexpr = False, PDL: tl.constexpr = 0):
+            PDL: tl.constexpr = 0):
     """One parent tile x one batch block: ``log(W @ exp(C - m)) + m`` in one pass over the child tiles.
 
     ``m`` is the running per-sample maximum of the child values read so far; when it grows, the partial
@@ -469,9 +478,6 @@ def sum_fwd(vals, sum_w, out_rows, child_rows, child_b, wids, wbase, wstride, B,
     ``FOLDED``: a child's value is the sum of two rows, ``child_rows`` and ``child_b`` (the same shape): the two
     children of a product folded into this load (:mod:`pcc.backend.folding`; ``ZERO`` where a child is a row of
     its own); otherwise ``child_b`` is not read.
-    ``TRANS``: the product is computed transposed, ``exp(C - m)^T @ W^T`` (``[BB, TC] @ [TC, TP]``), the same
-    sums, for tiles of fewer than 64 parents (PD's blocks of 32 sums), whose ``TP``-row first operand is below
-    the 64 rows that Hopper's warpgroup products take; the batch block is the product's rows instead.
     """
     wait_for_prior_grid(PDL)
     t = tl.program_id(0).to(tl.int64)
@@ -482,7 +488,6 @@ def sum_fwd(vals, sum_w, out_rows, child_rows, child_b, wids, wbase, wstride, B,
     rows = tl.load(out_rows + t * TP + p).to(tl.int64)
     m = tl.full((BB,), float("-inf"), dtype=tl.float32)
     acc = tl.zeros((TP, BB), dtype=tl.float32)
-    acc_t = tl.zeros((BB, TP), dtype=tl.float32)  # TRANS: the sums transposed (else unused)
     for k in tl.range(0, KC, TC, num_stages=STAGES):
         c = tl.load(child_rows + tc * KC + k + tl.arange(0, TC)).to(tl.int64)
         cv = tl.load(vals + c[:, None] * B + b[None, :], mask=b[None, :] < B, other=float("-inf"))
@@ -491,16 +496,11 @@ def sum_fwd(vals, sum_w, out_rows, child_rows, child_b, wids, wbase, wstride, B,
             cv += tl.load(vals + cb[:, None] * B + b[None, :], mask=b[None, :] < B, other=0.0)
         m_new = tl.maximum(m, tl.max(cv, axis=0))
         shift = tl.where(m_new == float("-inf"), 0.0, m_new)
-        rescale = tl.where(m == float("-inf"), 0.0, tl.exp(m - shift))
+        acc = acc * tl.where(m == float("-inf"), 0.0, tl.exp(m - shift))[None, :]
         edge = (rows[:, None] != PAD) & (c[None, :] != NEG)
         w = tl.load(_weights(sum_w, wids, wbase, wstride, tw, k, TP, TC, KC, AFFINE), mask=edge, other=0.0)
-        if TRANS:
-            acc_t = acc_t * rescale[:, None] + _dot(tl.trans(tl.exp(cv - shift[None, :])), tl.trans(w), PRECISION)
-        else:
-            acc = acc * rescale[None, :] + _dot(w, tl.exp(cv - shift[None, :]), PRECISION)
+        acc += _dot(w, tl.exp(cv - shift[None, :]), PRECISION)
         m = m_new
-    if TRANS:
-        acc = tl.trans(acc_t)
     out = tl.log(acc) + tl.where(m == float("-inf"), 0.0, m)[None, :]
     tl.store(vals + rows[:, None] * B + b[None, :], out, mask=(rows[:, None] != PAD) & (b[None, :] < B))
 
@@ -654,14 +654,12 @@ def sum_bwd_params(vals, flows, sum_w, wflow, out_rows, fout, child_rows, child_
                    PAD: tl.constexpr, NEG: tl.constexpr, AFFINE: tl.constexpr, PRECISION: tl.constexpr,
                    SCALED: tl.constexpr, SCALE_PAIR: tl.constexpr = 1, STAGES: tl.constexpr = 3,
                    SAME_CHILDREN: tl.constexpr = False, SCRATCH: tl.constexpr = False, FOLDED: tl.constexpr = False,
-                   TRANS: tl.constexpr = False, PDL: tl.constexpr = 0):
+                   PDL: tl.constexpr = 0):
     """Parameter flows ``W * sum_b G exp(C - s)^T`` of one parent tile x one child tile.
 
     Program ``(t, k, j)`` sums batch blocks ``j, j + split, ...`` in registers, so each edge gets ``split``
     atomics per step (atomics because tied parameters share slots and splits share edges); ``split`` is
     chosen just large enough to fill the GPU. ``SAME_CHILDREN``, ``FOLDED`` (``child_b``): as in :func:`sum_fwd`.
-    ``TRANS``: the product transposed, ``exp(C - s) @ G^T`` (``[TC, BB] @ [BB, TP]``), for parent tiles of fewer
-    than 64 rows (as in :func:`sum_fwd`: the ``TC`` child rows are the product's rows instead).
     """
     wait_for_prior_grid(PDL)
     t = tl.program_id(0).to(tl.int64)
@@ -671,7 +669,6 @@ def sum_bwd_params(vals, flows, sum_w, wflow, out_rows, fout, child_rows, child_
     if FOLDED:
         cb = tl.load(child_b + _child_tile_row(t, SAME_CHILDREN) * KC + k + tl.arange(0, TC)).to(tl.int64)
     acc = tl.zeros((TP, TC), dtype=tl.float32)
-    acc_t = tl.zeros((TC, TP), dtype=tl.float32)  # TRANS: the flows transposed (else unused)
     for b0 in tl.range(tl.program_id(2) * BB, B, split * BB, num_stages=STAGES):  # pipelined loads
         b = b0 + tl.arange(0, BB)
         g, s, _ = _parent_g(vals, flows, out_rows, fout, scale, gbuf, t, b, B, TP, SCALED, SCALE_PAIR, SCRATCH)
@@ -679,12 +676,7 @@ def sum_bwd_params(vals, flows, sum_w, wflow, out_rows, fout, child_rows, child_
         if FOLDED:
             cv += tl.load(vals + cb[:, None] * B + b[None, :], mask=b[None, :] < B, other=0.0)
         e = tl.exp(tl.minimum(cv - s[None, :], CLAMP))
-        if TRANS:
-            acc_t += _dot(e, tl.trans(g), PRECISION)
-        else:
-            acc += _dot(g, tl.trans(e), PRECISION)
-    if TRANS:
-        acc = tl.trans(acc_t)
+        acc += _dot(g, tl.trans(e), PRECISION)
     edge = (tl.load(out_rows + t * TP + p)[:, None] != PAD) & (c[None, :] != NEG)
     edge_f = tl.load(_weights(sum_w, wids, wbase, wstride, t, k, TP, TC, KC, AFFINE), mask=edge, other=0.0) * acc
     tl.atomic_add(_weights(wflow, wids, wbase, wstride, t, k, TP, TC, KC, AFFINE), edge_f, mask=edge & (edge_f != 0.0),

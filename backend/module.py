@@ -31,7 +31,7 @@ from pcc.ir.diagnostics import Diagnostic, Loc
 from .codegen import generate
 from .plan import InputOp, Plan, ProdOp, SumOp, TileOrder, build_plan
 
-MODULE_FORMAT = "pcc-module-16"  # 2: the backward schedule reads flow-row tables; 3: value-row tables (layouts);
+MODULE_FORMAT = "pcc-module-17"  # 2: the backward schedule reads flow-row tables; 3: value-row tables (layouts);
 # 4: kernel arguments changed (categorical counts take the table, not a mass buffer; flattened grids);
 # 5: dense sum ops store (base, stride) (``SumOp.strided``) instead of a weight-id table; 6: dense kernels
 # take groups (base tables, a group grid axis, WALIGN) and categorical-count tiles carry their end row;
@@ -48,6 +48,7 @@ MODULE_FORMAT = "pcc-module-16"  # 2: the backward schedule reads flow-row table
 # arena, backend.arena, whose clearing points depend on the value rows too)
 # 16: the backward takes ``em`` (a mini-batch EM step's categorical updates in the counting launches,
 # codegen.em_tables); generic sum launches may pass TRANS (codegen.SUM_TRANSPOSED_BELOW)
+# 17: generic sum launches pass no TRANS (the transposed sum products were removed: no gain on an H100)
 _INIT = '''"""A circuit compiled by pcc {version} from {source}. Load it with `load()`."""
 from pathlib import Path
 

@@ -57,10 +57,12 @@ KNOBS = {
                  "0: never"),
     "cat-transposed": (codegen, "CAT_TRANSPOSED_BELOW", "categorical-count tiles of fewer rows put the one-hot first "
                        "in their products; 0: never"),
-    "sum-transposed": (codegen, "SUM_TRANSPOSED_BELOW", "generic sum tiles of fewer parents compute their forward "
-                       "and parameter-flow products transposed; 0: never"),
     "cat-em": (codegen, "CAT_EM_MAX_BATCH", "mini-batch EM steps of at most this many samples update untied "
                "categorical tables in their counting launches (no count table); 0: never"),
+    "cat-em-kb": (codegen, "CAT_EM_KB", "categories per program of --cat-em's counting launches; 0: the counts' own "
+                  "block"),
+    "scale-kmax": (codegen, "SCALE_KMAX", "sum ops of at least this many child tiles per parent tile compute their "
+                   "parents' G once (kernels.sum_scale, one launch per op) in training steps"),
     "cat-stages": (codegen, "CAT_STAGES", "pipeline depth of the categorical counts' loop over the batch; 1: none"),
     "param-stages": (codegen, "PARAM_STAGES", "pipeline depth of the parameter flows' loop over the batch; 1: none"),
     "skip-padding": (codegen, "SKIP_PADDING", "1: products' forward and gathered backward do not read their padding "

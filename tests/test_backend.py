@@ -90,26 +90,6 @@ def test_node_flows_with_parent_tiles_in_pairs(name, make, monkeypatch):
     test_flows_match_autograd(name, make, "triton", torch.float32, None, 1e-4)
 
 
-@pytest.mark.parametrize("name,make", CIRCUITS[:10] + PAIRED[:1], ids=[c[0] for c in CIRCUITS[:10] + PAIRED[:1]])
-def test_transposed_sum_products_match_float64(name, make, monkeypatch):
-    """``codegen.SUM_TRANSPOSED_BELOW`` forced on for every sum op (``sum_fwd``'s and ``sum_bwd_params``' ``TRANS``:
-    the batch block, or the child tile, as the product's rows): the same log-likelihoods, node and parameter
-    flows (node flows, and a training step's scaled backward) as the float64 torch executor's."""
-    from pcc.backend import codegen
-    monkeypatch.setattr(codegen, "SUM_TRANSPOSED_BELOW", 1 << 10)
-    monkeypatch.setattr(codegen, "TRANSPOSED_ROWS", 1)
-    c = make()
-    plan, ex, p, x, m = setup(c, 3, torch.float32, executor="triton")
-    assert "TRANS=bb >= 1" in ex.source and "TRANS=True" in ex.source
-    test_forward_matches_reference(name, make, "triton", torch.float32, 1e-5, None)
-    node, node64, flows, want = _flows_and_float64(plan, ex, p, x, m)
-    _assert_param_flows_close(flows, want)
-    xt, mt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(m)
-    train = Flows.zeros_like(p)
-    ex.backward(p, ex.forward(p, xt, mt, values="train"), xt, mt, train, node_flows=False, values="train")
-    _assert_param_flows_close(train, want)
-
-
 def test_dense_hmm_layers_pair_and_odd_tile_counts_do_not():
     plans = {L: build_plan(optimize(load_text(hmm_source(3, L, 5), "h.pc"))) for L in (128, 192)}
     sums = {L: [op for ops in p.layers for op in ops if isinstance(op, SumOp) and len(op.out_rows) > 1]

@@ -73,17 +73,32 @@ def test_tied_tables_keep_the_update_pass():
     assert not model.executor.em_tables and "EM=True" not in model.executor.source
 
 
-def test_large_tables_and_batches_keep_the_update_pass(monkeypatch):
-    """Tables of more than ``CAT_EM_MAX_K`` categories are not updated in the counts (a program would hold too
-    many), nor are steps of more than ``CAT_EM_MAX_BATCH`` samples (a program would loop over the whole batch)."""
+def test_large_batches_keep_the_update_pass():
+    """Steps of more than ``CAT_EM_MAX_BATCH`` samples are not updated in the counts (each program loops over the
+    whole batch, which the counts' batch splits would otherwise share out)."""
     plan = build_plan(pcc.optimize(pcc.parse(next(p for p in EXAMPLES if p.stem == "pd8x8"))))
     assert codegen.em_tables(plan) == {17}
-    monkeypatch.setattr(codegen, "CAT_EM_MAX_K", 16)
-    assert not codegen.em_tables(plan)
-    monkeypatch.undo()
     model = CircuitModel(pcc.optimize(pcc.parse(next(p for p in EXAMPLES if p.stem == "pd8x8"))), "cpu",
                          executor="triton")
     assert model._em_tables(codegen.CAT_EM_MAX_BATCH) == {17} and not model._em_tables(codegen.CAT_EM_MAX_BATCH + 1)
+
+
+@pytest.mark.parametrize("trans", [64, 0])
+def test_em_in_counts_of_several_category_blocks(trans, monkeypatch):
+    """pd8x8's 17 categories in two blocks of 16 (``CAT_EM_KB``): each program updates its block, finding the
+    row's total from the flows and the old row; missing entries included, both product orders."""
+    monkeypatch.setattr(codegen, "CAT_EM_KB", 16)
+    monkeypatch.setattr(codegen, "CAT_TRANSPOSED_BELOW", trans)
+    fused, plain, exact, x, m = _models(CASES[0][1], 5)
+    assert "KB=16" in fused.executor.source and "KBLOCKS=2" in fused.executor.source
+    for _ in range(2):
+        fused.em_step(x, m, step_size=0.5, pseudocount=0.1)
+        exact.em_step(x, m, step_size=0.5, pseudocount=0.1)
+    for key, f in fused.params.tensors().items():
+        e = exact.params.tensors()[key]
+        if f.numel():
+            assert (f.double() - e).abs().max().item() <= 1e-4, key
+    assert (fused.params.cat[17].sum(1) - 1).abs().max().item() < 1e-5
 
 
 @pytest.mark.parametrize("name,make", [CASES[0], CASES[-1]], ids=[CASES[0][0], CASES[-1][0]])

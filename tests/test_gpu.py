@@ -100,14 +100,14 @@ def test_transposed_counts_match_float64(name, make, monkeypatch):
     test_inputs_computed_again_and_split_counts_match_float64(name, make, monkeypatch)
 
 
+@pytest.mark.parametrize("setting", [("CAT_EM_MAX_BATCH", 0), ("CAT_EM_KB", 16)], ids=["count-tables", "kb16"])
 @pytest.mark.parametrize("name,make", CASES, ids=[c[0] for c in CASES])
-def test_opt_in_em_in_counts_and_transposed_sums_match_float64(name, make, monkeypatch):
-    """The opt-in settings checked so far only in the CPU interpreter: ``codegen.CAT_EM_MAX_BATCH`` (a mini-batch
-    EM step's categorical update in its counting launches) and ``SUM_TRANSPOSED_BELOW`` (generic sums' products
-    transposed), EM steps in CUDA graphs as the float64 model's."""
+def test_em_steps_without_and_with_small_category_blocks_match_float64(name, make, setting, monkeypatch):
+    """The EM step's categorical update outside the counting launches (``codegen.CAT_EM_MAX_BATCH`` 0: count
+    tables and the update pass, as batches above it take) and inside them in blocks of 16 categories
+    (``CAT_EM_KB``: a row's total found from its flows): EM steps in CUDA graphs as the float64 model's."""
     from pcc.backend import codegen
-    monkeypatch.setattr(codegen, "CAT_EM_MAX_BATCH", 2048)
-    monkeypatch.setattr(codegen, "SUM_TRANSPOSED_BELOW", 64)
+    monkeypatch.setattr(codegen, *setting)
     test_log_likelihood_matches_reference(name, make)
     test_flows_and_em_match_float64(name, make)
 
