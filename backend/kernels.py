@@ -249,10 +249,10 @@ def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B, s
     the programs of a tile hold its rows' whole counts): instead of adding the counts into ``stats``, the program
     applies the categorical EM update to its rows and categories of ``theta`` in place, ``new = (c + a / K) /
     (sum c + a)`` where that sum is positive (else the old row), ``theta <- (1 - step) theta + step new``: as
-    :func:`pcc.backend.em_kernels.em_cat` does from the counts, with no count table. With ``KBLOCKS`` > 1 each
-    program finds the row's ``sum c`` without the other blocks' counts: the flows of the samples whose value is
-    a category (summed in the batch loop) plus the missing ones' flows (times the old row's total, 1: rows of
-    categorical parameters sum to 1, which loading them checks).
+    :func:`pcc.backend.em_kernels.em_cat` does from the counts, with no count table. Each program finds the
+    row's ``sum c`` without the other blocks' counts: the flows of the samples whose value is a category (summed
+    in the batch loop) plus the missing ones' flows (times the old row's total, 1: rows of categorical
+    parameters sum to 1, which loading them checks).
     """
     wait_for_prior_grid(PDL)
     kblock, rest = tl.program_id(0) % KBLOCKS, tl.program_id(0) // KBLOCKS
@@ -269,7 +269,7 @@ def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B, s
     acc = tl.zeros((BN, KB), dtype=tl.float32)
     acc_t = tl.zeros((KB, BN), dtype=tl.float32)  # TRANS: the counts transposed (else unused)
     lost = tl.zeros((BN,), dtype=tl.float32)
-    seen = tl.zeros((BN,), dtype=tl.float32)  # EM with KBLOCKS > 1: flows of samples counted in some category
+    seen = tl.zeros((BN,), dtype=tl.float32)  # EM: flows of the samples counted in some category
     for b_at in tl.range(b0, b_end, BB, num_stages=STAGES):  # a for loop: its loads are pipelined
         b = b_at + tl.arange(0, BB)
         inb = b < b_end
@@ -290,7 +290,7 @@ def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B, s
         else:
             acc += _dot(f, hot, PRECISION)
         lost += tl.sum(tl.where(gone[None, :], f, 0.0), axis=1)
-        if EM and KBLOCKS > 1:
+        if EM:
             seen += tl.sum(tl.where((~gone & (xv >= 0) & (xv < K))[None, :], f, 0.0), axis=1)
     if TRANS:
         acc = tl.trans(acc_t)
@@ -298,11 +298,8 @@ def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B, s
     ok = rows_ok[:, None] & (k[None, :] < K)
     old = tl.load(theta + r[:, None] * K + k[None, :], mask=ok, other=0.0)
     acc += lost[:, None] * old
-    if EM:
-        if KBLOCKS == 1:
-            total = tl.sum(acc, axis=1) + a  # padded categories hold 0
-        else:  # the other blocks' counts (and old entries, rewritten as this reads) are other programs':
-            total = seen + lost + a  # missing entries add the old row's total, 1 (a checked parameter)
+    if EM:  # the other blocks' counts (and old entries, rewritten as this reads) are other programs':
+        total = seen + lost + a  # missing entries add the old row's total, 1 (a checked parameter)
         safe = tl.where(total > 0, total, 1.0)
         new = tl.where(total[:, None] > 0, (acc + a / K) / safe[:, None], old)
         tl.store(theta + r[:, None] * K + k[None, :], tl.where(step >= 1.0, new, old * (1.0 - step) + new * step),
