@@ -218,10 +218,31 @@ def input_bwd(flows, frows, x, miss, var, prow, stats, mass, n, B,
 
 
 @triton.jit
+def _count_block(acc, acc_t, f, hot, PRECISION: tl.constexpr, TRANS: tl.constexpr):
+    """``(acc + F @ H, acc_t + H^T @ F^T)`` for ``TRANS`` (the other unchanged): one batch block's counts, ``F``
+    the flows ``[BN, BB]`` and ``H`` the one-hot ``[BB, KB]``. At ``tf32x3``/``bf16x3`` the flows are split in a
+    tf32 high part and the rest (the one-hot is exact in tf32)."""
+    if PRECISION == "tf32x3" or PRECISION == "bf16x3":
+        hi = (f.to(tl.int32, bitcast=True) & -8192).to(tl.float32, bitcast=True)  # top 11 significant bits
+        if TRANS:
+            hot_t = tl.trans(hot)
+            acc_t += (tl.dot(hot_t, tl.trans(hi), input_precision="tf32")
+                      + tl.dot(hot_t, tl.trans(f - hi), input_precision="tf32"))
+        else:
+            acc += tl.dot(hi, hot, input_precision="tf32") + tl.dot(f - hi, hot, input_precision="tf32")
+    elif TRANS:
+        acc_t += _dot(tl.trans(hot), tl.trans(f), PRECISION)
+    else:
+        acc += _dot(f, hot, PRECISION)
+    return acc, acc_t
+
+
+@triton.jit
 def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B, splits,
                   K: tl.constexpr, BN: tl.constexpr, KB: tl.constexpr, BB: tl.constexpr, PRECISION: tl.constexpr,
                   KBLOCKS: tl.constexpr, TRANS: tl.constexpr = False, STAGES: tl.constexpr = 1,
-                  EM: tl.constexpr = False, a=0.0, step=0.0, PDL: tl.constexpr = 0):
+                  EM: tl.constexpr = False, a=0.0, step=0.0, SKIP_EMPTY: tl.constexpr = False,
+                  PDL: tl.constexpr = 0):
     """Categorical EM counts of one tile of rows over one variable (``tiles[tile]``: its first and end row),
     as a matrix product over the batch.
 
@@ -253,6 +274,10 @@ def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B, s
     row's ``sum c`` without the other blocks' counts: the flows of the samples whose value is a category (summed
     in the batch loop) plus the missing ones' flows (times the old row's total, 1: rows of categorical
     parameters sum to 1, which loading them checks).
+
+    ``SKIP_EMPTY``: a batch block none of whose samples has one of the program's categories skips its products
+    (a branch per block): images' pixels are mostly 0 or 255, so in MNIST's first 512 test images only 56% of
+    (32-sample block, 64-category block) pairs hold a sample.
     """
     wait_for_prior_grid(PDL)
     kblock, rest = tl.program_id(0) % KBLOCKS, tl.program_id(0) // KBLOCKS
@@ -277,18 +302,11 @@ def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B, s
         xv = tl.load(x + v.to(tl.int64) * B + b, mask=inb, other=-1.0).to(tl.int32)
         gone = tl.load(miss + v.to(tl.int64) * B + b, mask=inb, other=1) != 0
         hot = ((xv[:, None] == k[None, :]) & ~gone[:, None]).to(tl.float32)
-        if PRECISION == "tf32x3" or PRECISION == "bf16x3":  # the one-hot is exact in tf32: split only the flows
-            hi = (f.to(tl.int32, bitcast=True) & -8192).to(tl.float32, bitcast=True)  # top 11 significant bits
-            if TRANS:
-                hot_t = tl.trans(hot)
-                acc_t += (tl.dot(hot_t, tl.trans(hi), input_precision="tf32")
-                          + tl.dot(hot_t, tl.trans(f - hi), input_precision="tf32"))
-            else:
-                acc += tl.dot(hi, hot, input_precision="tf32") + tl.dot(f - hi, hot, input_precision="tf32")
-        elif TRANS:
-            acc_t += _dot(tl.trans(hot), tl.trans(f), PRECISION)
+        if SKIP_EMPTY:  # no sample of this batch block has a category of this block: its products add nothing
+            if tl.max(tl.max(hot, axis=1), axis=0) > 0.0:
+                acc, acc_t = _count_block(acc, acc_t, f, hot, PRECISION, TRANS)
         else:
-            acc += _dot(f, hot, PRECISION)
+            acc, acc_t = _count_block(acc, acc_t, f, hot, PRECISION, TRANS)
         lost += tl.sum(tl.where(gone[None, :], f, 0.0), axis=1)
         if EM:
             seen += tl.sum(tl.where((~gone & (xv >= 0) & (xv < K))[None, :], f, 0.0), axis=1)
