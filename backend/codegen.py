@@ -45,9 +45,6 @@ CAT_TRANSPOSED_BELOW = 64
 # (bench/results/stages_skip_2026-12-05_h100.txt, step at 8192, cat/param stages 1/1, 1/3, 3/1): HCLT 32
 # 10.91 / 10.84 / 11.78 ms, HCLT 64 19.72 / 19.68 / 22.00, PD 32 24.44 / 23.52 / 25.35
 CAT_STAGES, PARAM_STAGES = 1, 3
-# categorical counts skip the products of batch blocks that hold none of the program's categories
-# (kernels.input_bwd_cat's SKIP_EMPTY; one branch per block). 0: every block's products
-CAT_SKIP_EMPTY = 1
 # products' forward and gathered backward skip their padding slots (ZERO's and PAD's rows, all zeros) instead of
 # reading them: PD 32's gathers are 394,432 slots for 199,936 parents. Those reads hit L2: on an H100 PD 32's
 # step at 8192 did not move (24.40 / 24.44 ms off / on, same file as above); kept, as it reads less
@@ -450,8 +447,7 @@ def _cat_launch(key: str, op: InputOp, grid: str, stats: str, splits: str, kb: i
     return (f'K.input_bwd_cat[({grid},)](flows, f["{key}.frows"], x, miss, t["{key}.var"], t["{key}.prow"], '
             f't["{key}.tiles"], {stats}, {_THETA[op.dist].format(k=op.k)}, {op.n}, B, {splits}, K={op.k}, BN={rows}, '
             f"KB={kb}, BB={CAT_BATCH}, PRECISION=PRECISION, KBLOCKS={-(-op.k // kb)}"
-            f"{', TRANS=True' if rows < CAT_TRANSPOSED_BELOW else ''}, STAGES={CAT_STAGES}"
-            f"{', SKIP_EMPTY=True' if CAT_SKIP_EMPTY else ''}{extra})")
+            f"{', TRANS=True' if rows < CAT_TRANSPOSED_BELOW else ''}, STAGES={CAT_STAGES}{extra})")
 
 
 def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool, back: bool = False,

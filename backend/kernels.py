@@ -241,8 +241,7 @@ def _count_block(acc, acc_t, f, hot, PRECISION: tl.constexpr, TRANS: tl.constexp
 def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B, splits,
                   K: tl.constexpr, BN: tl.constexpr, KB: tl.constexpr, BB: tl.constexpr, PRECISION: tl.constexpr,
                   KBLOCKS: tl.constexpr, TRANS: tl.constexpr = False, STAGES: tl.constexpr = 1,
-                  EM: tl.constexpr = False, a=0.0, step=0.0, SKIP_EMPTY: tl.constexpr = False,
-                  PDL: tl.constexpr = 0):
+                  EM: tl.constexpr = False, a=0.0, step=0.0, PDL: tl.constexpr = 0):
     """Categorical EM counts of one tile of rows over one variable (``tiles[tile]``: its first and end row),
     as a matrix product over the batch.
 
@@ -275,9 +274,10 @@ def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B, s
     in the batch loop) plus the missing ones' flows (times the old row's total, 1: rows of categorical
     parameters sum to 1, which loading them checks).
 
-    ``SKIP_EMPTY``: a batch block none of whose samples has one of the program's categories skips its products
-    (a branch per block): images' pixels are mostly 0 or 255, so in MNIST's first 512 test images only 56% of
-    (32-sample block, 64-category block) pairs hold a sample.
+    Every batch block's products run, those of blocks with no sample in the program's categories too: skipping
+    them (a branch per block on whether the one-hot has a 1; in MNIST's first 512 test images only 56% of the
+    32-sample x 64-category blocks do) made these launches 1.6x slower on an H200 (HCLT 128 at 512: 0.711 ->
+    1.111 ms a step, docs/benchmarks.md, twentieth round).
     """
     wait_for_prior_grid(PDL)
     kblock, rest = tl.program_id(0) % KBLOCKS, tl.program_id(0) // KBLOCKS
@@ -302,11 +302,7 @@ def input_bwd_cat(flows, frows, x, miss, var, prow, tiles, stats, theta, n, B, s
         xv = tl.load(x + v.to(tl.int64) * B + b, mask=inb, other=-1.0).to(tl.int32)
         gone = tl.load(miss + v.to(tl.int64) * B + b, mask=inb, other=1) != 0
         hot = ((xv[:, None] == k[None, :]) & ~gone[:, None]).to(tl.float32)
-        if SKIP_EMPTY:  # no sample of this batch block has a category of this block: its products add nothing
-            if tl.max(tl.max(hot, axis=1), axis=0) > 0.0:
-                acc, acc_t = _count_block(acc, acc_t, f, hot, PRECISION, TRANS)
-        else:
-            acc, acc_t = _count_block(acc, acc_t, f, hot, PRECISION, TRANS)
+        acc, acc_t = _count_block(acc, acc_t, f, hot, PRECISION, TRANS)
         lost += tl.sum(tl.where(gone[None, :], f, 0.0), axis=1)
         if EM:
             seen += tl.sum(tl.where((~gone & (xv >= 0) & (xv < K))[None, :], f, 0.0), axis=1)

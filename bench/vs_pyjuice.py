@@ -65,8 +65,6 @@ KNOBS = {
                   "block"),
     "scale-kmax": (codegen, "SCALE_KMAX", "sum ops of at least this many child tiles per parent tile compute their "
                    "parents' G once (kernels.sum_scale, one launch per op) in training steps"),
-    "cat-skip": (codegen, "CAT_SKIP_EMPTY", "1: categorical counts skip the products of batch blocks without a sample "
-                 "of the program's categories"),
     "cat-stages": (codegen, "CAT_STAGES", "pipeline depth of the categorical counts' loop over the batch; 1: none"),
     "param-stages": (codegen, "PARAM_STAGES", "pipeline depth of the parameter flows' loop over the batch; 1: none"),
     "skip-padding": (codegen, "SKIP_PADDING", "1: products' forward and gathered backward do not read their padding "

@@ -114,29 +114,3 @@ def test_em_in_untransposed_counts(name, make, monkeypatch):
         if f.numel():
             assert (f.double() - e).abs().max().item() <= 1e-4
 
-
-@pytest.mark.parametrize("em", [2048, 0])
-@pytest.mark.parametrize("trans", [64, 0])
-def test_counts_skipping_empty_blocks_equal_the_full_products(em, trans, monkeypatch):
-    """``CAT_SKIP_EMPTY``: batch blocks without a sample in a program's category block skip its products. pd8x8's
-    17 categories in blocks of 16, data whose first 32 samples (one batch block) hold only categories 0-2 and
-    whose others also 16, missing entries included: the parameters after two EM steps (in the counts, or through
-    the count table) equal, bit for bit, those of the same model that runs every block's products."""
-    monkeypatch.setattr(codegen, "CAT_EM_KB", 16)
-    monkeypatch.setattr(codegen, "CAT_TRANSPOSED_BELOW", trans)
-    monkeypatch.setattr(codegen, "CAT_EM_MAX_BATCH", em)
-    c = CASES[0][1]()
-    randomize(c, 6)
-    layered = pcc.optimize(c)
-    skip = CircuitModel(layered, "cpu", executor="triton")
-    monkeypatch.setattr(codegen, "CAT_SKIP_EMPTY", 0)
-    full = CircuitModel(layered, "cpu", executor="triton")
-    x, m = random_inputs(c, np.random.default_rng(6), batch=40)
-    rng = np.random.default_rng(6)
-    x = np.where(np.arange(len(x))[:, None] < 32, rng.integers(0, 3, x.shape), rng.choice([0, 1, 16], x.shape))
-    assert "SKIP_EMPTY" in skip.executor.source and "SKIP_EMPTY" not in full.executor.source
-    for _ in range(2):
-        skip.em_step(x, m, step_size=0.5, pseudocount=0.1)
-        full.em_step(x, m, step_size=0.5, pseudocount=0.1)
-    for key, s in skip.params.tensors().items():
-        assert torch.equal(s, full.params.tensors()[key]), key
