@@ -65,6 +65,8 @@ KNOBS = {
                   "block"),
     "scale-kmax": (codegen, "SCALE_KMAX", "sum ops of at least this many child tiles per parent tile compute their "
                    "parents' G once (kernels.sum_scale, one launch per op) in training steps"),
+    "cat-batch": (codegen, "CAT_BATCH", "samples per batch block of the categorical counts' loop (a power of two, "
+                  "at least 16)"),
     "cat-stages": (codegen, "CAT_STAGES", "pipeline depth of the categorical counts' loop over the batch; 1: none"),
     "param-stages": (codegen, "PARAM_STAGES", "pipeline depth of the parameter flows' loop over the batch; 1: none"),
     "skip-padding": (codegen, "SKIP_PADDING", "1: products' forward and gathered backward do not read their padding "
