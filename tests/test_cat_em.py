@@ -113,4 +113,3 @@ def test_em_in_untransposed_counts(name, make, monkeypatch):
     for f, e in zip(fused.params.tensors().values(), exact.params.tensors().values()):
         if f.numel():
             assert (f.double() - e).abs().max().item() <= 1e-4
-
