@@ -298,6 +298,7 @@ def generate(plan: Plan, precision: str = DOT_PRECISION, source: str = "", pipel
             "def forward(vals, x, miss, t, p, B, BN, BB):",
             '    """Fill vals [ROWS, B] with every node\'s log-value."""',
             "    nb = triton.cdiv(B, BB)"]
+    blocks: list[tuple[str, str, list[str]]] = []  # (comment, key, lines) of each op, for _Outliner
     fusion = state(plan)
     fold = candidates(plan)
     fold_rows = folded_mask(plan, fold)
@@ -305,7 +306,10 @@ def generate(plan: Plan, precision: str = DOT_PRECISION, source: str = "", pipel
         for oi, op in enumerate(ops):
             key = f"L{li}.{oi}"
             folds = key in fold if isinstance(op, ProdOp) else isinstance(op, SumOp) and fold_rows[read_rows(op)].any()
-            head += [f"    # layer {li}: {_title(op)}"] + ["    " + s for s in _forward_lines(key, op, fill, fusion, folds=folds)]
+            blocks.append((f"# layer {li}: {_title(op)}", key, _forward_lines(key, op, fill, fusion, folds=folds)))
+    fwd = _Outliner("forward", "vals, x, miss, t, p, B, BN, BB, nb", blocks)
+    blocks = []
+    head += fwd.body
     head += ["", "", "def backward(vals, flows, x, miss, t, f, p, fl, B, BN, BB, scaled=False, em=None):",
              '    """Add node flows into flows (root flow preset to 1) and parameter flows into fl.',
              "",
@@ -327,19 +331,58 @@ def generate(plan: Plan, precision: str = DOT_PRECISION, source: str = "", pipel
     for li in range(len(plan.layers) - 1, -1, -1):
         for oi, op in enumerate(plan.layers[li]):
             key = f"L{li}.{oi}"
-            head.append(f"    # layer {li}: {_title(op)}")
             # every op: which rows a compact map clears where depends on its rows (and a training arena's on the
             # values' too, pcc.backend.arena), not on the plan, so the tables say it, not the code
-            head += [f'    if (z := f.get("{key}.zero")) is not None:  # compact flows: rows whose last owner is done',
-                     f'        K.zero_rows[(triton.cdiv(z.numel(), BN), nb)](flows, z, z.numel(), B, BN=BN, BB=BB)']
-            head += ["    " + s for pkey in before.get(key, []) for s in _recompute_lines(pkey, ops[pkey], fusion)]
+            blocks.append((f"# layer {li}: {_title(op)}", key, [
+                f'if (z := f.get("{key}.zero")) is not None:  # compact flows: rows whose last owner is done',
+                f'    K.zero_rows[(triton.cdiv(z.numel(), BN), nb)](flows, z, z.numel(), B, BN=BN, BB=BB)']))
+            blocks += [("", pkey, _recompute_lines(pkey, ops[pkey], fusion)) for pkey in before.get(key, [])]
             folds = key in readers and isinstance(op, SumOp) and fold_back[read_rows(op)].any()
             lines = _backward_lines(key, op, fill, key in overwrite, key in readers, key in flow_map.scratch, folds,
                                     isinstance(op, InputOp) and op.dist == "categorical" and op.k in em_cats)
             if key in flow_map.shared:  # the compact map's children share the product's flow row: nothing to copy
                 lines = [f'if "{key}.fchildren" in f:  # node flows only (flowmap.shared_products)'] + ["    " + s for s in lines]
-            head += ["    " + s for s in lines]
-    return "\n".join(head) + "\n"
+            blocks.append(("", key, lines))
+    bwd = _Outliner("backward", "vals, flows, x, miss, t, f, p, fl, B, BN, BB, scaled, em, nb", blocks)
+    return "\n".join(head + bwd.body + fwd.helpers + bwd.helpers) + "\n"
+
+
+# ops whose launch code differs only in the op's key share one helper function (its body that code, the key its
+# argument ``k``), called once per op, where at least OUTLINE_MIN ops of a pass share it and the code has at least
+# OUTLINE_LINES lines: an HMM of length 128 repeats its transitions' code 127 times, and HMM 256's schedule was
+# 11,778 lines (1.4 MB), whose compile() took 0.27 s of a 0.46 s pcc.compile on the dev CPU. 0: never
+OUTLINE_MIN, OUTLINE_LINES = 4, 3
+
+
+class _Outliner:
+    """The body of one generated function from its ops' blocks ``(comment, key, lines)``, with each block whose
+    code (the key aside) :data:`OUTLINE_MIN` or more blocks share replaced by a call of one helper (``helpers``:
+    their definitions). A helper takes the function's arguments and ``nb``, ``params``, and the key."""
+
+    def __init__(self, name: str, params: str, blocks: list[tuple[str, str, list[str]]]):
+        templates = [self._template(key, lines) for _, key, lines in blocks]
+        counts: dict[tuple[str, ...], int] = {}
+        for tpl in templates:
+            counts[tpl] = counts.get(tpl, 0) + 1
+        names: dict[tuple[str, ...], str] = {}
+        self.body: list[str] = []
+        self.helpers: list[str] = []
+        for (comment, key, lines), tpl in zip(blocks, templates):
+            self.body += [f"    {comment}"] if comment else []
+            if not OUTLINE_MIN or counts[tpl] < OUTLINE_MIN or len(lines) < OUTLINE_LINES:
+                self.body += ["    " + s for s in lines]
+                continue
+            if tpl not in names:
+                names[tpl] = f"_{name}_{len(names)}"
+                self.helpers += ["", "", f"def {names[tpl]}({params}, k):",
+                                 f'    """Part of {name}: the launches of the {counts[tpl]} ops of key k whose code is '
+                                 'this."""'] + ["    " + s for s in tpl]
+            self.body.append(f'    {names[tpl]}({params}, "{key}")')
+
+    @staticmethod
+    def _template(key: str, lines: list[str]) -> tuple[str, ...]:
+        """The block's code with its key as the variable ``k`` (``t["L2.0.out"]``: ``t[k + ".out"]``)."""
+        return tuple(s.replace(f'"{key}.', 'k + ".').replace(f'"{key}"', "k") for s in lines)
 
 
 def _recompute_lines(key: str, op: InputOp | ProdOp, fusion: Fused) -> list[str]:
