@@ -2,10 +2,13 @@
 
 The generated module defines ``forward`` and ``backward``: one line per op of every layer, naming the
 kernel template of :mod:`pcc.backend.kernels` and the compile-time constants it is specialised with
-(distribution, categories, fan-in, tile sizes), with the op's index tables passed in ``t``. The Triton
-executor runs exactly this code; ``pcc compile -o DIR`` writes it to ``DIR/kernels.py``.
+(distribution, categories, fan-in, tile sizes), with the op's index tables passed in ``t``; ops whose code
+differs only in their key call one shared helper instead (:class:`_Outliner`). The Triton executor runs
+exactly this code; ``pcc compile -o DIR`` writes it to ``DIR/kernels.py``.
 """
 from __future__ import annotations
+
+from collections import Counter
 
 import numpy as np
 
@@ -361,9 +364,7 @@ class _Outliner:
 
     def __init__(self, name: str, params: str, blocks: list[tuple[str, str, list[str]]]):
         templates = [self._template(key, lines) for _, key, lines in blocks]
-        counts: dict[tuple[str, ...], int] = {}
-        for tpl in templates:
-            counts[tpl] = counts.get(tpl, 0) + 1
+        counts = Counter(templates)
         names: dict[tuple[str, ...], str] = {}
         self.body: list[str] = []
         self.helpers: list[str] = []

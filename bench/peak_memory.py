@@ -17,7 +17,7 @@ import pcc
 from pcc import data as datasets
 from pcc.backend.runtime import CircuitModel
 from profile_step import _converted  # bench/: this script's folder
-from vs_pyjuice import KNOBS, knob_value, set_knob
+from vs_pyjuice import add_knob_flags, apply_knobs
 
 GENERATED = "<pcc generated kernels>"
 MiB = 1 << 20
@@ -55,13 +55,9 @@ def main() -> None:
     ap.add_argument("--config", required=True)
     ap.add_argument("--batch", type=int, default=8192)
     ap.add_argument("--top", type=int, default=15)
-    for flag, (module, name, what) in KNOBS.items():
-        ap.add_argument(f"--{flag}", type=int, default=knob_value(flag),
-                        help=f"{module.__name__.split('.')[-1]}.{name} ({what})")
-    defaults = {flag: knob_value(flag) for flag in KNOBS}
+    add_knob_flags(ap)
     args = ap.parse_args()
-    for flag in KNOBS:
-        set_knob(flag, getattr(args, flag.replace("-", "_")))
+    changed = ", ".join(f"--{flag} {value}" for flag, value in apply_knobs(args).items())
     path, title, x = _converted(args.config, datasets.load(args.mnist))
     xb = torch.as_tensor(x[:args.batch], device="cuda", dtype=torch.float32)
     base = torch.cuda.memory_allocated()
@@ -78,7 +74,6 @@ def main() -> None:
     by = collections.Counter()
     for ev in live:
         by[_where(ev.get("frames", []), source)] += ev["size"]
-    changed = ", ".join(f"--{flag} {knob_value(flag)}" for flag in KNOBS if knob_value(flag) != defaults[flag])
     print(f"{title} at batch {args.batch}{' (' + changed + ')' if changed else ''}: pcc's own peak (compile, graph capture, steps) "
           f"{(torch.cuda.max_memory_allocated() - base) / MiB:.0f} MiB; live at the recorded peak {peak / MiB:.0f} MiB:")
     for where, size in by.most_common(args.top):

@@ -101,6 +101,22 @@ def set_knob(flag: str, value: int) -> None:
     setattr(module, name, type(getattr(module, name))(value))
 
 
+def add_knob_flags(ap: argparse.ArgumentParser, note: str = "") -> None:
+    """One ``--FLAG N`` option per knob, defaulting to its current value (``note``: appended to each help)."""
+    for flag, (module, name, what) in KNOBS.items():
+        ap.add_argument(f"--{flag}", type=int, default=knob_value(flag),
+                        help=f"pcc's {module.__name__.split('.')[-1]}.{name} ({what}{note})")
+
+
+def apply_knobs(args: argparse.Namespace) -> dict[str, int]:
+    """Set the knobs whose option in ``args`` differs from their current value; those, by flag."""
+    changed = {flag: getattr(args, flag.replace("-", "_")) for flag in KNOBS}
+    changed = {flag: value for flag, value in changed.items() if value != knob_value(flag)}
+    for flag, value in changed.items():
+        set_knob(flag, value)
+    return changed
+
+
 @dataclass
 class Row:
     """One configuration's measurements (times in ms, memory in MiB)."""
@@ -444,9 +460,7 @@ def main() -> None:
                     help="also time each system's compile in a Python process of its own (see the docstring)")
     ap.add_argument("--recompute", choices=LEVELS, default="sums",
                     help="pcc's recompute level (pcc.compile's recompute=; rows record a non-default one)")
-    for flag, (module, name, what) in KNOBS.items():
-        ap.add_argument(f"--{flag}", type=int, default=knob_value(flag),
-                        help=f"pcc's {module.__name__.split('.')[-1]}.{name} ({what}; rows record a non-default one)")
+    add_knob_flags(ap, "; rows record a non-default one")
     ap.add_argument("--compile-once", choices=("pcc", "pyjuice"), help=argparse.SUPPRESS)  # fresh_compile_s's child
     ap.add_argument("--pc", help=argparse.SUPPRESS)
     ap.add_argument("--device", default="cuda", help=argparse.SUPPRESS)
@@ -458,11 +472,7 @@ def main() -> None:
         ap.error("--mnist is required to run")
     if args.recompute != "sums":
         PCC_SETTINGS["recompute"] = args.recompute
-    for flag in KNOBS:
-        value = getattr(args, flag.replace("-", "_"))
-        if value != knob_value(flag):
-            PCC_SETTINGS[flag.replace("-", "_")] = value
-            set_knob(flag, value)
+    PCC_SETTINGS.update({flag.replace("-", "_"): value for flag, value in apply_knobs(args).items()})
     if args.compile_once:  # after the settings: the fresh process compiles what the run measures
         print(f"compile_s={compile_once(args.compile_once, args.configs, args.mnist, args.pc, args.device)}")
         return
