@@ -81,8 +81,10 @@ class EMUpdate:
         # PD 128's 38.8M edges on the dev CPU)
         fanin = torch.bincount(torch.as_tensor(plan.sum_parent), minlength=self.groups)
         self.fanin = fanin.to(device)
-        if fused:  # runs of edges by group, the pad slot left out (it stays zero)
-            self.runs = tuple(torch.as_tensor(a, device=device) for a in edge_runs(plan.sum_parent[:-1]))
+        if fused:  # runs of edges by group, the pad slot's group left out (it and the holes stay zero)
+            start, length, group = edge_runs(plan.sum_parent[:-1])
+            real = group != plan.sum_groups
+            self.runs = tuple(torch.as_tensor(a[real], device=device) for a in (start, length, group))
         else:  # int32 group ids: 4 bytes per edge instead of 8 (plans stay below 2^31 groups; built ones are int32)
             self.parent = torch.as_tensor(np.asarray(plan.sum_parent, dtype=np.int32), device=device)
 
@@ -116,6 +118,7 @@ class EMUpdate:
         totals = torch.zeros(self.groups, dtype=w.dtype, device=w.device).index_add_(0, self.parent, flow)
         per_group = torch.where(totals + a > 0, 1.0 / (totals + a).clamp_min(1e-300), 0.0)  # group-sized
         keep = (per_group == 0).to(w.dtype)  # 1 where the group gets no update
+        per_group[-1], keep[-1] = 0.0, 0.0  # the pad slot's group (the pad slot, holed tensors' holes): zero
         bias = a / self.fanin.to(w.dtype)
         flow.add_(bias[self.parent]).mul_(per_group[self.parent])  # flow now holds the new weights (0 if kept)
         flow.add_(keep[self.parent] * w)  # kept groups: the old weight

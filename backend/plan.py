@@ -462,7 +462,8 @@ def build_plan(circuit: Circuit) -> Plan:
     layers: list[list] = [[] for _ in range(circuit.attrs["layers"])]
     groups: dict[tuple, list[int]] = {}
     for i, b in enumerate(circuit.blocks):
-        key = (b.attrs["layer"], b.kind, b.attrs["group"], b.attrs.get("tile_p", 0), b.attrs.get("tile_c", 0))
+        key = (b.attrs["layer"], b.kind, b.attrs["group"], b.attrs.get("tile_p", 0), b.attrs.get("tile_c", 0),
+               b.params in params.holed if isinstance(b, SumBlock) else False)  # holed: dense ops of their own
         groups.setdefault(key, []).append(i)
     for key, members in groups.items():
         layers[key[0]].append(_make_op(circuit, members, rows, params, key[1]))
@@ -616,7 +617,7 @@ def _sum_tiles(circuit: Circuit, b: SumBlock, start: int, rows: list[int], param
     child_rows = np.concatenate([rows[c] + np.arange(circuit.blocks[c].n) for c in b.children])
     child_rows = np.pad(child_rows, (0, tcn * tc - total), constant_values=NEG).reshape(tcn, tc)
     out_rows = np.pad(start + np.arange(n), (0, tn * tp - n), constant_values=PAD).reshape(tn, tp)
-    if b.tiles is None:  # dense: every tile holds an edge (its first row and column are real)
+    if b.tiles is None or b.params in params.holed:  # dense (or holed): every tile holds an edge (or a hole)
         kids = np.broadcast_to(child_rows, (tn, tcn, tc))
         first = params.slots[b.params][1]
         base = first + (np.arange(tn, dtype=np.int64) * tp * total)[:, None] + np.arange(tcn, dtype=np.int64) * tc
@@ -671,16 +672,27 @@ class _ParamTables:
         self.table_rows: dict[int, int] = {}  # id(table list) -> rows placed in it so far
         self.orders: dict[str, TileOrder] = {}  # sum tensors stored by op tiles
         self._positions: dict[str, np.ndarray] = {}  # their TileOrder.positions, for edge_ids
+        self.holed: set[str] = set()  # sum tensors stored as their block's whole matrix, with holes
+        users: dict[str, int] = {}
         for b in circuit.blocks:
             if isinstance(b, SumBlock):
-                self._place_sum(b)
+                users[b.params] = users.get(b.params, 0) + 1
+        for b in circuit.blocks:
+            if isinstance(b, SumBlock):
+                self._place_sum(b, users[b.params] == 1)
         self.pad_id = self.sum_size  # the one slot after every weight
 
-    def _place_sum(self, b: SumBlock) -> None:
+    def _place_sum(self, b: SumBlock, untied: bool) -> None:
         if b.params in self.slots:
             return
         size = array(self.circuit, b.params).size
-        if b.tiles is not None:
+        if b.tiles is not None and b.attrs.get("holes") and untied:  # block-edges' holes: the whole matrix
+            total = sum(self.circuit.child_sizes(b))
+            order = TileOrder(tile_table(self.circuit, b).astype(np.int64), b.block, b.n, total, b.n, total)
+            self._positions[b.params], self.orders[b.params] = order.positions(), order
+            self.holed.add(b.params)
+            size = b.n * total  # slots: the holes are weights held at zero, in the pad slot's group
+        elif b.tiles is not None:
             order = TileOrder.for_block(self.circuit, b)
             if order is not None:  # stored by op tiles: weight j of the tensor goes to offset pos[j]
                 self._positions[b.params] = order.positions()
@@ -720,6 +732,7 @@ class _ParamTables:
     def sum_w(self) -> np.ndarray:
         out = np.empty(self.sum_size + 1)
         for b, _ in self.sum_blocks:
+            self._clear_holes(out, b.params, 0.0)
             self._write(out, b.params, array(self.circuit, b.params).reshape(-1), (-1,))
         out[-1] = 0.0
         return out
@@ -728,6 +741,7 @@ class _ParamTables:
         """int32 (plans stay below 2^31 groups): half the bytes, and what the EM update indexes with."""
         out = np.empty(self.sum_size + 1, dtype=np.int32)
         for b, first in self.sum_blocks:
+            self._clear_holes(out, b.params, self.groups)  # the pad slot's group: EM leaves them at zero
             if b.tiles is None:  # [n, fan-in]: row i is group first + i
                 rows, shape = (first + np.arange(b.n))[:, None], (b.n, self.slots[b.params][2] // max(b.n, 1))
             else:  # [m, block, block]: row i of tile t is group first + (parent tile of t) * block + i
@@ -736,6 +750,12 @@ class _ParamTables:
             self._write(out, b.params, rows, shape)
         out[-1] = self.groups
         return out
+
+    def _clear_holes(self, out: np.ndarray, name: str, value) -> None:
+        """A holed tensor's whole slot range to ``value`` (its weights are written over it next)."""
+        if name in self.holed:
+            _, start, size = self.slots[name]
+            out[start:start + size] = value
 
     def _write(self, out: np.ndarray, name: str, values: np.ndarray, shape: tuple) -> None:
         """Tensor ``name``'s ``values`` (in its own order, broadcast to ``shape``) into its slot of ``out``."""

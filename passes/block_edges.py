@@ -7,6 +7,13 @@ each side. For every sum this pass picks the (tile_p, tile_c) among powers of tw
 ``tile_p``, ``tile_c``, ``tiles`` (dense tiles to multiply) and ``fill`` (real edges / padded edges).
 :func:`exec_tiles` recomputes the tile list.
 
+A block-sparse sum whose edges fill at least ``1 / max_holes`` of its whole ``[n, C]`` matrix is marked
+``holes=1`` and tiled as a dense one: the backend stores it as that matrix, the missing edges as weights held
+at zero (its *holes*), and runs it as a dense sum (on the dense kernels' matrix products where the work is
+large). A converted PD region's sum is one: its two (or four) parent tiles of 32 each read 4 of the region's 5
+products, different ones, so as block-sparse tiles it runs on the generic kernels; as a 64 x 320 matrix with
+20% holes, on the matrix products that the other region sums take.
+
 Pre: a verified circuit (usually layered). Post: every sum block carries those four attributes; the
 structure and the distribution are unchanged.
 """
@@ -30,18 +37,20 @@ class BlockEdges(Pass):
     name = "block-edges"
     min_tile: int = 16
     max_tile: int = 64
+    max_holes: float = 1.25  # a block-sparse sum with at most this many matrix slots per edge: holes=1
 
     def run(self, circuit: Circuit) -> Circuit:
         sizes = [s for s in (16, 32, 64, 128, 256) if self.min_tile <= s <= self.max_tile] or [self.min_tile]
         for b in circuit.blocks:
             if isinstance(b, SumBlock):
-                _annotate(circuit, b, sizes)
+                _annotate(circuit, b, sizes, self.max_holes)
         return circuit
 
 
-def _annotate(circuit: Circuit, b: SumBlock, sizes: list[int]) -> None:
+def _annotate(circuit: Circuit, b: SumBlock, sizes: list[int], max_holes: float) -> None:
     edges = circuit.tensors[b.params].size
-    count = _tile_counter(circuit, b, sizes)
+    holes = b.tiles is not None and edges < b.n * sum(circuit.child_sizes(b)) <= max_holes * edges
+    count = _tile_counter(circuit, b, sizes, dense=holes)
     best = None
     for tp in sizes:
         for tc in sizes:
@@ -51,16 +60,21 @@ def _annotate(circuit: Circuit, b: SumBlock, sizes: list[int]) -> None:
                 best = (key, tp, tc, padded)
     _, tp, tc, padded = best
     b.attrs.update(tile_p=tp, tile_c=tc, tiles=padded // (tp * tc), fill=round(edges / padded, 4))
+    if holes:
+        b.attrs["holes"] = 1
+    else:
+        b.attrs.pop("holes", None)
 
 
-def _tile_counter(circuit: Circuit, b: SumBlock, sizes: list[int]):
-    """``count(tile_p, tile_c)``: ``len(exec_tiles(circuit, b, tile_p, tile_c))`` for sizes in ``sizes``.
+def _tile_counter(circuit: Circuit, b: SumBlock, sizes: list[int], dense: bool = False):
+    """``count(tile_p, tile_c)``: ``len(exec_tiles(circuit, b, tile_p, tile_c))`` for sizes in ``sizes``
+    (``dense``: the tiles of the block's whole matrix, its holes included).
 
     Dense sums are counted by arithmetic; block-sparse ones compute each size's tile spans once, not once
     per (tile_p, tile_c) pair (this pass tries every pair on every sum).
     """
     total = sum(circuit.child_sizes(b))
-    if b.tiles is None:
+    if b.tiles is None or dense:
         return lambda tp, tc: -(-b.n // tp) * -(-total // tc)
     fine = tile_table(circuit, b)
     prows = {t: _spans(fine[:, 0], b.block, t) for t in sizes}
@@ -71,7 +85,7 @@ def _tile_counter(circuit: Circuit, b: SumBlock, sizes: list[int]):
 def exec_tiles(circuit: Circuit, b: SumBlock, tile_p: int, tile_c: int) -> np.ndarray:
     """``[m, 2]`` (parent tile, child tile) pairs of ``tile_p x tile_c`` tiles holding at least one edge."""
     total = sum(circuit.child_sizes(b))
-    if b.tiles is None:
+    if b.tiles is None or b.attrs.get("holes"):
         rows, cols = -(-b.n // tile_p), -(-total // tile_c)
         return np.stack(np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij"), -1).reshape(-1, 2)
     fine = tile_table(circuit, b)

@@ -220,3 +220,40 @@ def tile_ordered_circuit() -> Circuit:
     c = Circuit([Variable(f"X{v}", dom) for v in range(4)], blocks, tensors, len(blocks) - 1)
     randomize(c, 7)
     return c
+
+
+def shared_halves_circuit() -> Circuit:
+    """Sums whose two parent tiles read different subsets of their children, sharing some (a converted PD
+    region's, from PyJuice's ``juice.compile``): two 64-node sums over five 64-node products each, in 32 x 32
+    tiles, parent tile 0 reading products 0, 1, 3, 4 and parent tile 1 products 0, 1, 2, 4: 80% of each sum's
+    64 x 320 matrix, which ``block-edges`` marks ``holes`` (stored whole, run as one dense group per sum); at
+    ``max-holes`` below 1.25, 32 x 64 op tiles whose children the two parent tiles share. Four categorical
+    variables."""
+    dom = Domain("categorical", 4)
+    blocks: list = []
+    tensors: dict[str, Tensor] = {}
+
+    def add(block) -> int:
+        block.name = f"b{len(blocks)}"
+        blocks.append(block)
+        return len(blocks) - 1
+
+    def tensor(dtype: str, shape: tuple, data=None) -> str:
+        name = f"t{len(tensors)}"
+        tensors[name] = Tensor(dtype, shape, data=data, seed=None if data is not None else len(tensors))
+        return name
+
+    halves = [(0, c) for p in (0, 1, 3, 4) for c in (2 * p, 2 * p + 1)] + [
+        (1, c) for p in (0, 1, 2, 4) for c in (2 * p, 2 * p + 1)]
+    table = np.array(halves, dtype=np.int64)
+
+    def region(v: int) -> int:
+        kids = tuple(add(ProdBlock(tuple(add(InputBlock(u, "categorical", 64, tensor("f64", (64, 4))))
+                                         for u in (v, v + 1)), 64)) for _ in range(5))
+        return add(SumBlock(kids, 64, tensor("f64", (len(table), 32, 32)), tensor("i64", table.shape, table), 32))
+
+    top = add(ProdBlock((region(0), region(2)), 64))
+    add(SumBlock((top,), 1, tensor("f64", (1, 64))))
+    c = Circuit([Variable(f"X{v}", dom) for v in range(4)], blocks, tensors, len(blocks) - 1)
+    randomize(c, 11)
+    return c

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import EXAMPLES
-from randgen import random_circuits, random_inputs, tile_ordered_circuit
+from randgen import random_circuits, random_inputs, shared_halves_circuit, tile_ordered_circuit
 from torch_reference import Reference, expected_input_flows
 
 from pcc import optimize, parse
@@ -35,13 +35,14 @@ EXECUTORS = {"torch": TorchExecutor, "triton": TritonExecutor, "triton-gather": 
 MODES = [("torch", torch.float64, 1e-9, 1e-6), ("torch", torch.float32, 1e-5, 1e-4), ("triton", torch.float32, 1e-5, 1e-4),
          ("triton-gather", torch.float32, 1e-5, 1e-4)]
 MODE_IDS = [f"{e}-{str(d)[6:]}" for e, d, _, _ in MODES]
-from pcc.ir import log_likelihood
+from pcc.ir import SumBlock, log_likelihood
 from pcc.ir.params import array, randomize
 
 CIRCUITS = [(p.stem, lambda p=p: parse(p)) for p in EXAMPLES] + [
     (f"random{i}", lambda i=i: random_circuits(100 + i, 1)[0]) for i in range(40)]
 CIRCUITS.append(("tile-ordered", tile_ordered_circuit))  # weights stored by op tiles (plan.TileOrder)
-TILE_ORDERED = CIRCUITS[-1:]
+CIRCUITS.append(("shared-halves", shared_halves_circuit))  # sums stored with holes (block-edges: holes)
+TILE_ORDERED = CIRCUITS[-2:]
 
 
 def setup(circuit, seed, dtype=torch.float64, batch=9, executor="torch"):
@@ -201,6 +202,57 @@ def test_dense_groups_on_their_own_tiles(name, make, monkeypatch):
     assert "num_warps=8)" in codegen.generate(plan).split("D.dense_fwd[")[1].split("\n")[0]
     test_forward_matches_reference(name, make, "triton", torch.float32, 1e-5, None)
     test_flows_match_autograd(name, make, "triton", torch.float32, None, 1e-4)
+
+
+@pytest.mark.parametrize("chunks", [False, True], ids=["whole", "chunks"])
+def test_holed_sums_on_dense_kernels(chunks, monkeypatch):
+    """Block-sparse sums stored as their whole matrix with holes (``block-edges``' ``holes``: a converted PD
+    region's two parent tiles over different 4 of its 5 products) run as dense groups of 64 x 320, one per
+    region, also with the backward in chunks of groups; against the references."""
+    from pcc.backend import codegen
+    _dense_everywhere(monkeypatch)
+    if chunks:  # one group per chunk
+        monkeypatch.setattr(codegen, "DENSE_SCRATCH_SMALL", 1 << 20)
+    layered = optimize(shared_halves_circuit())
+    assert [b.attrs.get("holes") for b in layered.blocks if isinstance(b, SumBlock)] == [1, 1, None]
+    op = next(op for ops in build_plan(layered).layers for op in ops if isinstance(op, SumOp))
+    assert (op.dense.groups, op.dense.stride, op.dense.P, op.dense.C) == (2, 320, 64, 320)
+    test_forward_matches_reference("shared-halves", shared_halves_circuit, "triton", torch.float32, 1e-5, None)
+    test_flows_match_autograd("shared-halves", shared_halves_circuit, "triton", torch.float32, None, 1e-4)
+
+
+@pytest.mark.parametrize("work", [0, None], ids=["dense", "generic"])
+def test_em_steps_keep_holes_at_zero(work, monkeypatch):
+    """Training steps (arena, compact flows, the fused EM update) of holed sums against the torch executor
+    (the torch EM update): two mini-batch EM steps with a pseudocount, missing entries, the same parameters,
+    every hole still zero, and the parameters read back into the circuit give the model's log-likelihoods."""
+    from pcc.backend.runtime import CircuitModel
+    if work is not None:
+        _dense_everywhere(monkeypatch)
+    layered = optimize(shared_halves_circuit())
+    models = [CircuitModel(layered, "cpu", executor=e) for e in ("triton", "torch")]
+    plan = models[0].plan
+    holes = sum(plan.tensor_slots[name][2] - layered.tensors[name].size for name in plan.sum_orders)
+    assert holes == 2 * 64 * 64  # each sum's 64 x 320 matrix holds 64 x 256 edges
+    x, m = random_inputs(layered, np.random.default_rng(3), batch=24)
+    for _ in range(2):
+        for model in models:
+            model.em_step(x, m, step_size=0.5, pseudocount=0.1)
+    got, want = (model.params.tensors() for model in models)
+    for key, a in got.items():
+        torch.testing.assert_close(a, want[key], rtol=1e-4, atol=1e-6)
+    assert int((got["sum_w"] == 0).sum()) == int((want["sum_w"] == 0).sum()) == holes + 1  # and the pad slot
+    back = log_likelihood(models[0].to_circuit(), x, m)
+    np.testing.assert_allclose(back, models[0].log_prob(x, m).double().numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_block_edges_marks_holes_up_to_max_holes():
+    """A block-sparse sum filling 80% of its matrix is holed at the default ``max-holes`` (1.25), not at 1."""
+    def holes(pipeline: str) -> list:
+        c = optimize(shared_halves_circuit(), pipeline)
+        return [b.attrs.get("holes") for b in c.blocks if isinstance(b, SumBlock) and b.tiles is not None]
+    assert holes("collapse-chains,dce,dedupe,layerize,block-edges") == [1, 1]
+    assert holes("collapse-chains,dce,dedupe,layerize,block-edges{max-holes=1.2}") == [None, None]
 
 
 def _flows_and_float64(plan, ex, p, x, m, p64=None):

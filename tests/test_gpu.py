@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import EXAMPLES
-from randgen import random_circuits, random_inputs
+from randgen import random_circuits, random_inputs, shared_halves_circuit
 
 import pcc
 from pcc.backend.runtime import CircuitModel
@@ -16,7 +16,8 @@ from pcc.structures import hmm_source
 pytestmark = pytest.mark.gpu
 CASES = [(p.stem, lambda p=p: pcc.parse(p)) for p in EXAMPLES] + [
     (f"random{i}", lambda i=i: random_circuits(700 + i, 1)[0]) for i in range(8)] + [
-    ("hmm128", lambda: pcc.parse(hmm_source(4, 128, 8, seed=1)))]  # two parent tiles reading the same children
+    ("hmm128", lambda: pcc.parse(hmm_source(4, 128, 8, seed=1))),  # two parent tiles reading the same children
+    ("shared-halves", shared_halves_circuit)]  # sums stored with holes (block-edges), dense groups of 64 x 320
 
 
 def _models(make, seed):
