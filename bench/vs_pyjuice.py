@@ -47,6 +47,7 @@ import pcc
 from pcc import data as datasets
 from pcc.backend import arena, codegen, flowmap, folding, fusion, triton_exec
 from pcc.backend.valuemap import LEVELS
+from pcc.passes import block_edges
 from pcc.interop.pyjuice import convert
 
 TF32_FLOPS, COPY_BYTES = 368e12, 3.0e12  # DESIGN.md §5, measured on the H100 used here
@@ -75,6 +76,8 @@ KNOBS = {
                     "their products compute them"),
     "share-flows": (flowmap, "SHARE", "1: products whose children only they read share their flow row with them "
                     "(no product backward launch)"),
+    "max-holes": (block_edges, "MAX_HOLES", "block-sparse sums with at most N/100 matrix slots per edge are stored "
+                  "as their whole matrix, holes held at zero, and run as dense sums (block-edges' max-holes)"),
     "dense-scratch": (codegen, "DENSE_SCRATCH", "a dense op's backward runs in chunks of groups whose scratch holds at "
                       "most 1/N of the value buffer's rows; 0: whole ops"),
     "dense-scratch-small": (codegen, "DENSE_SCRATCH_SMALL", "below DENSE_SCRATCH_FROM, a dense op's backward runs "

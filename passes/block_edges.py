@@ -29,6 +29,11 @@ from pcc.ir.params import tile_table
 from .manager import Pass, register
 
 
+# the default max_holes, in percent (matrix slots per edge): 125 holes converted PD's region sums of 5 products
+# (80% filled), not those of 6 or more (67%, 50%)
+MAX_HOLES = 125
+
+
 @register
 @dataclass
 class BlockEdges(Pass):
@@ -37,13 +42,15 @@ class BlockEdges(Pass):
     name = "block-edges"
     min_tile: int = 16
     max_tile: int = 64
-    max_holes: float = 1.25  # a block-sparse sum with at most this many matrix slots per edge: holes=1
+    max_holes: float = 0.0  # a block-sparse sum with at most this many matrix slots per edge: holes=1 (0:
+    # MAX_HOLES / 100)
 
     def run(self, circuit: Circuit) -> Circuit:
         sizes = [s for s in (16, 32, 64, 128, 256) if self.min_tile <= s <= self.max_tile] or [self.min_tile]
+        holes = self.max_holes or MAX_HOLES / 100
         for b in circuit.blocks:
             if isinstance(b, SumBlock):
-                _annotate(circuit, b, sizes, self.max_holes)
+                _annotate(circuit, b, sizes, holes)
         return circuit
 
 
