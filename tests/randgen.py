@@ -226,9 +226,9 @@ def shared_halves_circuit() -> Circuit:
     """Sums whose two parent tiles read different subsets of their children, sharing some (a converted PD
     region's, from PyJuice's ``juice.compile``): two 64-node sums over five 64-node products each, in 32 x 32
     tiles, parent tile 0 reading products 0, 1, 3, 4 and parent tile 1 products 0, 1, 2, 4: 80% of each sum's
-    64 x 320 matrix, which ``block-edges`` marks ``holes`` (stored whole, run as one dense group per sum); at
-    ``max-holes`` below 1.25, 32 x 64 op tiles whose children the two parent tiles share. Four categorical
-    variables."""
+    64 x 320 matrix, which ``block-edges`` marks ``holes`` at ``max-holes`` 1.25 or more (stored whole, run as
+    one dense group per sum); otherwise (the default) 32 x 64 op tiles whose children the two parent tiles
+    share. Four categorical variables."""
     dom = Domain("categorical", 4)
     blocks: list = []
     tensors: dict[str, Tensor] = {}

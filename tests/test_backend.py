@@ -41,7 +41,7 @@ from pcc.ir.params import array, randomize
 CIRCUITS = [(p.stem, lambda p=p: parse(p)) for p in EXAMPLES] + [
     (f"random{i}", lambda i=i: random_circuits(100 + i, 1)[0]) for i in range(40)]
 CIRCUITS.append(("tile-ordered", tile_ordered_circuit))  # weights stored by op tiles (plan.TileOrder)
-CIRCUITS.append(("shared-halves", shared_halves_circuit))  # sums stored with holes (block-edges: holes)
+CIRCUITS.append(("shared-halves", shared_halves_circuit))  # parent tiles sharing some children (holes: opt-in)
 TILE_ORDERED = CIRCUITS[-2:]
 
 
@@ -204,6 +204,12 @@ def test_dense_groups_on_their_own_tiles(name, make, monkeypatch):
     test_flows_match_autograd(name, make, "triton", torch.float32, None, 1e-4)
 
 
+def _holes_on(monkeypatch) -> None:
+    """``block-edges`` holes sums filling at least 80% of their matrix (opt-in: ``MAX_HOLES`` = 100 holes none)."""
+    from pcc.passes import block_edges
+    monkeypatch.setattr(block_edges, "MAX_HOLES", 125)
+
+
 @pytest.mark.parametrize("chunks", [False, True], ids=["whole", "chunks"])
 def test_holed_sums_on_dense_kernels(chunks, monkeypatch):
     """Block-sparse sums stored as their whole matrix with holes (``block-edges``' ``holes``: a converted PD
@@ -211,6 +217,7 @@ def test_holed_sums_on_dense_kernels(chunks, monkeypatch):
     region, also with the backward in chunks of groups; against the references."""
     from pcc.backend import codegen
     _dense_everywhere(monkeypatch)
+    _holes_on(monkeypatch)
     if chunks:  # one group per chunk
         monkeypatch.setattr(codegen, "DENSE_SCRATCH_SMALL", 1 << 20)
     layered = optimize(shared_halves_circuit())
@@ -229,6 +236,7 @@ def test_em_steps_keep_holes_at_zero(work, monkeypatch):
     from pcc.backend.runtime import CircuitModel
     if work is not None:
         _dense_everywhere(monkeypatch)
+    _holes_on(monkeypatch)
     layered = optimize(shared_halves_circuit())
     models = [CircuitModel(layered, "cpu", executor=e) for e in ("triton", "torch")]
     plan = models[0].plan
@@ -246,13 +254,18 @@ def test_em_steps_keep_holes_at_zero(work, monkeypatch):
     np.testing.assert_allclose(back, models[0].log_prob(x, m).double().numpy(), rtol=1e-5, atol=1e-5)
 
 
-def test_block_edges_marks_holes_up_to_max_holes():
-    """A block-sparse sum filling 80% of its matrix is holed at the default ``max-holes`` (1.25), not at 1."""
+def test_block_edges_marks_holes_up_to_max_holes(monkeypatch):
+    """A block-sparse sum filling 80% of its matrix is holed at ``max-holes`` 1.25 (the option, or
+    ``MAX_HOLES`` = 125 percent as its default), not at 1.2 nor at the default (none)."""
     def holes(pipeline: str) -> list:
         c = optimize(shared_halves_circuit(), pipeline)
         return [b.attrs.get("holes") for b in c.blocks if isinstance(b, SumBlock) and b.tiles is not None]
-    assert holes("collapse-chains,dce,dedupe,layerize,block-edges") == [1, 1]
-    assert holes("collapse-chains,dce,dedupe,layerize,block-edges{max-holes=1.2}") == [None, None]
+    default = "collapse-chains,dce,dedupe,layerize,block-edges"
+    assert holes(default) == [None, None]
+    assert holes(default + "{max-holes=1.25}") == [1, 1]
+    assert holes(default + "{max-holes=1.2}") == [None, None]
+    _holes_on(monkeypatch)
+    assert holes(default) == [1, 1]
 
 
 def _flows_and_float64(plan, ex, p, x, m, p64=None):

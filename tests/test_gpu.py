@@ -17,7 +17,7 @@ pytestmark = pytest.mark.gpu
 CASES = [(p.stem, lambda p=p: pcc.parse(p)) for p in EXAMPLES] + [
     (f"random{i}", lambda i=i: random_circuits(700 + i, 1)[0]) for i in range(8)] + [
     ("hmm128", lambda: pcc.parse(hmm_source(4, 128, 8, seed=1))),  # two parent tiles reading the same children
-    ("shared-halves", shared_halves_circuit)]  # sums stored with holes (block-edges), dense groups of 64 x 320
+    ("shared-halves", shared_halves_circuit)]  # parent tiles sharing some children (PD's, converted)
 
 
 def _models(make, seed):
@@ -59,6 +59,19 @@ def test_dense_kernels_match_float64(name, make, monkeypatch):
     monkeypatch.setattr(codegen, "DENSE_MIN_WORK", 0)
     test_log_likelihood_matches_reference(name, make)
     test_flows_and_em_match_float64(name, make)
+
+
+@pytest.mark.parametrize("work", [0, None], ids=["dense", "generic"])
+def test_holed_sums_match_float64(work, monkeypatch):
+    """Sums stored with holes (``block-edges``, opt-in ``MAX_HOLES``) on the dense and the generic kernels."""
+    from pcc.backend import codegen
+    from pcc.passes import block_edges
+    monkeypatch.setattr(block_edges, "MAX_HOLES", 125)
+    if work is not None:
+        monkeypatch.setattr(codegen, "DENSE_MIN_WORK", work)
+    assert any(b.attrs.get("holes") for b in pcc.optimize(shared_halves_circuit()).blocks)
+    test_log_likelihood_matches_reference("shared-halves", shared_halves_circuit)
+    test_flows_and_em_match_float64("shared-halves", shared_halves_circuit)
 
 
 @pytest.mark.parametrize("name,make", CASES, ids=[c[0] for c in CASES])
