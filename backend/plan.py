@@ -7,8 +7,9 @@ come first: ``ZERO`` (log 1: padding for products), ``NEG`` (log 0: padding for 
 * ``sum_w``: every sum tensor's weights, flattened, then one 0.0 slot (``pad_slot``) for padded edges;
   ``sum_parent[e]`` (int32) names the parent row-group of weight ``e`` (for EM normalisation; tied tensors share).
   A block-sparse tensor whose op tiles are larger than its own tiles is stored by op tiles
-  (:class:`TileOrder`, ``Plan.sum_orders``), so that its weights are strided blocks; ``Plan.tensor_values``
-  reads any tensor back in its own order;
+  (:class:`TileOrder`, ``Plan.sum_orders``), so that its weights are strided blocks; one that ``block-edges``
+  marked ``holes`` as its block's whole matrix, the slots of missing edges zero and in the pad slot's group;
+  ``Plan.tensor_values`` reads any tensor back in its own order;
 * ``cat[K]``: ``[R, K]`` categorical tables, ``bern``: ``[R]`` probabilities, ``gauss``: ``[R, 2]`` (mean, std).
 
 Ops run layer by layer. A :class:`SumOp` covers sum blocks of one layer with a common tile shape: parent

@@ -82,6 +82,18 @@ def test_plan_round_trip_keeps_weights_stored_by_op_tiles(tmp_path):
         np.testing.assert_array_equal(back.tensor_values(name, back.sum_w), plan.tensor_values(name, plan.sum_w))
 
 
+def test_plan_round_trip_keeps_holed_weights(tmp_path):
+    """Sums stored with holes (block-edges' max-holes) read back in their tensors' order after a round trip."""
+    from randgen import shared_halves_circuit
+    layered = pcc.optimize(shared_halves_circuit(), "collapse-chains,dce,dedupe,layerize,block-edges{max-holes=1.25}")
+    plan = build_plan(layered)
+    save_plan(plan, tmp_path / "p.safetensors")
+    back = load_plan(tmp_path / "p.safetensors")
+    assert back.digest() == plan.digest() and len(back.sum_orders) == 2
+    for name in plan.sum_orders:
+        np.testing.assert_array_equal(back.tensor_values(name, back.sum_w), layered.tensors[name].data.reshape(-1))
+
+
 def test_damaged_module_is_a_user_error(tmp_path):
     out = tmp_path / "m"
     assert run("compile", EX / "mixture.pc", "-o", out).returncode == 0

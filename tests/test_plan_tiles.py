@@ -203,3 +203,22 @@ def test_a_model_writes_tile_ordered_weights_back_in_the_tensors_order():
     back = model.to_circuit()
     for name in model.plan.sum_orders:
         np.testing.assert_array_equal(array(back, name), array(c, name))
+
+
+def test_tied_tensors_are_never_holed():
+    """At any ``max-holes`` a tensor that two sums read keeps its tiles (its readers may fill different places);
+    the others are holed, and the model still gives the reference's log-likelihoods."""
+    from pcc.ir import log_likelihood
+    from randgen import random_inputs
+    c = tile_ordered_circuit()
+    layered = optimize(c, "collapse-chains,dce,dedupe,layerize,block-edges{max-holes=8}")
+    sums = [b for b in layered.blocks if isinstance(b, SumBlock) and b.tiles is not None]
+    tied = {b.params for b in sums if sum(o.params == b.params for o in sums) > 1}
+    assert tied and all(not b.attrs.get("holes") for b in sums if b.params in tied)
+    assert any(b.attrs.get("holes") for b in sums if b.params not in tied)
+    plan = build_plan(layered)
+    assert all(plan.tensor_slots[name][2] == layered.tensors[name].size for name in tied)  # no hole slots
+    assert any(plan.tensor_slots[b.params][2] > layered.tensors[b.params].size for b in sums if b.attrs.get("holes"))
+    x, m = random_inputs(c, np.random.default_rng(5), batch=16)
+    got = CircuitModel(layered, "cpu", executor="torch", dtype=torch.float64).log_prob(x, m).numpy()
+    np.testing.assert_allclose(got, log_likelihood(c, x, m), rtol=1e-9, atol=1e-9)
