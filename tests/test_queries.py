@@ -385,3 +385,24 @@ def test_real_variables_smoke():
         s = m.sample(200, x, ev, generator=torch.Generator().manual_seed(2)).numpy()
         assert np.isfinite(s).all() and (s[ev] == x[ev]).all()
         assert np.isfinite(m.conditional(x, ev).numpy()).all()
+
+
+@pytest.mark.parametrize("executor", ["torch", "triton"])
+def test_queries_on_holed_sums_equal_the_block_sparse_ones(executor):
+    """Conditionals and MAP states of sums stored with holes (``block-edges{max-holes=1.25}``) are those of the
+    same sums stored block-sparse: a hole's weight is zero, so it adds to no value and no MAP branch takes it."""
+    from randgen import random_inputs, shared_halves_circuit
+    base = "collapse-chains,dce,dedupe,layerize,block-edges"
+    x, _ = random_inputs(shared_halves_circuit(), np.random.default_rng(4), batch=12)
+    x = torch.as_tensor(x)
+    evidence = torch.ones(12, 4, dtype=torch.bool)
+    evidence[:, 2:] = False
+    out = []
+    for pipeline in (base, base + "{max-holes=1.25}"):
+        model = CircuitModel(optimize(shared_halves_circuit(), pipeline), "cpu", executor=executor)
+        state, score = model.map(x, evidence)
+        out.append((model.conditional(x, evidence).double(), state, score.double()))
+    (c0, s0, v0), (c1, s1, v1) = out
+    torch.testing.assert_close(c1, c0, rtol=1e-5, atol=1e-6)
+    assert torch.equal(s1, s0)
+    torch.testing.assert_close(v1, v0, rtol=1e-5, atol=1e-6)
