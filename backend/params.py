@@ -98,8 +98,7 @@ class EMUpdate:
             for k, counts in f.cat.items():
                 launch_cat(p.cat[k], counts, pseudocount, step)
         else:
-            self._sums(p.sum_w, f.sum_w, pseudocount, step)
-            p.sum_w[-1:].zero_()  # the pad slot stays zero (an in-place kernel: capturable in CUDA graphs)
+            self._sums(p.sum_w, f.sum_w, pseudocount, step)  # the pad slot's group stays zero
             for k, counts in f.cat.items():
                 _blend(p.cat[k], _normalise(counts, pseudocount, p.cat[k]), step)
         if len(p.bern):

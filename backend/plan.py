@@ -27,7 +27,7 @@ from functools import cached_property
 import numpy as np
 
 from pcc.ir.circuit import Circuit, InputBlock, SumBlock
-from pcc.ir.params import array, prod_table, tile_table
+from pcc.ir.params import array, prod_table, tied_sums, tile_table
 
 ZERO, NEG, PAD = 0, 1, 2
 FIRST_ROW = 3
@@ -674,13 +674,10 @@ class _ParamTables:
         self.orders: dict[str, TileOrder] = {}  # sum tensors stored by op tiles
         self._positions: dict[str, np.ndarray] = {}  # their TileOrder.positions, for edge_ids
         self.holed: set[str] = set()  # sum tensors stored as their block's whole matrix, with holes
-        users: dict[str, int] = {}
+        tied = tied_sums(circuit)  # never holed (block-edges marks none; a hand-written .pcir might)
         for b in circuit.blocks:
             if isinstance(b, SumBlock):
-                users[b.params] = users.get(b.params, 0) + 1
-        for b in circuit.blocks:
-            if isinstance(b, SumBlock):
-                self._place_sum(b, users[b.params] == 1)
+                self._place_sum(b, b.params not in tied)
         self.pad_id = self.sum_size  # the one slot after every weight
 
     def _place_sum(self, b: SumBlock, untied: bool) -> None:

@@ -59,6 +59,16 @@ def normalize_rows(w: np.ndarray) -> np.ndarray:
     return np.divide(w, s, out=np.zeros_like(w), where=s > 0)
 
 
+def tied_sums(circuit: Circuit) -> set[str]:
+    """The sum tensors that more than one sum block reads (tied parameters)."""
+    seen: set[str] = set()
+    tied: set[str] = set()
+    for b in circuit.blocks:
+        if isinstance(b, SumBlock):
+            (tied if b.params in seen else seen).add(b.params)
+    return tied
+
+
 def tile_table(circuit: Circuit, block: SumBlock) -> np.ndarray:
     """The ``[m, 2]`` (parent tile, child tile) table of a block-sparse sum."""
     assert block.tiles is not None

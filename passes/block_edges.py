@@ -20,13 +20,12 @@ Pre: a verified circuit (usually layered). Post: every sum block carries those f
 """
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 
 from pcc.ir.circuit import Circuit, SumBlock
-from pcc.ir.params import tile_table
+from pcc.ir.params import tied_sums, tile_table
 
 from .manager import Pass, register
 
@@ -50,10 +49,10 @@ class BlockEdges(Pass):
     def run(self, circuit: Circuit) -> Circuit:
         sizes = [s for s in (16, 32, 64, 128, 256) if self.min_tile <= s <= self.max_tile] or [self.min_tile]
         holes = self.max_holes or MAX_HOLES / 100
-        sums = [b for b in circuit.blocks if isinstance(b, SumBlock)]
-        tied = {name for name, n in Counter(b.params for b in sums).items() if n > 1}
-        for b in sums:  # a tied tensor keeps its tiles: its other readers may not fill the same places
-            _annotate(circuit, b, sizes, 0.0 if b.params in tied else holes)
+        tied = tied_sums(circuit)
+        for b in circuit.blocks:  # a tied tensor keeps its tiles: its other readers may not fill the same places
+            if isinstance(b, SumBlock):
+                _annotate(circuit, b, sizes, 0.0 if b.params in tied else holes)
         return circuit
 
 

@@ -177,13 +177,9 @@ def all_assignments(circuit: Circuit) -> np.ndarray:
     return np.array(list(itertools.product(*[range(k) for k in ks])), dtype=float)
 
 
-def tile_ordered_circuit() -> Circuit:
-    """Block-sparse sums whose op tiles (``block-edges``) are larger than their own tiles, so the plan stores
-    their weights by op tiles (:class:`pcc.backend.plan.TileOrder`): two parent tiles of 16 over different
-    pairs of child tiles (op tiles 16 x 32), pairs of parent tiles over the same children (32 x 64), a sum
-    tied to the first over other children, and ``block=8`` tiles of a 24 x 40 sum whose op tiles (32 x 16)
-    are cut short. Four categorical variables; the sums of X0, X1 and of X2, X3 meet in products."""
-    dom = Domain("categorical", 4)
+def _builder() -> tuple[list, dict[str, Tensor], Callable, Callable]:
+    """``(blocks, tensors, add, tensor)`` for a hand-built circuit: ``add(block)`` names it ``b<i>`` and returns its
+    index, ``tensor(dtype, shape, data=None)`` adds ``t<i>`` (seeded by its index when it has no data)."""
     blocks: list = []
     tensors: dict[str, Tensor] = {}
 
@@ -196,6 +192,17 @@ def tile_ordered_circuit() -> Circuit:
         name = f"t{len(tensors)}"
         tensors[name] = Tensor(dtype, shape, data=data, seed=None if data is not None else len(tensors))
         return name
+    return blocks, tensors, add, tensor
+
+
+def tile_ordered_circuit() -> Circuit:
+    """Block-sparse sums whose op tiles (``block-edges``) are larger than their own tiles, so the plan stores
+    their weights by op tiles (:class:`pcc.backend.plan.TileOrder`): two parent tiles of 16 over different
+    pairs of child tiles (op tiles 16 x 32), pairs of parent tiles over the same children (32 x 64), a sum
+    tied to the first over other children, and ``block=8`` tiles of a 24 x 40 sum whose op tiles (32 x 16)
+    are cut short. Four categorical variables; the sums of X0, X1 and of X2, X3 meet in products."""
+    dom = Domain("categorical", 4)
+    blocks, tensors, add, tensor = _builder()
 
     def sparse(kids: tuple, n: int, block: int, tiles: list[tuple[int, int]], params: str | None = None) -> int:
         table = np.array(tiles, dtype=np.int64)
@@ -230,18 +237,7 @@ def shared_halves_circuit() -> Circuit:
     one dense group per sum); otherwise (the default) 32 x 64 op tiles whose children the two parent tiles
     share. Four categorical variables."""
     dom = Domain("categorical", 4)
-    blocks: list = []
-    tensors: dict[str, Tensor] = {}
-
-    def add(block) -> int:
-        block.name = f"b{len(blocks)}"
-        blocks.append(block)
-        return len(blocks) - 1
-
-    def tensor(dtype: str, shape: tuple, data=None) -> str:
-        name = f"t{len(tensors)}"
-        tensors[name] = Tensor(dtype, shape, data=data, seed=None if data is not None else len(tensors))
-        return name
+    blocks, tensors, add, tensor = _builder()
 
     halves = [(0, c) for p in (0, 1, 3, 4) for c in (2 * p, 2 * p + 1)] + [
         (1, c) for p in (0, 1, 2, 4) for c in (2 * p, 2 * p + 1)]
