@@ -20,6 +20,10 @@ from .plan import ranks
 
 RUN = 64  # longest run: 64 edges are a 256-byte row of fp32 flows, a full coalesced load per row
 RUNS_PER_PROGRAM = 32
+# runs whose start and length are multiples of this many edges are launched apart, with that alignment as a
+# hint: their loads and stores become 16-byte vectors (fp32). A start read from memory is otherwise of unknown
+# alignment, and every edge a 4-byte access.
+ALIGN = 4
 
 
 def edge_runs(parent: np.ndarray, longest: int = RUN) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -40,30 +44,43 @@ def edge_runs(parent: np.ndarray, longest: int = RUN) -> tuple[np.ndarray, np.nd
     return start.astype(np.int64), length.astype(np.int32), parent[start].astype(np.int32)
 
 
+def aligned_classes(start: np.ndarray, length: np.ndarray, group: np.ndarray,
+                    align: int | None = None) -> list[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """The runs split into ``(alignment, (start, length, group))`` classes, each launched on its own: the runs
+    whose start and length are multiples of ``align`` (default :data:`ALIGN`; all of them on PD and HCLT: rows
+    of 64 and 32-wide tiles), then the others with alignment 1. Empty classes are left out; each keeps the
+    runs' order. ``align=1``: one class, no hint."""
+    align = align or ALIGN
+    fits = (start % align == 0) & (length % align == 0)
+    return [(a, (start[m], length[m], group[m])) for a, m in ((align, fits), (1, ~fits)) if m.any()]
+
+
 @triton.jit
-def _run_block(start, length, group, n, CH: tl.constexpr, BR: tl.constexpr):
-    """Offsets ``[BR, CH]`` and mask of this program's runs, with their groups."""
+def _run_block(start, length, group, n, CH: tl.constexpr, BR: tl.constexpr, ALIGN: tl.constexpr):
+    """Offsets ``[BR, CH]`` and mask of this program's runs, with their groups. ``ALIGN``: every run's start and
+    length are multiples of it (:func:`aligned_classes`), which lets the accesses be vectors."""
     r = tl.program_id(0) * BR + tl.arange(0, BR)
     ok = r < n
-    s = tl.load(start + r, mask=ok, other=0)
-    ln = tl.load(length + r, mask=ok, other=0)
+    s = tl.multiple_of(tl.load(start + r, mask=ok, other=0), ALIGN)
+    ln = tl.multiple_of(tl.load(length + r, mask=ok, other=0), ALIGN)
     g = tl.load(group + r, mask=ok, other=0)
     col = tl.arange(0, CH)
     return s[:, None] + col[None, :], col[None, :] < ln[:, None], g, ok
 
 
 @triton.jit
-def em_totals(flow, totals, start, length, group, n, CH: tl.constexpr, BR: tl.constexpr):
+def em_totals(flow, totals, start, length, group, n, CH: tl.constexpr, BR: tl.constexpr, ALIGN: tl.constexpr):
     """``totals[g] += sum of flow over each run of group g``."""
-    offs, mask, g, ok = _run_block(start, length, group, n, CH, BR)
+    offs, mask, g, ok = _run_block(start, length, group, n, CH, BR, ALIGN)
     f = tl.load(flow + offs, mask=mask, other=0.0)
     tl.atomic_add(totals + g, tl.sum(f, 1), mask=ok, sem="relaxed")
 
 
 @triton.jit
-def em_sums(w, flow, totals, fanin, start, length, group, n, a, step, CH: tl.constexpr, BR: tl.constexpr):
+def em_sums(w, flow, totals, fanin, start, length, group, n, a, step, CH: tl.constexpr, BR: tl.constexpr,
+            ALIGN: tl.constexpr):
     """Each run's weights from its flows and its group's total (see the module docstring)."""
-    offs, mask, g, ok = _run_block(start, length, group, n, CH, BR)
+    offs, mask, g, ok = _run_block(start, length, group, n, CH, BR, ALIGN)
     denom = tl.load(totals + g, mask=ok, other=0.0) + a
     bias = a / tl.load(fanin + g, mask=ok, other=1.0)
     f = tl.load(flow + offs, mask=mask, other=0.0)
@@ -88,15 +105,15 @@ def em_cat(table, counts, rows, k, a, step, KP: tl.constexpr, BR: tl.constexpr):
     tl.store(table + offs, tl.where(step >= 1.0, new, old * (1.0 - step) + new * step), mask=mask)
 
 
-def launch_sums(w, flow, totals, fanin, runs, a: float, step: float) -> None:
-    """Totals, then weights, over the runs ``(start, length, group)`` (device tensors)."""
-    start, length, group = runs
-    n = len(start)
-    if not n:
-        return
-    grid = (triton.cdiv(n, RUNS_PER_PROGRAM),)
-    em_totals[grid](flow, totals, start, length, group, n, CH=RUN, BR=RUNS_PER_PROGRAM)
-    em_sums[grid](w, flow, totals, fanin, start, length, group, n, float(a), float(step), CH=RUN, BR=RUNS_PER_PROGRAM)
+def launch_sums(w, flow, totals, fanin, classes, a: float, step: float) -> None:
+    """Totals, then weights, over the runs: ``classes`` is :func:`aligned_classes`' list, as device tensors."""
+    for align, (start, length, group) in classes:
+        grid = (triton.cdiv(len(start), RUNS_PER_PROGRAM),)
+        em_totals[grid](flow, totals, start, length, group, len(start), CH=RUN, BR=RUNS_PER_PROGRAM, ALIGN=align)
+    for align, (start, length, group) in classes:  # every total is complete before a weight is written
+        grid = (triton.cdiv(len(start), RUNS_PER_PROGRAM),)
+        em_sums[grid](w, flow, totals, fanin, start, length, group, len(start), float(a), float(step), CH=RUN,
+                      BR=RUNS_PER_PROGRAM, ALIGN=align)
 
 
 def launch_cat(table, counts, a: float, step: float) -> None:

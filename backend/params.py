@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .em_kernels import edge_runs, launch_cat, launch_sums
+from .em_kernels import aligned_classes, edge_runs, launch_cat, launch_sums
 from .plan import Plan
 
 MIN_STD = 1e-3
@@ -84,7 +84,8 @@ class EMUpdate:
         if fused:  # runs of edges by group, the pad slot's group left out (it and the holes stay zero)
             start, length, group = edge_runs(plan.sum_parent[:-1])
             real = group != plan.sum_groups
-            self.runs = tuple(torch.as_tensor(a[real], device=device) for a in (start, length, group))
+            self.runs = [(align, tuple(torch.as_tensor(a, device=device) for a in runs))
+                         for align, runs in aligned_classes(start[real], length[real], group[real])]
         else:  # int32 group ids: 4 bytes per edge instead of 8 (plans stay below 2^31 groups; built ones are int32)
             self.parent = torch.as_tensor(np.asarray(plan.sum_parent, dtype=np.int32), device=device)
 

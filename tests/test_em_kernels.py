@@ -1,6 +1,10 @@
 """The fused EM update (Triton kernels, run in the interpreter on the CPU) against the torch update."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +12,7 @@ from conftest import EXAMPLES
 from randgen import random_circuits
 
 from pcc import optimize, parse
-from pcc.backend.em_kernels import edge_runs
+from pcc.backend.em_kernels import aligned_classes, edge_runs
 from pcc.backend.params import EMUpdate, Flows, Params
 from pcc.backend.plan import build_plan
 from pcc.ir.params import randomize
@@ -27,6 +31,50 @@ def test_edge_runs_cover_every_edge_once_in_groups(longest):
     np.testing.assert_array_equal(edges, np.arange(len(parent)))  # in order, each once
     np.testing.assert_array_equal(np.repeat(group, length), parent)  # one group per run
     assert [len(a) for a in edge_runs(np.zeros(0, dtype=np.int64))] == [0, 0, 0]
+
+
+def test_aligned_classes_split_the_runs_by_alignment():
+    rng = np.random.default_rng(2)
+    length = rng.choice([4, 8, 64, 3, 1, 32], 500).astype(np.int32)
+    start = np.concatenate([[0], np.cumsum(length)[:-1]]).astype(np.int64) + 2  # a shifted start: some unaligned
+    group = rng.integers(0, 50, 500).astype(np.int32)
+    classes = aligned_classes(start, length, group, 4)
+    assert [a for a, _ in classes] == [4, 1]
+    for align, (s, n, g) in classes:
+        assert (s % align == 0).all() and (n % align == 0).all()
+        assert (np.diff(s) > 0).all()  # each class keeps the runs' order
+    got = sorted(zip(*(np.concatenate(parts) for parts in zip(*(r for _, r in classes)))))
+    assert got == sorted(zip(start, length, group))  # every run once, with its length and group
+    assert [a for a, _ in aligned_classes(start, length, group, 1)] == [1]  # no hint: one class
+    wide = length * 4
+    starts = np.concatenate([[0], np.cumsum(wide)[:-1]]).astype(np.int64)
+    assert [a for a, _ in aligned_classes(starts, wide, group, 4)] == [4]  # all aligned: one class
+
+
+# Compiled for an H100 (sm_90) on this machine: the alignment hint must turn the runs' 4-byte accesses into
+# 16-byte vectors. A subprocess, since the tests run Triton's interpreter, which compiles nothing.
+_PTX = r"""
+import re, triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from pcc.backend import em_kernels as E
+sig = {"w": "*fp32", "flow": "*fp32", "totals": "*fp32", "fanin": "*fp32", "start": "*i64", "length": "*i32",
+       "group": "*i32", "n": "i32", "a": "fp32", "step": "fp32", "CH": "constexpr", "BR": "constexpr", "ALIGN": "constexpr"}
+for align in (1, 4):
+    src = ASTSource(E.em_sums, sig, constexprs={"CH": 64, "BR": 32, "ALIGN": align},
+                    attrs={(0,): [["tt.divisibility", 16]], (1,): [["tt.divisibility", 16]]})
+    ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32)).asm["ptx"]
+    print(align, len(re.findall(r"ld\.global\.v4", ptx)), len(re.findall(r"st\.global\.v4", ptx)))
+"""
+
+
+def test_aligned_runs_compile_to_vector_accesses():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-c", _PTX], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    counts = {int(a): (int(ld), int(st)) for a, ld, st in (line.split() for line in out.stdout.split("\n") if line)}
+    assert counts[1] == (0, 0)  # no hint: every flow and weight access is 4 bytes
+    assert counts[4][0] >= 2 and counts[4][1] >= 1  # flows and weights loaded, weights stored, 16 bytes at a time
 
 
 def _random_flows(p: Params, rng) -> Flows:
