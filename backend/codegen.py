@@ -66,6 +66,9 @@ PARAM_FILL = 264
 SPLIT_BLOCKS, SPLIT_MAX, SPLIT_BELOW = 2, 16, 132
 # sum ops with at least SCALE_KMAX child tiles per parent tile precompute G = F exp(s - v) once in training steps
 SCALE_KMAX = 2
+# 1: the generic sum kernels load weight rows as 16-byte vectors where SumOp.walign allows (an alignment hint,
+# as the dense kernels' WALIGN); 0: one 4-byte load per weight, as before (kept for A/B runs)
+WALIGN = 1
 # pipeline depth of the forward loop over child tiles: 4 at full batch blocks, 2 at shrunk ones (bench/fill_sweep.py)
 FWD_STAGES = (4, 2)
 # dense sums over at least PAIR_MIN_CHILDREN children run two parent tiles per forward program (128 rows)
@@ -456,7 +459,7 @@ def _sum_fwd_launch(key: str, op: SumOp, pair: int, folded: bool = False) -> str
     return (f'K.sum_fwd[({len(op.out_rows) // pair}, triton.cdiv(B, bb))](vals, p.sum_w, t["{key}.out"], '
             f't["{key}.child"], {child_b}, {_weight_args(key, op)}, B, TP={pair * op.tile_p}, TC={op.tile_c}, '
             f"KC={op.child_rows.shape[1]}, BB=bb, PAD={PAD}, NEG={NEG}, AFFINE={op.affine is not None}, "
-            f"PRECISION=PRECISION, STAGES={FWD_STAGES[0]} if bb == BB else {FWD_STAGES[1]}, PAIR={pair}"
+            f"PRECISION=PRECISION, STAGES={FWD_STAGES[0]} if bb == BB else {FWD_STAGES[1]}, PAIR={pair}{_walign(op)}"
             f"{_same_children(op)}{fold})")
 
 
@@ -475,6 +478,11 @@ def _bwd_pair(op: SumOp) -> int:
 def _skip(row: int) -> str:
     """The ``SKIP`` argument of a launch whose padding slots name ``row`` (:data:`SKIP_PADDING`)."""
     return f", SKIP={row}" if SKIP_PADDING else ""
+
+
+def _walign(op: SumOp) -> str:
+    """The generic sum kernels' ``WALIGN`` argument (:attr:`SumOp.walign`; left out at its default, 1)."""
+    return f", WALIGN={op.walign}" if op.walign > 1 and WALIGN else ""
 
 
 def _weight_args(key: str, op: SumOp) -> str:
@@ -542,7 +550,7 @@ def _sum_backward_lines(key: str, op: SumOp, fill: tuple[int, int], overwrite: b
     tiles = (f't["{key}.out"], f["{key}.fout"], t["{key}.{b}child"], t["{key}.{second}"], {_weight_args(key, op)}, '
              "B")
     shape = lambda tp: f"TP={tp}, TC={op.tile_c}, KC={op.child_rows.shape[1]}, BB=bb"  # noqa: E731
-    masks = f"PAD={PAD}, NEG={NEG}, AFFINE={op.affine is not None}"
+    masks = f"PAD={PAD}, NEG={NEG}, AFFINE={op.affine is not None}{_walign(op)}"
     # parameter flows first: they read the parents' flows before anything else changes the buffer
     programs = len(op.out_rows) * op.kmax
     most = most_splits(programs)

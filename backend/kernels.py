@@ -444,23 +444,31 @@ def zero_rows(flows, rows, n, B, BN: tl.constexpr, BB: tl.constexpr, PDL: tl.con
 
 @triton.jit
 def _weights(table, wids, wbase, wstride, t, k, TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr,
-             AFFINE: tl.constexpr):
+             AFFINE: tl.constexpr, WALIGN: tl.constexpr = 1):
     """Pointers ``[TP, TC]`` into ``table`` (the weights or their flows) of parent tile ``t``, child columns ``k..``.
 
     ``AFFINE``: the tile is the strided block ``base + p * stride + c`` (``SumOp.affine``), so addresses are
     computed; otherwise they are gathered from ``wids`` (one index load per weight). Callers mask the
     pairs that are not edges (padded parents or children), whose affine addresses are not weights.
+    ``WALIGN`` (``SumOp.walign``) divides every base and stride: with 4, the rows' loads are 16-byte vectors.
     """
     p = tl.arange(0, TP)
     c = tl.arange(0, TC)
     if AFFINE:
         j = t * (KC // TC) + k // TC
-        base = tl.load(wbase + j).to(tl.int64)
-        stride = tl.load(wstride + j).to(tl.int64)
+        base = tl.multiple_of(tl.load(wbase + j).to(tl.int64), WALIGN)
+        stride = tl.multiple_of(tl.load(wstride + j).to(tl.int64), WALIGN)
         at = table + base + p[:, None] * stride + c[None, :]
     else:
         at = table + tl.load(wids + (t * TP + p[:, None]) * KC + k + c[None, :])
     return at
+
+
+@triton.jit
+def _real_children(c, NEG: tl.constexpr, WALIGN: tl.constexpr):
+    """``c != NEG`` as a ``[1, TC]`` edge mask; ``WALIGN`` (``SumOp.walign``): the padding children come in aligned
+    runs of that many columns, so the mask is constant over each (which lets the weight loads be vectors)."""
+    return tl.max_constancy(c != NEG, WALIGN)[None, :]
 
 
 @triton.jit
@@ -476,7 +484,7 @@ def sum_fwd(vals, sum_w, out_rows, child_rows, child_b, wids, wbase, wstride, B,
             TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, BB: tl.constexpr, PAD: tl.constexpr,
             NEG: tl.constexpr, AFFINE: tl.constexpr, PRECISION: tl.constexpr, STAGES: tl.constexpr,
             PAIR: tl.constexpr = 1, SAME_CHILDREN: tl.constexpr = False, FOLDED: tl.constexpr = False,
-            PDL: tl.constexpr = 0):
+            PDL: tl.constexpr = 0, WALIGN: tl.constexpr = 1):
     """One parent tile x one batch block: ``log(W @ exp(C - m)) + m`` in one pass over the child tiles.
 
     ``m`` is the running per-sample maximum of the child values read so far; when it grows, the partial
@@ -508,8 +516,8 @@ def sum_fwd(vals, sum_w, out_rows, child_rows, child_b, wids, wbase, wstride, B,
         m_new = tl.maximum(m, tl.max(cv, axis=0))
         shift = tl.where(m_new == float("-inf"), 0.0, m_new)
         acc = acc * tl.where(m == float("-inf"), 0.0, tl.exp(m - shift))[None, :]
-        edge = (rows[:, None] != PAD) & (c[None, :] != NEG)
-        w = tl.load(_weights(sum_w, wids, wbase, wstride, tw, k, TP, TC, KC, AFFINE), mask=edge, other=0.0)
+        edge = (rows[:, None] != PAD) & _real_children(c, NEG, WALIGN)
+        w = tl.load(_weights(sum_w, wids, wbase, wstride, tw, k, TP, TC, KC, AFFINE, WALIGN), mask=edge, other=0.0)
         acc += _dot(w, tl.exp(cv - shift[None, :]), PRECISION)
         m = m_new
     out = tl.log(acc) + tl.where(m == float("-inf"), 0.0, m)[None, :]
@@ -603,15 +611,15 @@ def scaled_flow(f, v, s):
 def _use_flows(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, uses, scale, gbuf, B, u, r, b, c, cv,
                TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, KMAX: tl.constexpr, R: tl.constexpr,
                PAD: tl.constexpr, NEG: tl.constexpr, AFFINE: tl.constexpr, PRECISION: tl.constexpr,
-               SCALED: tl.constexpr, PAIR: tl.constexpr, SCRATCH: tl.constexpr):
+               SCALED: tl.constexpr, PAIR: tl.constexpr, SCRATCH: tl.constexpr, WALIGN: tl.constexpr):
     """The flows ``[TC, BB]`` that use ``r`` of child tile ``u`` (one parent tile's slot; ``PAIR = 2``: uses
     ``2r`` and ``2r + 1``, parent tiles ``t`` and ``t + 1`` as one tile of ``TP`` rows) sends its children."""
     use = tl.load(uses + u * R + r * PAIR)
     flat = tl.maximum(use, 0).to(tl.int64)
     t, k = flat // KMAX, (flat % KMAX) * TC
     g, s, rows = _parent_g(vals, flows, out_rows, fout, scale, gbuf, t // PAIR, b, B, TP, SCALED, 1, SCRATCH)
-    edge = (rows[:, None] != PAD) & (c[None, :] != NEG) & (use >= 0)
-    w = tl.load(_weights(sum_w, wids, wbase, wstride, t, k, TP, TC, KC, AFFINE), mask=edge, other=0.0)
+    edge = (rows[:, None] != PAD) & _real_children(c, NEG, WALIGN) & (use >= 0)
+    w = tl.load(_weights(sum_w, wids, wbase, wstride, t, k, TP, TC, KC, AFFINE, WALIGN), mask=edge, other=0.0)
     return tl.exp(tl.minimum(cv - s[None, :], CLAMP)) * _dot(tl.trans(w), g, PRECISION)
 
 
@@ -620,7 +628,8 @@ def sum_bwd(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, tile_rows,
             gbuf, B, TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr, KMAX: tl.constexpr, R: tl.constexpr,
             BB: tl.constexpr, PAD: tl.constexpr, NEG: tl.constexpr, ATOMIC: tl.constexpr, AFFINE: tl.constexpr,
             PRECISION: tl.constexpr, OVERWRITE: tl.constexpr, SCALED: tl.constexpr, PAIR: tl.constexpr = 1,
-            SCRATCH: tl.constexpr = False, FOLDED: tl.constexpr = False, PDL: tl.constexpr = 0):
+            SCRATCH: tl.constexpr = False, FOLDED: tl.constexpr = False, PDL: tl.constexpr = 0,
+            WALIGN: tl.constexpr = 1):
     """Child flows of one child tile x one batch block: ``sum_t exp(C - s_t) * (W_t^T @ G_t)``.
 
     The program visits the ``R`` parent tiles that read its child tile (``uses``: flat ``t * KMAX + k``,
@@ -646,11 +655,11 @@ def sum_bwd(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, tile_rows,
     if R // PAIR <= UNROLL_USES:  # unrolled: the loads of the next use overlap this one's products
         for r in tl.static_range(R // PAIR):
             acc += _use_flows(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, uses, scale, gbuf, B, u, r, b, c,
-                              cv, TP, TC, KC, KMAX, R, PAD, NEG, AFFINE, PRECISION, SCALED, PAIR, SCRATCH)
+                              cv, TP, TC, KC, KMAX, R, PAD, NEG, AFFINE, PRECISION, SCALED, PAIR, SCRATCH, WALIGN)
     else:  # HMM 4096's 64 uses unrolled took Triton two minutes to compile
         for r in tl.range(0, R // PAIR):
             acc += _use_flows(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, uses, scale, gbuf, B, u, r, b, c,
-                              cv, TP, TC, KC, KMAX, R, PAD, NEG, AFFINE, PRECISION, SCALED, PAIR, SCRATCH)
+                              cv, TP, TC, KC, KMAX, R, PAD, NEG, AFFINE, PRECISION, SCALED, PAIR, SCRATCH, WALIGN)
     at = flows + tl.load(tile_frows + u * TC + tl.arange(0, TC)).to(tl.int64)[:, None] * B + b[None, :]
     real = inb & (c[:, None] != NEG)
     if ATOMIC:
@@ -665,7 +674,7 @@ def sum_bwd_params(vals, flows, sum_w, wflow, out_rows, fout, child_rows, child_
                    PAD: tl.constexpr, NEG: tl.constexpr, AFFINE: tl.constexpr, PRECISION: tl.constexpr,
                    SCALED: tl.constexpr, SCALE_PAIR: tl.constexpr = 1, STAGES: tl.constexpr = 3,
                    SAME_CHILDREN: tl.constexpr = False, SCRATCH: tl.constexpr = False, FOLDED: tl.constexpr = False,
-                   PDL: tl.constexpr = 0):
+                   PDL: tl.constexpr = 0, WALIGN: tl.constexpr = 1):
     """Parameter flows ``W * sum_b G exp(C - s)^T`` of one parent tile x one child tile.
 
     Program ``(t, k, j)`` sums batch blocks ``j, j + split, ...`` in registers, so each edge gets ``split``
@@ -688,7 +697,7 @@ def sum_bwd_params(vals, flows, sum_w, wflow, out_rows, fout, child_rows, child_
             cv += tl.load(vals + cb[:, None] * B + b[None, :], mask=b[None, :] < B, other=0.0)
         e = tl.exp(tl.minimum(cv - s[None, :], CLAMP))
         acc += _dot(g, tl.trans(e), PRECISION)
-    edge = (tl.load(out_rows + t * TP + p)[:, None] != PAD) & (c[None, :] != NEG)
-    edge_f = tl.load(_weights(sum_w, wids, wbase, wstride, t, k, TP, TC, KC, AFFINE), mask=edge, other=0.0) * acc
-    tl.atomic_add(_weights(wflow, wids, wbase, wstride, t, k, TP, TC, KC, AFFINE), edge_f, mask=edge & (edge_f != 0.0),
+    edge = (tl.load(out_rows + t * TP + p)[:, None] != PAD) & _real_children(c, NEG, WALIGN)
+    edge_f = tl.load(_weights(sum_w, wids, wbase, wstride, t, k, TP, TC, KC, AFFINE, WALIGN), mask=edge, other=0.0) * acc
+    tl.atomic_add(_weights(wflow, wids, wbase, wstride, t, k, TP, TC, KC, AFFINE, WALIGN), edge_f, mask=edge & (edge_f != 0.0),
                   sem="relaxed")

@@ -258,6 +258,22 @@ class SumOp:
         return base, stride
 
     @cached_property
+    def walign(self) -> int:
+        """4 where the generic kernels may load weight rows as 16-byte vectors, else 1 (their ``WALIGN``): the op
+        is :attr:`affine` with every base and stride a multiple of 4, and in each child tile the padding
+        children (``NEG``) fill whole aligned runs of 4 columns (the edge mask is constant over each run)."""
+        if self.affine is None or self.tile_c % 4:
+            return 1
+        base, stride = self.affine
+        if (base % 4).any() or (stride % 4).any():
+            return 1
+        for rows in (self.child_rows, self.child_tiles[0]):  # the forward's child slots, the backward's tiles
+            neg = (rows == NEG).reshape(-1, 4)
+            if (neg.any(axis=1) & ~neg.all(axis=1)).any():
+                return 1
+        return 4
+
+    @cached_property
     def pairable(self) -> bool:
         """Whether parent tiles ``2t`` and ``2t + 1`` can run as one tile of ``2 * tile_p`` rows (``sum_fwd``'s
         ``PAIR``): an even number of affine tiles, each pair over the same child tiles, the second's weights

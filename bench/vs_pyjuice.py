@@ -66,6 +66,8 @@ KNOBS = {
                   "block"),
     "scale-kmax": (codegen, "SCALE_KMAX", "sum ops of at least this many child tiles per parent tile compute their "
                    "parents' G once (kernels.sum_scale, one launch per op) in training steps"),
+    "walign": (codegen, "WALIGN", "1: the generic sum kernels load weight rows as 16-byte vectors where every base and "
+               "stride is a multiple of 4 (SumOp.walign); 0: 4-byte loads"),
     "cat-batch": (codegen, "CAT_BATCH", "samples per batch block of the categorical counts' loop (a power of two, "
                   "at least 16)"),
     "cat-stages": (codegen, "CAT_STAGES", "pipeline depth of the categorical counts' loop over the batch; 1: none"),
