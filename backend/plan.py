@@ -123,6 +123,15 @@ class ProdOp:
         return rows, parents
 
 
+def pow2_alignment(cap: int, *arrays: np.ndarray) -> int:
+    """The largest power of two up to ``cap`` (a power of two) that divides every entry of ``arrays``: the
+    alignment, in elements, that a kernel may assume of offsets built from them."""
+    bits = cap
+    for a in arrays:
+        bits |= int(np.bitwise_or.reduce(np.asarray(a, dtype=np.int64).ravel() | cap))
+    return bits & -bits
+
+
 @dataclass
 class SumOp:
     """Block-sparse sum layer: ``T`` parent tiles of ``tile_p`` rows, each over ``kmax`` child tiles.
@@ -262,10 +271,7 @@ class SumOp:
         """4 where the generic kernels may load weight rows as 16-byte vectors, else 1 (their ``WALIGN``): the op
         is :attr:`affine` with every base and stride a multiple of 4, and in each child tile the padding
         children (``NEG``) fill whole aligned runs of 4 columns (the edge mask is constant over each run)."""
-        if self.affine is None or self.tile_c % 4:
-            return 1
-        base, stride = self.affine
-        if (base % 4).any() or (stride % 4).any():
+        if self.affine is None or self.tile_c % 4 or pow2_alignment(4, *self.affine) < 4:
             return 1
         for rows in (self.child_rows, self.child_tiles[0]):  # the forward's child slots, the backward's tiles
             neg = (rows == NEG).reshape(-1, 4)
@@ -369,8 +375,7 @@ class Dense:
     @property
     def align(self) -> int:
         """The largest power of two up to 16 that divides every base (the kernels' ``WALIGN``)."""
-        bits = int(np.bitwise_or.reduce(self.bases | 16))
-        return bits & -bits
+        return pow2_alignment(16, self.bases)
 
     def key(self) -> tuple:
         """A comparable summary: ``(G, first base, stride, P, C)``."""

@@ -1,12 +1,11 @@
 """The fused EM update (Triton kernels, run in the interpreter on the CPU) against the torch update."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import re
 
 import numpy as np
 import pytest
+import sm90
 import torch
 from conftest import EXAMPLES
 from randgen import random_circuits
@@ -51,30 +50,15 @@ def test_aligned_classes_split_the_runs_by_alignment():
     assert [a for a, _ in aligned_classes(starts, wide, group, 4)] == [4]  # all aligned: one class
 
 
-# Compiled for an H100 (sm_90) on this machine: the alignment hint must turn the runs' 4-byte accesses into
-# 16-byte vectors. A subprocess, since the tests run Triton's interpreter, which compiles nothing.
-_PTX = r"""
-import re, triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-from pcc.backend import em_kernels as E
-sig = {"w": "*fp32", "flow": "*fp32", "totals": "*fp32", "fanin": "*fp32", "start": "*i64", "length": "*i32",
-       "group": "*i32", "n": "i32", "a": "fp32", "step": "fp32", "CH": "constexpr", "BR": "constexpr", "ALIGN": "constexpr"}
-for align in (1, 4):
-    src = ASTSource(E.em_sums, sig, constexprs={"CH": 64, "BR": 32, "ALIGN": align},
-                    attrs={(0,): [["tt.divisibility", 16]], (1,): [["tt.divisibility", 16]]})
-    ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32)).asm["ptx"]
-    print(align, len(re.findall(r"ld\.global\.v4", ptx)), len(re.findall(r"st\.global\.v4", ptx)))
-"""
-
-
 def test_aligned_runs_compile_to_vector_accesses():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    out = subprocess.run([sys.executable, "-c", _PTX], env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    counts = {int(a): (int(ld), int(st)) for a, ld, st in (line.split() for line in out.stdout.split("\n") if line)}
-    assert counts[1] == (0, 0)  # no hint: every flow and weight access is 4 bytes
-    assert counts[4][0] >= 2 and counts[4][1] >= 1  # flows and weights loaded, weights stored, 16 bytes at a time
+    """Compiled for an H100: the alignment hint turns the runs' 4-byte accesses into 16-byte vectors."""
+    sig = {"w": "*fp32", "flow": "*fp32", "totals": "*fp32", "fanin": "*fp32", "start": "*i64", "length": "*i32",
+           "group": "*i32", "n": "i32", "a": "fp32", "step": "fp32"}
+    variants = [{"CH": 64, "BR": 32, "ALIGN": align} for align in (1, 4)]
+    counts = [(len(re.findall(r"ld\.global\.v4", p)), len(re.findall(r"st\.global\.v4", p)))
+              for p in sm90.ptx("pcc.backend.em_kernels", "em_sums", sig, variants, ["w", "flow"])]
+    assert counts[0] == (0, 0)  # no hint: every flow and weight access is 4 bytes
+    assert counts[1][0] >= 2 and counts[1][1] >= 1  # flows and weights loaded, weights stored, 16 bytes at a time
 
 
 def _random_flows(p: Params, rng) -> Flows:

@@ -2,13 +2,11 @@
 it, what the generated code passes, and that it compiles to 16-byte copies for an H100."""
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+import sm90
 from conftest import EXAMPLES
 
 from pcc import optimize, parse
@@ -69,32 +67,16 @@ def test_hinted_ops_satisfy_the_hint():
                 assert (op.out_rows != PAD).any()
 
 
-# sum_fwd compiled for an H100 (sm_90) on this machine, in a subprocess (the tests run Triton's interpreter, which
-# compiles nothing): the weights' 4-byte asynchronous copies become 16-byte ones.
-_PTX = r"""
-import re, triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-from pcc.backend import kernels as K
-sig = {"vals": "*fp32", "sum_w": "*fp32", "out_rows": "*i32", "child_rows": "*i32", "child_b": "*i32", "wids": "*i32",
-       "wbase": "*i64", "wstride": "*i64", "B": "i32"}
-const = {"TP": 32, "TC": 64, "KC": 256, "BB": 64, "PAD": 2, "NEG": 1, "AFFINE": True, "PRECISION": "tf32x3", "STAGES": 3,
-         "PAIR": 1, "SAME_CHILDREN": False, "FOLDED": False, "PDL": 1}
-for align in (1, 4):
-    src = ASTSource(K.sum_fwd, {**sig, **{k: "constexpr" for k in const}, "WALIGN": "constexpr"},
-                    constexprs={**const, "WALIGN": align},
-                    attrs={(0,): [["tt.divisibility", 16]], (1,): [["tt.divisibility", 16]], (8,): [["tt.divisibility", 16]]})
-    ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32)).asm["ptx"]
-    sizes = re.findall(r"cp\.async\.c[ag]\.shared\.global \[[^\]]*\], \[[^\]]*\], (0x[0-9a-f]+)", ptx)
-    print(align, sizes.count("0x4"), sizes.count("0x10"))
-"""
-
-
 def test_weight_hint_compiles_to_16_byte_copies():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    out = subprocess.run([sys.executable, "-c", _PTX], env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    counts = {int(a): (int(small), int(wide)) for a, small, wide in (re.split(r"\s+", ln.strip()) for ln in
-                                                                     out.stdout.splitlines() if ln.strip())}
-    (small1, wide1), (small4, wide4) = counts[1], counts[4]
+    """sum_fwd compiled for an H100: the weight tile's 4-byte asynchronous copies become 16-byte ones."""
+    sig = {"vals": "*fp32", "sum_w": "*fp32", "out_rows": "*i32", "child_rows": "*i32", "child_b": "*i32",
+           "wids": "*i32", "wbase": "*i64", "wstride": "*i64", "B": "i32"}
+    const = {"TP": 32, "TC": 64, "KC": 256, "BB": 64, "PAD": PAD, "NEG": NEG, "AFFINE": True, "PRECISION": "tf32x3",
+             "STAGES": 3, "PAIR": 1, "SAME_CHILDREN": False, "FOLDED": False, "PDL": 1}
+    variants = [{**const, "WALIGN": align} for align in (1, 4)]
+    counts = []
+    for text in sm90.ptx("pcc.backend.kernels", "sum_fwd", sig, variants, ["vals", "sum_w", "B"]):
+        sizes = re.findall(r"cp\.async\.c[ag]\.shared\.global \[[^\]]*\], \[[^\]]*\], (0x[0-9a-f]+)", text)
+        counts.append((sizes.count("0x4"), sizes.count("0x10")))
+    (small1, wide1), (small4, wide4) = counts
     assert wide4 > wide1 and small4 < small1  # the weight tile's copies: 4 bytes each before, 16 with the hint
