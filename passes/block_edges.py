@@ -8,12 +8,12 @@ each side. For every sum this pass picks the (tile_p, tile_c) among powers of tw
 :func:`exec_tiles` recomputes the tile list.
 
 A block-sparse sum whose edges fill at least ``1 / max_holes`` of its whole ``[n, C]`` matrix is marked
-``holes=1`` and tiled as a dense one (opt-in: the default, :data:`MAX_HOLES`, holes none). The backend stores
-it as that matrix, the missing edges as weights held at zero (its *holes*), and runs it as a dense sum (on
-the dense kernels' matrix products where the work is large). A converted PD region's sum is one: its two (or
-four) parent tiles of 32 each read 4 of the region's 5 products, different ones, so as block-sparse tiles it
-runs on the generic kernels; as a 64 x 320 matrix with 20% holes, on the matrix products that the other
-region sums take.
+``holes=1`` and tiled as a dense one (the default, :data:`MAX_HOLES`, is 1.5; ``max-holes=1`` holes none).
+The backend stores it as that matrix, the missing edges as weights held at zero (its *holes*), and runs it as
+a dense sum (on the dense kernels' matrix products where the work is large). A converted PD region's sum is
+one: its two (or four) parent tiles of 32 each read 4 of the region's 5 products, different ones, so as
+block-sparse tiles it runs on the generic kernels; as a 64 x 320 matrix with 20% holes, on the matrix
+products that the other region sums take.
 
 Pre: a verified circuit (usually layered). Post: every sum block carries those four attributes (and
 ``holes`` where it has them); the structure and the distribution are unchanged.
@@ -30,9 +30,11 @@ from pcc.ir.params import tied_sums, tile_table
 from .manager import Pass, register
 
 
-# the default max_holes, in percent (matrix slots per edge); 100: no sum is holed. Off until a GPU has measured
-# it: 125 would hole converted PD's region sums of 5 products (80% filled), 150 also those of 6 (67%), 200 all
-MAX_HOLES = 100
+# the default max_holes, in percent (matrix slots per edge); 100: no sum is holed. 150 holes converted PD's region
+# sums of 5 and 6 products (80% and 67% filled; 200 would hole all). On an H100 (docs/benchmarks.md, twenty-fourth
+# round) PD 128's step at 512 went 8.79 -> 7.62 ms from 100 to 150, PD 64's 3.40 -> 3.33; PD 64 at 8192 was
+# 43.86 ms at 100, 43.82 at 150 and 45.90 at 200
+MAX_HOLES = 150
 
 
 @register

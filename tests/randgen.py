@@ -229,18 +229,18 @@ def tile_ordered_circuit() -> Circuit:
     return c
 
 
-def shared_halves_circuit() -> Circuit:
+def shared_halves_circuit(reads: tuple[tuple[int, ...], ...] = ((0, 1, 3, 4), (0, 1, 2, 4))) -> Circuit:
     """Sums whose two parent tiles read different subsets of their children, sharing some (a converted PD
     region's, from PyJuice's ``juice.compile``): two 64-node sums over five 64-node products each, in 32 x 32
-    tiles, parent tile 0 reading products 0, 1, 3, 4 and parent tile 1 products 0, 1, 2, 4: 80% of each sum's
-    64 x 320 matrix, which ``block-edges`` marks ``holes`` at ``max-holes`` 1.25 or more (stored whole, run as
-    one dense group per sum); otherwise (the default) 32 x 64 op tiles whose children the two parent tiles
-    share. Four categorical variables."""
+    tiles, parent tile ``t`` reading the products ``reads[t]``. The default, products 0, 1, 3, 4 and 0, 1, 2, 4,
+    fills 80% of each sum's 64 x 320 matrix, which ``block-edges`` marks ``holes`` at ``max-holes`` 1.25 or
+    more, the default included (stored whole, run as one dense group per sum); :func:`sparse_halves_circuit`'s
+    fill stays below the default. Otherwise 32 x 64 op tiles whose children the two parent tiles share. Four
+    categorical variables."""
     dom = Domain("categorical", 4)
     blocks, tensors, add, tensor = _builder()
 
-    halves = [(0, c) for p in (0, 1, 3, 4) for c in (2 * p, 2 * p + 1)] + [
-        (1, c) for p in (0, 1, 2, 4) for c in (2 * p, 2 * p + 1)]
+    halves = [(t, c) for t, products in enumerate(reads) for p in products for c in (2 * p, 2 * p + 1)]
     table = np.array(halves, dtype=np.int64)
 
     def region(v: int) -> int:
@@ -253,3 +253,10 @@ def shared_halves_circuit() -> Circuit:
     c = Circuit([Variable(f"X{v}", dom) for v in range(4)], blocks, tensors, len(blocks) - 1)
     randomize(c, 11)
     return c
+
+
+def sparse_halves_circuit() -> Circuit:
+    """:func:`shared_halves_circuit` with parent tiles reading products 0, 1, 3 and 0, 2, 4: 60% of each sum's
+    matrix, 1.67 slots per edge, above ``block-edges``' default ``max-holes`` (1.5), so its tiles stay
+    block-sparse and run on the generic kernels, the two parent tiles sharing child tiles (product 0's)."""
+    return shared_halves_circuit(((0, 1, 3), (0, 2, 4)))

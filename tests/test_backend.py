@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import EXAMPLES
-from randgen import random_circuits, random_inputs, shared_halves_circuit, tile_ordered_circuit
+from randgen import random_circuits, random_inputs, shared_halves_circuit, sparse_halves_circuit, tile_ordered_circuit
 from torch_reference import Reference, expected_input_flows
 
 from pcc import optimize, parse
@@ -41,8 +41,9 @@ from pcc.ir.params import array, randomize
 CIRCUITS = [(p.stem, lambda p=p: parse(p)) for p in EXAMPLES] + [
     (f"random{i}", lambda i=i: random_circuits(100 + i, 1)[0]) for i in range(40)]
 CIRCUITS.append(("tile-ordered", tile_ordered_circuit))  # weights stored by op tiles (plan.TileOrder)
-CIRCUITS.append(("shared-halves", shared_halves_circuit))  # parent tiles sharing some children (holes: opt-in)
-TILE_ORDERED = CIRCUITS[-2:]
+CIRCUITS.append(("shared-halves", shared_halves_circuit))  # parent tiles sharing some children: holed by default
+CIRCUITS.append(("sparse-halves", sparse_halves_circuit))  # the same, too sparse to hole: generic kernels' shared tiles
+TILE_ORDERED = CIRCUITS[-3:]
 
 
 def setup(circuit, seed, dtype=torch.float64, batch=9, executor="torch"):
@@ -205,7 +206,8 @@ def test_dense_groups_on_their_own_tiles(name, make, monkeypatch):
 
 
 def _holes_on(monkeypatch) -> None:
-    """``block-edges`` holes sums filling at least 80% of their matrix (opt-in: ``MAX_HOLES`` = 100 holes none)."""
+    """``block-edges`` holes sums filling at least 80% of their matrix (as the default, 150, does too: the holed
+    tests below hold whatever the default becomes)."""
     from pcc.passes import block_edges
     monkeypatch.setattr(block_edges, "MAX_HOLES", 125)
 
@@ -255,17 +257,23 @@ def test_em_steps_keep_holes_at_zero(work, monkeypatch):
 
 
 def test_block_edges_marks_holes_up_to_max_holes(monkeypatch):
-    """A block-sparse sum filling 80% of its matrix is holed at ``max-holes`` 1.25 (the option, or
-    ``MAX_HOLES`` = 125 percent as its default), not at 1.2 nor at the default (none)."""
-    def holes(pipeline: str) -> list:
-        c = optimize(shared_halves_circuit(), pipeline)
+    """A block-sparse sum filling 80% of its matrix is holed at ``max-holes`` 1.25 and at the default
+    (``MAX_HOLES`` = 150 percent), not at 1.2 nor at 1 (holes off); one filling 60% (1.67 slots per edge)
+    only from 1.67 on, not at the default."""
+    from pcc.passes import block_edges
+
+    def holes(make, pipeline: str) -> list:
+        c = optimize(make(), pipeline)
         return [b.attrs.get("holes") for b in c.blocks if isinstance(b, SumBlock) and b.tiles is not None]
     default = "collapse-chains,dce,dedupe,layerize,block-edges"
-    assert holes(default) == [None, None]
-    assert holes(default + "{max-holes=1.25}") == [1, 1]
-    assert holes(default + "{max-holes=1.2}") == [None, None]
-    _holes_on(monkeypatch)
-    assert holes(default) == [1, 1]
+    assert holes(shared_halves_circuit, default) == [1, 1]
+    assert holes(shared_halves_circuit, default + "{max-holes=1.25}") == [1, 1]
+    assert holes(shared_halves_circuit, default + "{max-holes=1.2}") == [None, None]
+    assert holes(shared_halves_circuit, default + "{max-holes=1}") == [None, None]
+    assert holes(sparse_halves_circuit, default) == [None, None]
+    assert holes(sparse_halves_circuit, default + "{max-holes=1.67}") == [1, 1]
+    monkeypatch.setattr(block_edges, "MAX_HOLES", 100)
+    assert holes(shared_halves_circuit, default) == [None, None]
 
 
 def _flows_and_float64(plan, ex, p, x, m, p64=None):

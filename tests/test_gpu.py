@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import EXAMPLES
-from randgen import random_circuits, random_inputs, shared_halves_circuit
+from randgen import random_circuits, random_inputs, shared_halves_circuit, sparse_halves_circuit
 
 import pcc
 from pcc.backend.runtime import CircuitModel
@@ -17,7 +17,8 @@ pytestmark = pytest.mark.gpu
 CASES = [(p.stem, lambda p=p: pcc.parse(p)) for p in EXAMPLES] + [
     (f"random{i}", lambda i=i: random_circuits(700 + i, 1)[0]) for i in range(8)] + [
     ("hmm128", lambda: pcc.parse(hmm_source(4, 128, 8, seed=1))),  # two parent tiles reading the same children
-    ("shared-halves", shared_halves_circuit)]  # parent tiles sharing some children (PD's, converted)
+    ("shared-halves", shared_halves_circuit),  # parent tiles sharing some children (PD's, converted): holed
+    ("sparse-halves", sparse_halves_circuit)]  # the same, too sparse to hole (generic kernels' shared child tiles)
 
 
 def _models(make, seed):
@@ -63,7 +64,7 @@ def test_dense_kernels_match_float64(name, make, monkeypatch):
 
 @pytest.mark.parametrize("work", [0, None], ids=["dense", "generic"])
 def test_holed_sums_match_float64(work, monkeypatch):
-    """Sums stored with holes (``block-edges``, opt-in ``MAX_HOLES``) on the dense and the generic kernels."""
+    """Sums stored with holes (``block-edges``' ``MAX_HOLES``) on the dense and the generic kernels."""
     from pcc.backend import codegen
     from pcc.passes import block_edges
     monkeypatch.setattr(block_edges, "MAX_HOLES", 125)

@@ -398,7 +398,7 @@ def test_queries_on_holed_sums_equal_the_block_sparse_ones(executor):
     evidence = torch.ones(12, 4, dtype=torch.bool)
     evidence[:, 2:] = False
     out = []
-    for pipeline in (base, base + "{max-holes=1.25}"):
+    for pipeline in (base + "{max-holes=1}", base + "{max-holes=1.25}"):
         model = CircuitModel(optimize(shared_halves_circuit(), pipeline), "cpu", executor=executor)
         state, score = model.map(x, evidence)
         out.append((model.conditional(x, evidence).double(), state, score.double()))
