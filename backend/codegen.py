@@ -69,6 +69,11 @@ SCALE_KMAX = 2
 # 1: the generic sum kernels load weight rows as 16-byte vectors where SumOp.walign allows (an alignment hint,
 # as the dense kernels' WALIGN); 0: one 4-byte load per weight, as before (kept for A/B runs)
 WALIGN = 1
+# 1: sum_bwd_params takes that hint too. On an H100 (docs/benchmarks.md, twenty-fourth round; profile_step.py
+# --walign 1,0, batch 512) the hint sped up sum_fwd (PD 128 1.601 -> 1.479 ms a step, PD 64 0.560 -> 0.521,
+# HCLT 128 0.453 -> 0.406) and left sum_bwd about even (1.937 -> 1.967, 0.570 -> 0.564, 0.312 -> 0.294), but
+# slowed sum_bwd_params (0.884 -> 0.892, 0.368 -> 0.382, HCLT 128 0.298 -> 0.385): 0, its loads stay 4-byte
+WALIGN_PARAMS = 0
 # pipeline depth of the forward loop over child tiles: 4 at full batch blocks, 2 at shrunk ones (bench/fill_sweep.py)
 FWD_STAGES = (4, 2)
 # dense sums over at least PAIR_MIN_CHILDREN children run two parent tiles per forward program (128 rows)
@@ -480,9 +485,10 @@ def _skip(row: int) -> str:
     return f", SKIP={row}" if SKIP_PADDING else ""
 
 
-def _walign(op: SumOp) -> str:
-    """The generic sum kernels' ``WALIGN`` argument (:attr:`SumOp.walign`; left out at its default, 1)."""
-    return f", WALIGN={op.walign}" if op.walign > 1 and WALIGN else ""
+def _walign(op: SumOp, params: bool = False) -> str:
+    """The generic sum kernels' ``WALIGN`` argument (:attr:`SumOp.walign`; left out at its default, 1);
+    ``params``: for ``sum_bwd_params``, which takes it only with :data:`WALIGN_PARAMS`."""
+    return f", WALIGN={op.walign}" if op.walign > 1 and WALIGN and (WALIGN_PARAMS or not params) else ""
 
 
 def _weight_args(key: str, op: SumOp) -> str:
@@ -550,7 +556,7 @@ def _sum_backward_lines(key: str, op: SumOp, fill: tuple[int, int], overwrite: b
     tiles = (f't["{key}.out"], f["{key}.fout"], t["{key}.{b}child"], t["{key}.{second}"], {_weight_args(key, op)}, '
              "B")
     shape = lambda tp: f"TP={tp}, TC={op.tile_c}, KC={op.child_rows.shape[1]}, BB=bb"  # noqa: E731
-    masks = f"PAD={PAD}, NEG={NEG}, AFFINE={op.affine is not None}{_walign(op)}"
+    masks = f"PAD={PAD}, NEG={NEG}, AFFINE={op.affine is not None}"
     # parameter flows first: they read the parents' flows before anything else changes the buffer
     programs = len(op.out_rows) * op.kmax
     most = most_splits(programs)
@@ -569,7 +575,8 @@ def _sum_backward_lines(key: str, op: SumOp, fill: tuple[int, int], overwrite: b
     lines += [f"bb = K.batch_block(B, BB, {programs}, {fill[1]})",
               f"split = max(1, min(triton.cdiv(B, bb) // {SPLIT_BLOCKS}, {most}))",
               f"K.sum_bwd_params[({len(op.out_rows)}, {op.kmax}, split)](vals, flows, p.sum_w, fl.sum_w, {tiles}, "
-              f"split, {scale}, {gbuf}, {shape(op.tile_p)}, {masks}, PRECISION=PRECISION, SCALED={scaled}, "
+              f"split, {scale}, {gbuf}, {shape(op.tile_p)}, {masks}{_walign(op, params=True)}, PRECISION=PRECISION, "
+              f"SCALED={scaled}, "
               f"SCALE_PAIR={pair}, STAGES={PARAM_STAGES}{_same_children(op)}{into}{fold})"]
     tiles_c, r = len(op.child_tiles[0]), op.child_tiles[1].shape[1]
     if not tiles_c:  # every child is padding: no child flows to write
@@ -580,7 +587,8 @@ def _sum_backward_lines(key: str, op: SumOp, fill: tuple[int, int], overwrite: b
             f'{_weight_args(key, op)}, t["{key}.{b}tiles"], t["{key}.{b}tiles{"b" if folded else ""}"], '
             f'f["{key}.ftiles"], t["{key}.uses"], {scale}, {gbuf}, B, '
             f"{shape(pair * op.tile_p)}, KMAX={op.kmax}, R={r}, "
-            f"{masks}, ATOMIC={op.child_atomics}, PRECISION=PRECISION, OVERWRITE={overwrite}, SCALED={scaled}, "
+            f"{masks}{_walign(op)}, ATOMIC={op.child_atomics}, PRECISION=PRECISION, OVERWRITE={overwrite}, "
+            f"SCALED={scaled}, "
             f"PAIR={pair}{into}{fold}, num_warps={8 if r >= 8 else 4})"]
 
 

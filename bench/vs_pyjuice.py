@@ -68,6 +68,8 @@ KNOBS = {
                    "parents' G once (kernels.sum_scale, one launch per op) in training steps"),
     "walign": (codegen, "WALIGN", "1: the generic sum kernels load weight rows as 16-byte vectors where every base and "
                "stride is a multiple of 4 (SumOp.walign); 0: 4-byte loads"),
+    "walign-params": (codegen, "WALIGN_PARAMS", "1: sum_bwd_params takes --walign's hint too (slower on an H100); 0: "
+                      "its weight loads stay 4-byte"),
     "cat-batch": (codegen, "CAT_BATCH", "samples per batch block of the categorical counts' loop (a power of two, "
                   "at least 16)"),
     "cat-stages": (codegen, "CAT_STAGES", "pipeline depth of the categorical counts' loop over the batch; 1: none"),

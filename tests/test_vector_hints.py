@@ -44,13 +44,24 @@ def _sum_ops(path):
     return plan, [op for layer in plan.layers for op in layer if isinstance(op, SumOp)]
 
 
+def _launches(source: str, kernel: str) -> list[str]:
+    """The lines of generated ``source`` that launch ``K.<kernel>``."""
+    return [line for line in source.splitlines() if f"K.{kernel}[" in line]
+
+
 def test_generated_code_passes_walign_where_the_op_allows(monkeypatch):
+    """``sum_fwd`` and ``sum_bwd`` launches of hinted ops pass ``WALIGN=4``; ``sum_bwd_params`` only with
+    ``WALIGN_PARAMS`` (slower with the hint on an H100); none with ``WALIGN`` off."""
     pd = next(p for p in EXAMPLES if p.stem == "pd8x8")
     plan, ops = _sum_ops(pd)
     hinted = sum(op.walign == 4 for op in ops)
     assert hinted  # PD's sums: rows of whole child tiles, bases and strides multiples of 4
     source = codegen.generate(plan)
-    assert source.count("WALIGN=4") >= hinted  # forward, and in training the two backward launches
+    for kernel in ("sum_fwd", "sum_bwd"):
+        assert sum("WALIGN=4" in line for line in _launches(source, kernel)) >= hinted
+    assert not any("WALIGN=4" in line for line in _launches(source, "sum_bwd_params"))
+    monkeypatch.setattr(codegen, "WALIGN_PARAMS", 1)
+    assert sum("WALIGN=4" in line for line in _launches(codegen.generate(plan), "sum_bwd_params")) >= hinted
     monkeypatch.setattr(codegen, "WALIGN", 0)
     assert "WALIGN=4" not in codegen.generate(plan)  # the A/B setting: no hint
 
