@@ -58,7 +58,11 @@ def test_module_loads_unfused_while_fusion_is_the_default(tmp_path, monkeypatch)
 def test_emit_plan_and_kernels():
     plan = run("compile", EX / "reuse.pc", "--emit", "plan")
     assert plan.returncode == 0 and plan.stdout.startswith("plan: 44 value rows")
-    assert "layer 2:\n  sum 2 parent tiles of 16 x 1 child tiles of 16" in plan.stdout
+    # reuse.pc's layer-2 sums fill 90% of their matrices: holed by default (block-edges' max-holes), one op each
+    assert "layer 2:\n  sum 1 parent tiles of 16 x 1 child tiles of 16 (padded edges 256)" in plan.stdout
+    unholed = run("compile", EX / "reuse.pc", "--emit", "plan", "-p",
+                  "collapse-chains,dce,dedupe,layerize,block-edges{max-holes=1}")
+    assert "layer 2:\n  sum 2 parent tiles of 16 x 1 child tiles of 16" in unholed.stdout
     kernels = run("compile", EX / "reuse.pc", "--emit", "kernels")
     assert kernels.returncode == 0 and "def forward(" in kernels.stdout and "def backward(" in kernels.stdout
     compile(kernels.stdout, "kernels.py", "exec")  # valid Python
