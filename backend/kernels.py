@@ -443,13 +443,14 @@ def zero_rows(flows, rows, n, B, BN: tl.constexpr, BB: tl.constexpr, PDL: tl.con
 
 
 @triton.jit
-def _weights(table, wids, wbase, wstride, t, k, TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr,
-             AFFINE: tl.constexpr, WALIGN: tl.constexpr = 1):
-    """Pointers ``[TP, TC]`` into ``table`` (the weights or their flows) of parent tile ``t``, child columns ``k..``.
+def _weight_offsets(wids, wbase, wstride, t, k, TP: tl.constexpr, TC: tl.constexpr, KC: tl.constexpr,
+                    AFFINE: tl.constexpr, WALIGN: tl.constexpr = 1):
+    """Offsets ``[TP, TC]`` of parent tile ``t``'s weights over child columns ``k..``, the same in the weight table
+    and in its flows.
 
-    ``AFFINE``: the tile is the strided block ``base + p * stride + c`` (``SumOp.affine``), so addresses are
+    ``AFFINE``: the tile is the strided block ``base + p * stride + c`` (``SumOp.affine``), so offsets are
     computed; otherwise they are gathered from ``wids`` (one index load per weight). Callers mask the
-    pairs that are not edges (padded parents or children), whose affine addresses are not weights.
+    pairs that are not edges (padded parents or children), whose affine offsets are not weights.
     ``WALIGN`` (``SumOp.walign``) divides every base and stride: with 4, the rows' loads are 16-byte vectors.
     """
     p = tl.arange(0, TP)
@@ -458,9 +459,9 @@ def _weights(table, wids, wbase, wstride, t, k, TP: tl.constexpr, TC: tl.constex
         j = t * (KC // TC) + k // TC
         base = tl.multiple_of(tl.load(wbase + j).to(tl.int64), WALIGN)
         stride = tl.multiple_of(tl.load(wstride + j).to(tl.int64), WALIGN)
-        at = table + base + p[:, None] * stride + c[None, :]
+        at = base + p[:, None] * stride + c[None, :]
     else:
-        at = table + tl.load(wids + (t * TP + p[:, None]) * KC + k + c[None, :])
+        at = tl.load(wids + (t * TP + p[:, None]) * KC + k + c[None, :])
     return at
 
 
@@ -517,7 +518,8 @@ def sum_fwd(vals, sum_w, out_rows, child_rows, child_b, wids, wbase, wstride, B,
         shift = tl.where(m_new == float("-inf"), 0.0, m_new)
         acc = acc * tl.where(m == float("-inf"), 0.0, tl.exp(m - shift))[None, :]
         edge = (rows[:, None] != PAD) & _real_children(c, NEG, WALIGN)
-        w = tl.load(_weights(sum_w, wids, wbase, wstride, tw, k, TP, TC, KC, AFFINE, WALIGN), mask=edge, other=0.0)
+        w = tl.load(sum_w + _weight_offsets(wids, wbase, wstride, tw, k, TP, TC, KC, AFFINE, WALIGN), mask=edge,
+                    other=0.0)
         acc += _dot(w, tl.exp(cv - shift[None, :]), PRECISION)
         m = m_new
     out = tl.log(acc) + tl.where(m == float("-inf"), 0.0, m)[None, :]
@@ -619,7 +621,7 @@ def _use_flows(vals, flows, sum_w, out_rows, fout, wids, wbase, wstride, uses, s
     t, k = flat // KMAX, (flat % KMAX) * TC
     g, s, rows = _parent_g(vals, flows, out_rows, fout, scale, gbuf, t // PAIR, b, B, TP, SCALED, 1, SCRATCH)
     edge = (rows[:, None] != PAD) & _real_children(c, NEG, WALIGN) & (use >= 0)
-    w = tl.load(_weights(sum_w, wids, wbase, wstride, t, k, TP, TC, KC, AFFINE, WALIGN), mask=edge, other=0.0)
+    w = tl.load(sum_w + _weight_offsets(wids, wbase, wstride, t, k, TP, TC, KC, AFFINE, WALIGN), mask=edge, other=0.0)
     return tl.exp(tl.minimum(cv - s[None, :], CLAMP)) * _dot(tl.trans(w), g, PRECISION)
 
 
@@ -698,6 +700,6 @@ def sum_bwd_params(vals, flows, sum_w, wflow, out_rows, fout, child_rows, child_
         e = tl.exp(tl.minimum(cv - s[None, :], CLAMP))
         acc += _dot(g, tl.trans(e), PRECISION)
     edge = (tl.load(out_rows + t * TP + p)[:, None] != PAD) & _real_children(c, NEG, WALIGN)
-    edge_f = tl.load(_weights(sum_w, wids, wbase, wstride, t, k, TP, TC, KC, AFFINE, WALIGN), mask=edge, other=0.0) * acc
-    tl.atomic_add(_weights(wflow, wids, wbase, wstride, t, k, TP, TC, KC, AFFINE, WALIGN), edge_f, mask=edge & (edge_f != 0.0),
-                  sem="relaxed")
+    at = _weight_offsets(wids, wbase, wstride, t, k, TP, TC, KC, AFFINE, WALIGN)  # the weights' and their flows'
+    edge_f = tl.load(sum_w + at, mask=edge, other=0.0) * acc
+    tl.atomic_add(wflow + at, edge_f, mask=edge & (edge_f != 0.0), sem="relaxed")
