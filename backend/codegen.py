@@ -93,10 +93,14 @@ BWD_PAIRS, BWD_PAIR_USES = True, 32
 # 4096 x 4096 at batch 512 forward 397 us, child flows 361, parameter flows 345; 1024 x 1024 at 512 with the
 # small-grid tiles 75, 86 and 72 (full tiles: 109, 101, 97), both before the operands were transposed (the
 # sweep's own kernels since are the transposed ones). The shifts reduce DENSE_CHUNK rows per program.
+# The forward's and child flows' small-grid tiles are 64 x 32 since the twenty-fifth round (1024 x 1024 at 512,
+# transposed operands: forward 76.6 -> 65.0 us, child flows 73.1 -> 51.6 us in bench/dense_sweep.py; in HMM 1024's
+# step at 512, dense_fwd 4.51 -> 3.30 ms, bench/results/twentyfifth_round_2026-12-07_h100.txt): the old ones gave
+# that shape 64 and 128 programs for 132 SMs, these 256.
 DENSE_MIN_WORK = 1 << 28
 DENSE_MAX_BATCH = 1 << 16  # ops that would need a larger batch for the dense kernels are generated without them
-DENSE_FWD = {"full": (128, 64, 32, 4, 4), "small": (128, 64, 64, 8, 3)}
-DENSE_BWD = {"full": (128, 64, 32, 4, 4), "small": (64, 64, 32, 4, 4)}
+DENSE_FWD = {"full": (128, 64, 32, 4, 4), "small": (64, 32, 64, 4, 3)}
+DENSE_BWD = {"full": (128, 64, 32, 4, 4), "small": (64, 32, 64, 4, 3)}
 DENSE_PARAMS = {"full": (128, 64, 32, 4, 4), "small": (64, 64, 64, 4, 3)}
 # ops of several groups (HCLT layers: short contractions, one weight block per group) at full grids take other
 # tiles (bench/results/dense_sweep_groups_2026-11-25_h100.txt): forward (C >= DENSE_GROUPS_MIN_C) 512 x 512 in
