@@ -160,7 +160,7 @@ def em_tables(plan: Plan) -> frozenset[int]:
     out = set()
     for k, parts in prows.items():
         rows = np.concatenate(parts)
-        if len(rows) == len(plan.cat[k]) and len(np.unique(rows)) == len(rows):
+        if len(rows) == plan.cat.rows(k) and len(np.unique(rows)) == len(rows):
             out.add(k)
     return frozenset(out)
 

@@ -31,14 +31,33 @@ class Params:
 
     @staticmethod
     def from_plan(plan: Plan, device, dtype=torch.float32) -> "Params":
-        t = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype, device=device)  # noqa: E731
-        return Params(t(plan.sum_w), {k: t(v) for k, v in plan.cat.items()}, t(plan.bern), t(plan.gauss))
+        """The plan's parameter tables as new ``dtype`` tensors on ``device``: copies, never views of the plan's
+        arrays (``torch.as_tensor`` of a float64 array on the CPU was one, so training such a model rewrote the
+        plan's, and every model of that plan shared one table)."""
+        t = lambda a: torch.tensor(np.asarray(a), dtype=dtype, device=device)  # noqa: E731
+        return Params(t(plan.sum_w), {k: _stacked(plan.cat.parts[k], dtype, device) for k in plan.cat},
+                      t(plan.bern), t(plan.gauss))
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """Flat name → tensor map (for saving)."""
         out = {"sum_w": self.sum_w, "bern": self.bern, "gauss": self.gauss}
         out.update({f"cat{k}": v for k, v in self.cat.items()})
         return out
+
+
+def _stacked(blocks: list[np.ndarray], dtype: torch.dtype, device) -> torch.Tensor:
+    """The row blocks of a table as one ``dtype`` tensor on ``device``, each block converted into its rows of one
+    host buffer of that dtype (no whole copy of the table in the blocks' float64 on the way), then moved."""
+    try:
+        like = torch.empty(0, dtype=dtype).numpy().dtype
+    except TypeError:  # a dtype numpy lacks (bfloat16): through torch
+        return torch.cat([torch.as_tensor(b, dtype=dtype) for b in blocks]).to(device)
+    host = np.empty((sum(len(b) for b in blocks), *blocks[0].shape[1:]), dtype=like)
+    at = 0
+    for b in blocks:
+        host[at:at + len(b)] = b
+        at += len(b)
+    return torch.from_numpy(host).to(device)
 
 
 @dataclass

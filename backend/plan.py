@@ -10,7 +10,8 @@ come first: ``ZERO`` (log 1: padding for products), ``NEG`` (log 0: padding for 
   (:class:`TileOrder`, ``Plan.sum_orders``), so that its weights are strided blocks; one that ``block-edges``
   marked ``holes`` as its block's whole matrix, the slots of missing edges zero and in the pad slot's group;
   ``Plan.tensor_values`` reads any tensor back in its own order;
-* ``cat[K]``: ``[R, K]`` categorical tables, ``bern``: ``[R]`` probabilities, ``gauss``: ``[R, 2]`` (mean, std).
+* ``cat[K]``: ``[R, K]`` categorical tables (:class:`Tables`: kept as their blocks' rows until read whole),
+  ``bern``: ``[R]`` probabilities, ``gauss``: ``[R, 2]`` (mean, std).
 
 Ops run layer by layer. A :class:`SumOp` covers sum blocks of one layer with a common tile shape: parent
 tile ``t`` writes rows ``out_rows[t]`` from its ``kmax`` child tiles ``child_rows[t]`` with weights
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from functools import cached_property
 
@@ -407,6 +409,35 @@ def _repeats(rows: np.ndarray, pad: int) -> bool:
     return bool(np.bincount(real - real.min()).max() > 1)
 
 
+class Tables(Mapping):
+    """Parameter tables by key (a categorical table per category count), each kept as the row blocks it was
+    placed in, in order (``parts[k]``), and concatenated only where read whole (``tables[k]``, cached).
+
+    A compile converts the blocks into the device's table one by one (:meth:`pcc.backend.params.Params.from_plan`),
+    so the whole float64 table is never made on the way: HCLT 128's is 205 MB, whose first touch of fresh memory
+    took 0.3 s of a process's first compile on the development CPU."""
+
+    def __init__(self, parts: dict[int, list[np.ndarray]]):
+        self.parts = parts
+        self._whole: dict[int, np.ndarray] = {}
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        if k not in self._whole:
+            blocks = self.parts[k]
+            self._whole[k] = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+        return self._whole[k]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.parts)
+
+    def __len__(self) -> int:
+        return len(self.parts)
+
+    def rows(self, k: int) -> int:
+        """Table ``k``'s row count, without concatenating it."""
+        return sum(len(b) for b in self.parts[k])
+
+
 @dataclass
 class Plan:
     """Everything the executors need; see the module docstring."""
@@ -420,11 +451,15 @@ class Plan:
     sum_w: np.ndarray
     sum_parent: np.ndarray
     sum_groups: int
-    cat: dict[int, np.ndarray] = field(default_factory=dict)
+    cat: Mapping[int, np.ndarray] = field(default_factory=dict)  # a Tables after __post_init__
     bern: np.ndarray = field(default_factory=lambda: np.zeros(0))
     gauss: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     tensor_slots: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # name -> (kind, start, size)
     sum_orders: dict[str, "TileOrder"] = field(default_factory=dict)  # sum tensors stored by op tiles
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.cat, Tables):  # whole tables (a loaded module's): one block each
+            self.cat = Tables({k: [v] for k, v in self.cat.items()})
 
     @property
     def pad_slot(self) -> int:
@@ -445,7 +480,7 @@ class Plan:
         """The plan as text (``pcc compile --emit plan``): buffers, parameter tables, ops per layer."""
         out = [f"plan: {self.rows} value rows x batch ({FIRST_ROW} reserved: ZERO, NEG, PAD); root row {self.root_row}",
                f"  sum weights: {len(self.sum_w) - 1} (+1 pad slot) in {self.sum_groups} normalisation groups"]
-        out += [f"  categorical[{k}] table: {t.shape[0]} rows" for k, t in sorted(self.cat.items())]
+        out += [f"  categorical[{k}] table: {self.cat.rows(k)} rows" for k in sorted(self.cat)]
         if len(self.bern):
             out.append(f"  bernoulli table: {len(self.bern)} rows")
         if len(self.gauss):
@@ -786,8 +821,8 @@ class _ParamTables:
         else:
             part[pos.reshape(shape)] = values
 
-    def cat_tables(self) -> dict[int, np.ndarray]:
-        return {k: np.concatenate(v) for k, v in self.cat.items()}
+    def cat_tables(self) -> Tables:
+        return Tables(self.cat)
 
     def bern_table(self) -> np.ndarray:
         return np.concatenate(self.bern) if self.bern else np.zeros(0)

@@ -1,0 +1,53 @@
+"""Parameter tables travel to the device block by block (``backend/plan.Tables``, ``backend/params._stacked``).
+
+Contract: a plan's categorical tables are kept as the row blocks they were placed in; read whole
+(``plan.cat[k]``) they are those blocks concatenated, and ``Params.from_plan`` gives the same table in the
+model's dtype as converting the whole table would, without making the whole float64 table first.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import EXAMPLES
+
+from pcc import optimize, parse
+from pcc.backend.params import Params, _stacked
+from pcc.backend.plan import Tables, build_plan
+
+CATEGORICAL = [p for p in EXAMPLES if p.stem in ("hmm", "pd8x8", "reuse")]
+
+
+@pytest.mark.parametrize("path", CATEGORICAL, ids=[p.stem for p in CATEGORICAL])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_tables_upload_as_their_concatenation(path, dtype) -> None:
+    plan = build_plan(optimize(parse(path)))
+    assert isinstance(plan.cat, Tables) and len(plan.cat)
+    params = Params.from_plan(plan, "cpu", dtype)
+    for k, blocks in plan.cat.parts.items():
+        whole = np.concatenate(blocks)
+        assert plan.cat.rows(k) == len(whole)
+        assert np.array_equal(plan.cat[k], whole)
+        assert params.cat[k].dtype == dtype
+        assert torch.equal(params.cat[k], torch.as_tensor(whole, dtype=dtype))
+
+
+def test_whole_tables_are_one_block_each() -> None:
+    """A plan made from whole tables (a loaded module's) wraps them as one block each."""
+    plan = build_plan(optimize(parse(CATEGORICAL[0])))
+    whole = {k: plan.cat[k].copy() for k in plan.cat}
+    again = dataclasses.replace(plan, cat=whole)
+    assert isinstance(again.cat, Tables)
+    assert all(len(again.cat.parts[k]) == 1 and again.cat[k] is whole[k] for k in whole)
+
+
+def test_stacked_blocks_in_order_and_in_a_dtype_numpy_lacks() -> None:
+    rng = np.random.default_rng(0)
+    blocks = [rng.random((n, 5)) for n in (3, 1, 4)]
+    want = torch.as_tensor(np.concatenate(blocks))
+    assert torch.equal(_stacked(blocks, torch.float64, "cpu"), want)
+    assert torch.equal(_stacked(blocks, torch.float32, "cpu"), want.float())
+    assert torch.equal(_stacked(blocks, torch.bfloat16, "cpu"), want.bfloat16())
