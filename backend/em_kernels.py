@@ -8,7 +8,8 @@ long (:func:`edge_runs`). One kernel sums each run's flows into its group's tota
 per edge); a second reads each run's flows and weights once and writes the blended weights. A categorical
 table is normalised row by row in one pass. Arithmetic is the torch update's: ``new = (f + a / fanin) /
 (total + a)`` where ``total + a > 0``, else the old value; ``w <- new`` at step 1, else
-``(1 - step) w + step new``.
+``(1 - step) w + step new``. The pseudocount and the step take the table's dtype before any arithmetic
+(:func:`in_dtype_of`).
 """
 from __future__ import annotations
 
@@ -77,9 +78,20 @@ def em_totals(flow, totals, start, length, group, n, CH: tl.constexpr, BR: tl.co
 
 
 @triton.jit
+def in_dtype_of(x, table):
+    """Scalar argument ``x`` as a value of ``table``'s element type. Compiled, Triton passes a Python float as an
+    fp32 argument, so this changes nothing there (a float64 table gets the fp32-rounded value, as by promotion);
+    in the CPU interpreter the argument is the Python float itself, which would otherwise enter the arithmetic
+    as an fp32 constant (``a / fanin`` in fp32), so float64 tables now get the exact value there, and the
+    interpreter's float64 tests can hold the fused update to the torch update's float64 arithmetic."""
+    return tl.full((), x, table.dtype.element_ty)
+
+
+@triton.jit
 def em_sums(w, flow, totals, fanin, start, length, group, n, a, step, CH: tl.constexpr, BR: tl.constexpr,
             ALIGN: tl.constexpr):
     """Each run's weights from its flows and its group's total (see the module docstring)."""
+    a, step = in_dtype_of(a, w), in_dtype_of(step, w)
     offs, mask, g, ok = _run_block(start, length, group, n, CH, BR, ALIGN)
     denom = tl.load(totals + g, mask=ok, other=0.0) + a
     bias = a / tl.load(fanin + g, mask=ok, other=1.0)
@@ -93,6 +105,7 @@ def em_sums(w, flow, totals, fanin, start, length, group, n, a, step, CH: tl.con
 @triton.jit
 def em_cat(table, counts, rows, k, a, step, KP: tl.constexpr, BR: tl.constexpr):
     """Categorical rows ``[rows, k]``: ``new = (c + a / k) / (sum c + a)`` where that sum is positive, blended."""
+    a, step = in_dtype_of(a, table), in_dtype_of(step, table)
     r = tl.program_id(0) * BR + tl.arange(0, BR)
     col = tl.arange(0, KP)
     mask = (r[:, None] < rows) & (col[None, :] < k)
