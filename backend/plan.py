@@ -411,7 +411,8 @@ def _repeats(rows: np.ndarray, pad: int) -> bool:
 
 class Tables(Mapping):
     """Parameter tables by key (a categorical table per category count), each kept as the row blocks it was
-    placed in, in order (``parts[k]``), and concatenated only where read whole (``tables[k]``, cached).
+    placed in, in order (``parts[k]``: the circuit's own arrays, not to be written), and concatenated only where
+    read whole (``tables[k]``: a new array, cached).
 
     A compile converts the blocks into the device's table one by one (:meth:`pcc.backend.params.Params.from_plan`),
     so the whole float64 table is never made on the way: HCLT 128's is 205 MB, whose first touch of fresh memory
@@ -423,8 +424,7 @@ class Tables(Mapping):
 
     def __getitem__(self, k: int) -> np.ndarray:
         if k not in self._whole:
-            blocks = self.parts[k]
-            self._whole[k] = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+            self._whole[k] = np.concatenate(self.parts[k])
         return self._whole[k]
 
     def __iter__(self) -> Iterator[int]:

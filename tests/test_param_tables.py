@@ -41,7 +41,14 @@ def test_whole_tables_are_one_block_each() -> None:
     whole = {k: plan.cat[k].copy() for k in plan.cat}
     again = dataclasses.replace(plan, cat=whole)
     assert isinstance(again.cat, Tables)
-    assert all(len(again.cat.parts[k]) == 1 and again.cat[k] is whole[k] for k in whole)
+    assert all(len(again.cat.parts[k]) == 1 and np.array_equal(again.cat[k], whole[k]) for k in whole)
+
+
+def test_a_whole_table_is_a_new_array() -> None:
+    """Reading a table whole never hands out the circuit's own arrays (the blocks), even for one block."""
+    plan = build_plan(optimize(parse(CATEGORICAL[0])))
+    for k, blocks in plan.cat.parts.items():
+        assert not any(np.shares_memory(plan.cat[k], b) for b in blocks)
 
 
 def test_stacked_blocks_in_order_and_in_a_dtype_numpy_lacks() -> None:
