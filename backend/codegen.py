@@ -580,8 +580,7 @@ def _sum_backward_lines(key: str, op: SumOp, fill: tuple[int, int], overwrite: b
               f"split = max(1, min(triton.cdiv(B, bb) // {SPLIT_BLOCKS}, {most}))",
               f"K.sum_bwd_params[({len(op.out_rows)}, {op.kmax}, split)](vals, flows, p.sum_w, fl.sum_w, {tiles}, "
               f"split, {scale}, {gbuf}, {shape(op.tile_p)}, {masks}{_walign(op, params=True)}, PRECISION=PRECISION, "
-              f"SCALED={scaled}, "
-              f"SCALE_PAIR={pair}, STAGES={PARAM_STAGES}{_same_children(op)}{into}{fold})"]
+              f"SCALED={scaled}, SCALE_PAIR={pair}, STAGES={PARAM_STAGES}{_same_children(op)}{into}{fold})"]
     tiles_c, r = len(op.child_tiles[0]), op.child_tiles[1].shape[1]
     if not tiles_c:  # every child is padding: no child flows to write
         return lines
@@ -592,8 +591,7 @@ def _sum_backward_lines(key: str, op: SumOp, fill: tuple[int, int], overwrite: b
             f'f["{key}.ftiles"], t["{key}.uses"], {scale}, {gbuf}, B, '
             f"{shape(pair * op.tile_p)}, KMAX={op.kmax}, R={r}, "
             f"{masks}{_walign(op)}, ATOMIC={op.child_atomics}, PRECISION=PRECISION, OVERWRITE={overwrite}, "
-            f"SCALED={scaled}, "
-            f"PAIR={pair}{into}{fold}, num_warps={8 if r >= 8 else 4})"]
+            f"SCALED={scaled}, PAIR={pair}{into}{fold}, num_warps={8 if r >= 8 else 4})"]
 
 
 def _dense_batch(op: SumOp) -> int:

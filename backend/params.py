@@ -46,18 +46,13 @@ class Params:
 
 
 def _stacked(blocks: list[np.ndarray], dtype: torch.dtype, device) -> torch.Tensor:
-    """The row blocks of a table as one ``dtype`` tensor on ``device``, each block converted into its rows of one
-    host buffer of that dtype (no whole copy of the table in the blocks' float64 on the way), then moved."""
+    """The row blocks of a table as one ``dtype`` tensor on ``device``: numpy's concatenation converts each block
+    into one host buffer of that dtype (no whole copy of the table in the blocks' float64 on the way), then moved."""
     try:
         like = torch.empty(0, dtype=dtype).numpy().dtype
     except TypeError:  # a dtype numpy lacks (bfloat16): through torch
         return torch.cat([torch.as_tensor(b, dtype=dtype) for b in blocks]).to(device)
-    host = np.empty((sum(len(b) for b in blocks), *blocks[0].shape[1:]), dtype=like)
-    at = 0
-    for b in blocks:
-        host[at:at + len(b)] = b
-        at += len(b)
-    return torch.from_numpy(host).to(device)
+    return torch.from_numpy(np.concatenate(blocks, dtype=like)).to(device)
 
 
 @dataclass
