@@ -10,6 +10,10 @@ Post: the distribution is unchanged (exactly, up to float64 rounding of the mult
 Folding ``S`` over child ``T``: S's weights on T's nodes are multiplied through T's weights
 (``W_S[:, T] @ W_T``); the edge pattern is the boolean product of the two patterns, kept block-sparse
 at the gcd of the block sizes when it is not dense.
+
+A ``T`` that passes its one child through (identity weights; PyJuice's compile puts ~1,100 of them into PD) is
+bypassed without the matrix products: S reads T's child in T's place and keeps its own values, where that is
+exactly what the products would give (:func:`_bypass_keeps`); otherwise it is folded like any other child.
 """
 from __future__ import annotations
 
@@ -45,11 +49,16 @@ class CollapseChains(Pass):
                 _rewire(users, i, b, _flatten_product, circuit, b)
             elif isinstance(b, SumBlock):
                 while (found := self._foldable_child(circuit, i, b, users)) is not None:
-                    _rewire(users, i, b, _fold_sum, circuit, b, *found)
+                    t, how = found
+                    if isinstance(how, int):  # T passes child ``how`` through
+                        _rewire(users, i, b, _bypass, circuit, b, t, how)
+                    else:
+                        _rewire(users, i, b, _fold_sum, circuit, b, t, how)
         return remove_unreachable(circuit)
 
     def _foldable_child(self, circuit: Circuit, i: int, s: SumBlock, users: list[set[int]]) -> tuple | None:
-        """``(t, folded)``: a child ``t`` to fold and :func:`_fold_matrices` of the fold (kept for the rewrite)."""
+        """``(t, how)``: a child ``t`` to fold, and how: T's child where S may just read it in T's place
+        (:func:`_bypass_keeps`), else :func:`_fold_matrices` of the fold (kept for the rewrite)."""
         for t in dict.fromkeys(s.children):
             child = circuit.blocks[t]
             if not isinstance(child, SumBlock) or (not self.shared and users[t] != {i}):
@@ -58,10 +67,61 @@ class CollapseChains(Pass):
             total = sum(circuit.child_sizes(s)) - s.children.count(t) * child.n + sum(circuit.child_sizes(child))
             if s.n * total > _MAX_DENSE:
                 continue
+            through = _passed_through(circuit, child)
+            if through is not None and _bypass_keeps(circuit, s, t, through):
+                return t, through
             folded = _fold_matrices(circuit, s, t)
             if int(folded[0].sum()) <= self.max_growth * old:
                 return t, folded
         return None
+
+
+def _passed_through(circuit: Circuit, t: SumBlock) -> int | None:
+    """The child that sum block ``t`` passes through unchanged (one child of ``t``'s size, identity weights,
+    concrete), else None."""
+    if len(t.children) != 1 or circuit.blocks[t.children[0]].n != t.n or circuit.tensors[t.params].is_random:
+        return None
+    w = circuit.tensors[t.params].data
+    if t.tiles is None:
+        return t.children[0] if np.array_equal(w, np.eye(t.n)) else None
+    tiles = circuit.tensors[t.tiles].data
+    diagonal = (len(tiles) == t.n // t.block and np.array_equal(tiles[:, 0], tiles[:, 1])
+                and np.array_equal(np.sort(tiles[:, 0]), np.arange(len(tiles))))
+    return t.children[0] if diagonal and np.array_equal(w, np.broadcast_to(np.eye(t.block), w.shape)) else None
+
+
+def _bypass_keeps(circuit: Circuit, s: SumBlock, t: int, through: int) -> bool:
+    """Whether :func:`_bypass` gives exactly what :func:`_fold_sum` would make of the fold (``W_S[:, T] @ I`` is
+    ``W_S[:, T]`` bitwise, and the pattern is S's own): ``t`` appears once and ``through`` not at all among S's
+    children, S's weights are concrete, and S is dense (all ones times T's pattern is all ones), or tiled at
+    T's block size (its tiles over T's nodes are then unions of T's diagonal tiles), which is the gcd the fold
+    re-tiles at, without covering the whole grid (the fold makes that dense)."""
+    if s.children.count(t) != 1 or through in s.children or circuit.tensors[s.params].is_random:
+        return False
+    if s.tiles is None:
+        return True
+    inner = circuit.blocks[t]
+    if inner.tiles is None or inner.block != s.block or gcd(s.n, *circuit.child_sizes(s), s.block) != s.block:
+        return False
+    rows, cols = s.n // s.block, sum(circuit.child_sizes(s)) // s.block
+    return len(circuit.tensors[s.tiles].data) < rows * cols
+
+
+def _bypass(circuit: Circuit, s: SumBlock, t: int, through: int) -> None:
+    """S reads ``through`` in child ``t``'s place (see :func:`_bypass_keeps`), with new tensors as the fold gives
+    (tied weights come apart the same way): S's own values, its tiles in the fold's row-major order."""
+    s.children = tuple(through if k == t else k for k in s.children)
+    stem, w = tensor_stem(s.name), circuit.tensors[s.params].data
+    if s.tiles is None:
+        s.block, s.params = 1, _put(circuit, stem + ".w", w)
+        return
+    tiles = circuit.tensors[s.tiles].data
+    keys = tiles[:, 0] * (sum(circuit.child_sizes(s)) // s.block) + tiles[:, 1]
+    if not np.all(keys[1:] > keys[:-1]):
+        order = np.argsort(keys, kind="stable")
+        tiles, w = tiles[order], w[order]
+    s.tiles = _put(circuit, stem + ".tiles", tiles)
+    s.params = _put(circuit, stem + ".w", w)
 
 
 def _rewire(users: list[set[int]], i: int, b, rewrite, *args) -> None:

@@ -1,7 +1,8 @@
 """The compile-time fast paths keep their contracts (see bench/compile_profile.py for the timings).
 
 * collapse-chains folds long runs of PyJuice-style identity pass-through sums (its users are kept
-  current fold by fold) and the distribution stays the same;
+  current fold by fold) and the distribution stays the same; where it bypasses such a sum without the matrix
+  products, the IR is the one the products give, text for text;
 * dedupe compares tensor contents only between blocks of equal structure, and hashes each tensor once;
 * the verifier reports the same problems: tile tables, and each tied block of bad shared weights;
 * ``parent_totals`` sums as ``np.add.at`` did, bit for bit;
@@ -21,6 +22,8 @@ from pcc.ir.circuit import SumBlock, Tensor
 from pcc.ir.params import parent_totals
 from pcc.ir.verify import VerifyError
 from pcc.passes import parse_pipeline, run_pipeline
+from pcc.ir.printer import to_text
+from pcc.passes import collapse_chains as collapse_module
 from pcc.passes import dedupe as dedupe_module
 
 IDENTITY = "[[1, 0, 0], [0, 1, 0], [0, 0, 1]]"
@@ -56,6 +59,58 @@ def test_collapse_chains_keeps_a_sum_with_two_users() -> None:
     names = [b.name for b in folded.blocks if isinstance(b, SumBlock)]
     assert "s1" in names and "s0" not in names
     _same_distribution(c, folded)
+
+
+QUARTER = "[[0.25, 0.25], [0.25, 0.25]]"
+EYE2 = "[[1, 0], [0, 1]]"
+TILED_EYE = f"t = sum(p, n=4, block=2, tiles=[[1, 1], [0, 0]], params=[{EYE2}, {EYE2}])"
+DENSE_EYE = "t = sum(p, n=4, params=[[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])"
+HEAD = ["var X[2] : categorical(3)", "seed 5", "a = input(X[0], categorical, n=4)", "b = input(X[1], categorical, n=4)",
+        "p = prod(a, b)", "q = prod(b, a)"]
+
+
+def uniform(rows: int, cols: int) -> str:
+    return "[" + ", ".join(["[" + ", ".join([str(1 / cols)] * cols) + "]"] * rows) + "]"
+
+
+def tiled_s(tiles: str, children: str = "q, t") -> str:
+    """S over ``children`` at block 2 with tile table ``tiles`` (each parent tile reads two child tiles)."""
+    return f"s = sum({children}, n=4, block=2, tiles={tiles}, params=[{', '.join([QUARTER] * (tiles.count('[') - 1))}])"
+
+
+def pass_through(t_line: str, s_line: str) -> str:
+    """T and S (from these lines) over the products p, q. S has two users, so it stays and only its child T is
+    folded into it; r is folded into the root by the matrix products."""
+    return "\n".join(HEAD + [t_line, s_line, "r = sum(s, n=4)", "top = sum(s, r, n=1)", "root top"]) + "\n"
+
+
+UNSORTED, SORTED = "[[1, 2], [0, 0], [1, 1], [0, 3]]", "[[0, 0], [0, 3], [1, 1], [1, 2]]"
+BYPASS_CASES = {  # name: (text, whether the bypass applies)
+    "dense sums": (pass_through(DENSE_EYE, f"s = sum(q, t, n=4, params={uniform(4, 8)})"), True),
+    "tiles out of order": (pass_through(TILED_EYE, tiled_s(UNSORTED)), True),
+    "tiles in order": (pass_through(TILED_EYE, tiled_s(SORTED)), True),
+    "dense identity under tiles": (pass_through(DENSE_EYE, tiled_s(UNSORTED)), False),
+    "child already read": (pass_through(TILED_EYE, tiled_s(SORTED, "p, t")), False),
+    "tied weights": ("\n".join(HEAD + [DENSE_EYE, DENSE_EYE.replace("t = sum(p", "t2 = sum(q"),
+                                       f"s = sum(t, n=4, params={uniform(4, 4)})", "s2 = sum(t2, n=4, tie=s)",
+                                       "top = sum(s, s2, n=1)", "root top"]) + "\n", True),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BYPASS_CASES))
+def test_collapse_chains_bypass_gives_the_folds_ir(case: str, monkeypatch) -> None:
+    """Bypassing an identity pass-through sum writes the same IR text as folding it by matrix products (values,
+    tile order, tensor names), and only where :func:`_bypass_keeps` holds."""
+    text, applies = BYPASS_CASES[case]
+    pipeline = parse_pipeline("collapse-chains")
+    bypassed: list[str] = []
+    original = collapse_module._bypass
+    monkeypatch.setattr(collapse_module, "_bypass", lambda c, s, *a: bypassed.append(s.name) or original(c, s, *a))
+    fast = run_pipeline(load_text(text), pipeline)
+    assert bool(bypassed) == applies
+    monkeypatch.setattr(collapse_module, "_passed_through", lambda circuit, t: None)
+    assert to_text(fast) == to_text(run_pipeline(load_text(text), pipeline))
+    _same_distribution(load_text(text), fast)
 
 
 def test_dedupe_merges_equal_values_under_other_names_and_hashes_once(monkeypatch) -> None:
