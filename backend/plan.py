@@ -729,6 +729,7 @@ class _ParamTables:
         self.table_rows: dict[int, int] = {}  # id(table list) -> rows placed in it so far
         self.orders: dict[str, TileOrder] = {}  # sum tensors stored by op tiles
         self._positions: dict[str, np.ndarray] = {}  # their TileOrder.positions, for edge_ids
+        self._run_rows: dict[str, tuple[np.ndarray, int] | None] = {}  # their _runs
         self.holed: set[str] = set()  # sum tensors stored as their block's whole matrix, with holes
         tied = tied_sums(circuit)  # never holed (block-edges marks none; a hand-written .pcir might)
         for b in circuit.blocks:
@@ -818,8 +819,26 @@ class _ParamTables:
         part = out[start : start + size]
         if pos is None:
             part.reshape(shape)[...] = values
-        else:
+            return
+        runs = self._runs(name)
+        if runs is None:
             part[pos.reshape(shape)] = values
+        else:  # whole tile rows at once: numpy moves a row per index instead of an element (PD 128: 1.0 -> 0.2 s)
+            whole = values.reshape(shape) if -1 in shape else np.broadcast_to(values, shape)
+            part.reshape(-1, runs[1])[runs[0]] = whole.reshape(-1, runs[1])
+
+    def _runs(self, name: str) -> tuple[np.ndarray, int] | None:
+        """``(rows, g)`` where tensor ``name``'s placement moves each of its tile rows (``g`` weights, its block)
+        whole: tile row ``k`` goes to row ``rows[k]`` of its slot viewed as ``[-1, g]`` (every row starts on a
+        multiple of ``g``, as :meth:`TileOrder.positions` places them); else None (weights one by one)."""
+        if name not in self._run_rows:
+            g, pos = self.orders[name].block, self._positions[name]
+            rows = pos.reshape(-1, g)
+            starts = rows[:, 0]
+            whole = (self.slots[name][2] % g == 0 and not (starts % g).any()
+                     and np.array_equal(rows, starts[:, None] + np.arange(g)))
+            self._run_rows[name] = (starts // g, g) if whole else None
+        return self._run_rows[name]
 
     def cat_tables(self) -> Tables:
         return Tables(self.cat)
@@ -876,12 +895,16 @@ class TileOrder:
         return np.minimum(self.tile_p, self.n - P * self.tile_p), np.minimum(self.tile_c, self.total - Q * self.tile_c)
 
     def _keys(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(keys, first, counts)``: the op tiles holding edges as sorted ``P * cols + Q`` keys, each weight's
-        index into them (flat, [m * block * block]) and how many weights each holds."""
+        """``(keys, which, counts)``: the op tiles holding edges as sorted ``P * cols + Q`` keys, each weight's
+        index into them (``[m, block, block]``, or ``[m, 1, 1]`` where each tile lies in one op tile) and how many
+        weights each holds."""
         P, Q, _, _ = self._coarse()
+        per = 1
+        if self.tile_p % self.block == 0 and self.tile_c % self.block == 0:  # each tile lies in one op tile: count
+            P, Q, per = P[:, :1], Q[:, :, :1], self.block * self.block  # tiles, not weights (PD 128: 43M keys)
         cols = -(-self.total // self.tile_c)
         keys, inverse, counts = np.unique((P * cols + Q).reshape(-1), return_inverse=True, return_counts=True)
-        return keys, inverse.reshape(-1), counts
+        return keys, inverse.reshape(P.shape[0], P.shape[1], Q.shape[2]), counts * per
 
     def full(self) -> bool:
         """Whether every op tile that holds an edge has an edge for each pair of its real rows and columns."""
@@ -905,7 +928,6 @@ class TileOrder:
         row_start = np.concatenate([[0], np.cumsum(rows[first] * row_width)[:-1]])
         left = np.cumsum(width) - width  # columns of the row's earlier tiles
         base = row_start[row] + left - left[first][row]
-        shape = (len(self.tiles), self.block, self.block)
         _, _, r, c = self._coarse()
-        pos = base[which].reshape(shape) + r * row_width[row][which].reshape(shape) + c
-        return pos.reshape(-1).astype(np.int64)
+        pos = base[which] + r * row_width[row][which] + c
+        return np.broadcast_to(pos, (len(self.tiles), self.block, self.block)).reshape(-1).astype(np.int64)
