@@ -50,10 +50,10 @@ class CollapseChains(Pass):
             elif isinstance(b, SumBlock):
                 while (found := self._foldable_child(circuit, i, b, users)) is not None:
                     t, how = found
-                    if isinstance(how, int):  # T passes child ``how`` through
-                        _rewire(users, i, b, _bypass, circuit, b, t, how)
-                    else:
+                    if isinstance(how, tuple):  # _fold_matrices' result
                         _rewire(users, i, b, _fold_sum, circuit, b, t, how)
+                    else:  # T passes child ``how`` through
+                        _rewire(users, i, b, _bypass, circuit, b, t, how)
         return remove_unreachable(circuit)
 
     def _foldable_child(self, circuit: Circuit, i: int, s: SumBlock, users: list[set[int]]) -> tuple | None:

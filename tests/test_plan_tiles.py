@@ -222,3 +222,33 @@ def test_tied_tensors_are_never_holed():
     x, m = random_inputs(c, np.random.default_rng(5), batch=16)
     got = CircuitModel(layered, "cpu", executor="torch", dtype=torch.float64).log_prob(x, m).numpy()
     np.testing.assert_allclose(got, log_likelihood(c, x, m), rtol=1e-9, atol=1e-9)
+
+
+def test_op_tiles_counted_per_tensor_tile_as_per_weight():
+    """``TileOrder._keys`` counts whole tensor tiles where each lies in one op tile: the same op tiles, counts
+    and per-weight indices as counting weight by weight (its other branch, taken where op tiles are smaller)."""
+    rng = np.random.default_rng(1)
+    tiles = np.array([(r, c) for r in range(4) for c in range(6) if rng.random() < 0.7])
+    for tp, tc in [(32, 32), (32, 64), (8, 32)]:  # 16 x 16 tensor tiles; the last splits each tile in rows
+        order = TileOrder(tiles, 16, 64, 96, tp, tc)
+        keys, which, counts = order._keys()
+        P, Q, _, _ = order._coarse()
+        cols = -(-96 // tc)
+        want = np.unique((P * cols + Q).reshape(-1), return_inverse=True, return_counts=True)
+        np.testing.assert_array_equal(keys, want[0])
+        np.testing.assert_array_equal(np.broadcast_to(which, (len(tiles), 16, 16)).reshape(-1), want[1].reshape(-1))
+        np.testing.assert_array_equal(counts, want[2])
+
+
+@pytest.mark.parametrize("holes", ["1", "8"])
+def test_tile_rows_written_whole_as_weight_by_weight(holes, monkeypatch):
+    """``_ParamTables._write`` moves tile rows whole where the placement allows: the same ``sum_w`` and
+    ``sum_parent`` as placing every weight on its own (tensors stored by op tiles, and holed ones)."""
+    from pcc.backend import plan as plan_module
+    c = optimize(tile_ordered_circuit(), f"collapse-chains,dce,dedupe,layerize,block-edges{{max-holes={holes}}}")
+    fast = build_plan(c)
+    monkeypatch.setattr(plan_module._ParamTables, "_runs", lambda self, name: None)
+    slow = build_plan(c)
+    assert fast.sum_orders
+    np.testing.assert_array_equal(fast.sum_w, slow.sum_w)
+    np.testing.assert_array_equal(fast.sum_parent, slow.sum_parent)
