@@ -441,9 +441,9 @@ def _forward_lines(key: str, op, fill: tuple[int, int], fusion: Fused, b: str = 
         return [f'if "{key}.ivar" in t:  # input children computed here, without rows (pcc.backend.fusion)',
                 "    " + fused, "else:", "    " + line]
     if not folds:
-        return _dense_or(op, lambda: _dense_forward_lines(key, op), lambda: _sum_forward_lines(key, op, fill))
+        return _dense_or(op, lambda: _dense_forward_lines(key, op), _sum_forward_lines(key, op, fill))
     return _dense_or(op, lambda: _either(f"{key}.childb", lambda f: _dense_forward_lines(key, op, f)),
-                     lambda: _either(f"{key}.childb", lambda f: _sum_forward_lines(key, op, fill, f)))
+                     _either(f"{key}.childb", lambda f: _sum_forward_lines(key, op, fill, f)))
 
 
 def _either(table: str, make) -> list[str]:
@@ -549,9 +549,9 @@ def _backward_lines(key: str, op, fill: tuple[int, int], overwrite: bool, back: 
     b = "b" if back else ""
     if not folds:
         return _dense_or(op, lambda: _dense_backward_lines(key, op, overwrite, b),
-                         lambda: _sum_backward_lines(key, op, fill, overwrite, b, scratch))
+                         _sum_backward_lines(key, op, fill, overwrite, b, scratch))
     return _dense_or(op, lambda: _either(f"{key}.bchildb", lambda f: _dense_backward_lines(key, op, overwrite, b, f)),
-                     lambda: _either(f"{key}.bchildb", lambda f: _sum_backward_lines(key, op, fill, overwrite, b, scratch, f)))
+                     _either(f"{key}.bchildb", lambda f: _sum_backward_lines(key, op, fill, overwrite, b, scratch, f)))
 
 
 def _sum_backward_lines(key: str, op: SumOp, fill: tuple[int, int], overwrite: bool, b: str = "",
@@ -603,17 +603,16 @@ def _dense_batch(op: SumOp) -> int:
     return least if least <= DENSE_MAX_BATCH else 0
 
 
-def _dense_or(op: SumOp, dense, generic) -> list[str]:
-    """The op's launches: ``dense()``'s from :func:`_dense_batch`'s batch size on, ``generic()``'s below it. Both
-    are made only where they launch: an op dense at every batch never builds the generic kernels' arguments
-    (their weight addressing and alignment read the op's whole tables: 0.3 s of HMM 4096's compile)."""
+def _dense_or(op: SumOp, dense, generic: list[str]) -> list[str]:
+    """The op's launches: ``dense()``'s from :func:`_dense_batch`'s batch size on, ``generic`` below it."""
     least = _dense_batch(op)
     if not least:
-        return generic()
+        return generic
+    dense = dense()
     if least == 1:
-        return dense()
+        return dense
     return ([f"if B >= {least}:  # dense products from this batch size on (codegen.DENSE_MIN_WORK)"]
-            + ["    " + s for s in dense()] + ["else:"] + ["    " + s for s in generic()])
+            + ["    " + s for s in dense] + ["else:"] + ["    " + s for s in generic])
 
 
 def _fit(tiles: tuple[int, int, int, int, int], m: int, n: int | None, k: int | None) -> tuple[int, ...]:
