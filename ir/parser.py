@@ -234,7 +234,7 @@ class _Parser:
         vcol = tok.col()
         if name in self.tensors:
             raise _Syntax(col, f"tensor @{name} declared twice")
-        t = Tensor(dtype, shape)
+        t, sha = Tensor(dtype, shape), None
         if tok.accept("random"):
             tok.take(value="(")
             tok.take("name", "seed")
@@ -245,12 +245,14 @@ class _Parser:
             tok.take(value="(")
             tok.take("name", "sha256")
             tok.take(value="=")
-            self.pending[name] = (_unquote(tok.take("str")), no)
+            sha = _unquote(tok.take("str"))
             tok.take(value=")")
         else:
             t.data = self._literal(tok, dtype, shape, vcol)
         tok.done()
         self.tensors[name] = t
+        if sha is not None:  # only for a tensor that parsed: a line with trailing text declares none
+            self.pending[name] = (sha, no)
 
     @staticmethod
     def _packed_shape(packed: str, col: int) -> tuple[int, ...]:

@@ -92,6 +92,20 @@ def test_mutated_pc_programs(tmp_path_factory, text):
     _loads_or_diagnoses(lambda t: load_text(t, str(folder / "fuzz.pc")), text)
 
 
+def test_resource_tensor_line_with_trailing_text_is_diagnosed():
+    """Found by the fuzzer below: a resource tensor's line with text after it declared no tensor but left it
+    waiting for its resource, and resolving that raised a KeyError instead of the line's diagnostic."""
+    text = ('pcir 1\nvar X0 : categorical(3)\n'
+            'tensor @t2 : f64[2, 3] =resource(sha256="00") [[0.25, 0.6, 0.15], [0.68, 0.03, 0.29]]\n'
+            '%0 = input X0 categorical n=2 params=@t2 name="b0"\nroot %0\n')
+    try:
+        parse_text(text, "fuzz.pcir")
+    except UserError as e:
+        assert "fuzz.pcir:3:47: error: unexpected '[' at end of line" in e.render()
+    else:
+        raise AssertionError("no diagnostic")
+
+
 @SETTINGS
 @given(mutated(PCIR_SOURCES))
 def test_mutated_pcir_files(text):
