@@ -729,7 +729,6 @@ class _ParamTables:
         self.table_rows: dict[int, int] = {}  # id(table list) -> rows placed in it so far
         self.orders: dict[str, TileOrder] = {}  # sum tensors stored by op tiles
         self._positions: dict[str, np.ndarray] = {}  # their TileOrder.positions, for edge_ids
-        self._run_rows: dict[str, tuple[np.ndarray, int] | None] = {}  # their _runs
         self.holed: set[str] = set()  # sum tensors stored as their block's whole matrix, with holes
         tied = tied_sums(circuit)  # never holed (block-edges marks none; a hand-written .pcir might)
         for b in circuit.blocks:
@@ -820,25 +819,13 @@ class _ParamTables:
         if pos is None:
             part.reshape(shape)[...] = values
             return
-        runs = self._runs(name)
-        if runs is None:
+        order = self.orders[name]
+        if not order.whole_rows:
             part[pos.reshape(shape)] = values
-        else:  # whole tile rows at once: numpy moves a row per index instead of an element (PD 128: 1.0 -> 0.2 s)
-            whole = values.reshape(shape) if -1 in shape else np.broadcast_to(values, shape)
-            part.reshape(-1, runs[1])[runs[0]] = whole.reshape(-1, runs[1])
-
-    def _runs(self, name: str) -> tuple[np.ndarray, int] | None:
-        """``(rows, g)`` where tensor ``name``'s placement moves each of its tile rows (``g`` weights, its block)
-        whole: tile row ``k`` goes to row ``rows[k]`` of its slot viewed as ``[-1, g]`` (every row starts on a
-        multiple of ``g``, as :meth:`TileOrder.positions` places them); else None (weights one by one)."""
-        if name not in self._run_rows:
-            g, pos = self.orders[name].block, self._positions[name]
-            rows = pos.reshape(-1, g)
-            starts = rows[:, 0]
-            whole = (self.slots[name][2] % g == 0 and not (starts % g).any()
-                     and np.array_equal(rows, starts[:, None] + np.arange(g)))
-            self._run_rows[name] = (starts // g, g) if whole else None
-        return self._run_rows[name]
+            return
+        # whole tile rows at once: numpy moves a row per index instead of an element (PD 128: 1.0 -> 0.2 s)
+        g, whole = order.block, values.reshape(shape) if -1 in shape else np.broadcast_to(values, shape)
+        part.reshape(-1, g)[pos[::g] // g] = whole.reshape(-1, g)
 
     def cat_tables(self) -> Tables:
         return Tables(self.cat)
@@ -893,6 +880,14 @@ class TileOrder:
     def _sizes(self, P: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Real rows and columns of op tiles ``(P, Q)`` (the last row and column of tiles may be cut short)."""
         return np.minimum(self.tile_p, self.n - P * self.tile_p), np.minimum(self.tile_c, self.total - Q * self.tile_c)
+
+    @property
+    def whole_rows(self) -> bool:
+        """Whether :meth:`positions` keeps each tile row (``block`` weights) whole: contiguous, starting on a
+        multiple of ``block``. So it does where an op tile's columns are a multiple of ``block``: the row then
+        lies in one op tile, and every offset before it (rows, widths, earlier tiles) is a multiple of
+        ``block``."""
+        return self.tile_c % self.block == 0
 
     def _keys(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(keys, which, counts)``: the op tiles holding edges as sorted ``P * cols + Q`` keys, each weight's

@@ -111,17 +111,12 @@ def _bypass(circuit: Circuit, s: SumBlock, t: int, through: int) -> None:
     """S reads ``through`` in child ``t``'s place (see :func:`_bypass_keeps`), with new tensors as the fold gives
     (tied weights come apart the same way): S's own values, its tiles in the fold's row-major order."""
     s.children = tuple(through if k == t else k for k in s.children)
-    stem, w = tensor_stem(s.name), circuit.tensors[s.params].data
+    w = circuit.tensors[s.params].data
     if s.tiles is None:
-        s.block, s.params = 1, _put(circuit, stem + ".w", w)
-        return
+        return _store(circuit, s, w)
     tiles = circuit.tensors[s.tiles].data
-    keys = tiles[:, 0] * (sum(circuit.child_sizes(s)) // s.block) + tiles[:, 1]
-    if not np.all(keys[1:] > keys[:-1]):
-        order = np.argsort(keys, kind="stable")
-        tiles, w = tiles[order], w[order]
-    s.tiles = _put(circuit, stem + ".tiles", tiles)
-    s.params = _put(circuit, stem + ".w", w)
+    order = np.argsort(tiles[:, 0] * (sum(circuit.child_sizes(s)) // s.block) + tiles[:, 1], kind="stable")
+    _store(circuit, s, w[order], tiles[order], s.block)
 
 
 def _rewire(users: list[set[int]], i: int, b, rewrite, *args) -> None:
@@ -198,19 +193,23 @@ def _fold_sum(circuit: Circuit, s: SumBlock, t: int, folded: tuple) -> None:
     new tensors get fresh names."""
     mask, (kids, w) = folded
     s.children = tuple(kids)
-    stem = tensor_stem(s.name)
     if mask.all():
-        s.tiles, s.block = None, 1
-        s.params = _put(circuit, stem + ".w", w)
-        return
+        return _store(circuit, s, w)
     b = _tile_size(circuit, s, t)
     tiles = np.argwhere(mask.reshape(s.n // b, b, -1, b).any(axis=(1, 3))).astype(np.int64)
     if not np.array_equal(scatter_tiles(tiles, np.ones((len(tiles), b, b), bool), *mask.shape, b), mask):
         b = 1  # the pattern is not tile-structured at b: fall back to scalar tiles (always exact)
         tiles = np.argwhere(mask).astype(np.int64)
-    s.block = b
-    s.tiles = _put(circuit, stem + ".tiles", tiles)
-    s.params = _put(circuit, stem + ".w", gather_tiles(w, tiles, b))
+    _store(circuit, s, gather_tiles(w, tiles, b), tiles, b)
+
+
+def _store(circuit: Circuit, s: SumBlock, w: np.ndarray, tiles: np.ndarray | None = None, block: int = 1) -> None:
+    """S's new encoding under fresh tensor names: dense weights ``w``, or ``[m, block, block]`` tiles ``w`` at
+    ``tiles`` (the tile table first, then the weights: the names a fold and a bypass both give)."""
+    stem = tensor_stem(s.name)
+    s.block = block
+    s.tiles = None if tiles is None else _put(circuit, stem + ".tiles", tiles)
+    s.params = _put(circuit, stem + ".w", w)
 
 
 def _tile_size(circuit: Circuit, s: SumBlock, t: int) -> int:
