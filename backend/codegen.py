@@ -120,6 +120,14 @@ DENSE_CHUNK, DENSE_GROUP = 64, 8
 # 128-512's first tree layer (15% of the rows); none of PD's. On an H100 at 512 (bench/profile_step.py, 0 / 8):
 # RAT-SPN peak 251 / 241 MiB, step 1.419 / 1.453 ms; HCLT 128 peak 523 / 523, step 4.084 / 3.967. 0: whole ops
 DENSE_SCRATCH, DENSE_SCRATCH_FROM, DENSE_SCRATCH_SMALL = 64, 4096, 8
+# dense ops of at most DENSE_ONEPASS_P parents a group (one parent tile: PD's regions, HCLT up to 128 latents) run
+# their forward in one launch that reads the children's rows once with a running maximum
+# (dense_kernels.dense_fwd_onepass), not a shift pass that copies them transposed for the product to read again;
+# those of at most DENSE_FUSED_P compute the backward's shift and G in one launch (dense_shift_scale: the parents
+# read once, not twice). On an H100, PD 64 at 8192 (bench/profile_step.py, --dense-fused-p 0 / 128): shift and
+# scale launches 5.48 + 1.25 ms -> shift 4.30 (the forward's) + 1.50 a step, step 44.39 -> 43.6-44.0 ms. 0: never
+DENSE_ONEPASS_P, DENSE_ONEPASS = 128, (64, 32, 4, 3)  # (BN samples, BK children, warps, stages) of its launch
+DENSE_FUSED_P = 128
 # mini-batch EM steps (``em_step``) of at most CAT_EM_MAX_BATCH samples update categorical tables in their
 # counting launches (kernels.input_bwd_cat's EM: a tile's programs, one per block of CAT_EM_KB categories, or the
 # counts' own block when 0, loop over the whole batch), where no two input rows share a parameter row
@@ -670,6 +678,15 @@ def _dense_title(op: SumOp) -> str:
 
 def _dense_forward_lines(key: str, op: SumOp, folded: bool = False) -> list[str]:
     d = op.dense
+    if d.P <= DENSE_ONEPASS_P:
+        bn, bk, warps, stages = DENSE_ONEPASS
+        bp, bk = _pow2(d.P, 16, 1 << 30), _pow2(d.C, 16, bk)
+        warps = warps if bp <= 64 else 2 * warps  # a [128, BN] sum: twice the registers
+        kids = f't["{key}.dchild"], t["{key}.dchild{"b" if folded else ""}"]'
+        return [_dense_title(op),
+                f'D.dense_fwd_onepass[(triton.cdiv(B, {bn}), {d.groups})](vals, p.sum_w, t["{key}.dout"], {kids}, '
+                f't["{key}.dbase"], {d.stride}, B, P={d.P}, C={d.C}, BP={bp}, BN={bn}, BK={bk}, PRECISION=PRECISION, '
+                f"STAGES={stages}, WALIGN={d.align}{', FOLDED=True' if folded else ''}, num_warps={warps})"]
     args = f'vals, p.sum_w, t["{key}.dout"], vt, sh, t["{key}.dbase"], {d.stride}, B, P={d.P}, C={d.C}'
     return ([_dense_title(op), f'vt = D.scratch(vals, t, "{key}", {d.groups * d.C}, B).view({d.groups}, B, {d.C})']
             + _dense_shift(key, d.C, d.groups, True, folded=folded)
@@ -685,29 +702,44 @@ def _dense_backward_lines(key: str, op: SumOp, overwrite: bool, b: str = "", fol
     pt = full if fills else _fit(DENSE_PARAMS["small"], d.P, d.C, None)
     programs = -(-d.P // pt[0]) * -(-d.C // pt[1])
     chunked = d.groups > 1 and DENSE_SCRATCH > 0
-    # a chunk of fewer groups may split its batch further (most_splits, worked out per chunk): without that,
-    # PD 32's parameter flows at 8192 took 3.1 instead of 0.9 ms in chunks
-    most = f"most_splits({programs} * gn)" if chunked else most_splits(programs * d.groups)
     at, gn = ("[g0:]", "gn") if chunked else ("", d.groups)  # a chunk's tables start at its first group
     kids = f't["{key}.{b}dchild"]{at}, t["{key}.{b}dchild{"b" if folded else ""}"]{at}'  # folded: two rows a child
     fold = ", FOLDED=True" if folded else ""
+    # a chunk of fewer groups may split its batch further (most_splits, worked out per chunk): without that,
+    # PD 32's parameter flows at 8192 took 3.1 instead of 0.9 ms in chunks
+    most = f"most_splits({programs} * gn)" if chunked else most_splits(programs * d.groups)
     args = (f'vals, flows, p.sum_w, gt, sh, {kids}, f["{key}.fchild"]{at}, t["{key}.dbase"]{at}, '
             f"{d.stride}, B, P={d.P}, C={d.C}, OVERWRITE={overwrite}{fold}")
-    body = [f"gt = flows.new_empty({gn}, B, {d.P})"] + _dense_shift(key, d.P, gn, False, at) + [
-            f'D.dense_scale[(triton.cdiv({d.P}, 32), triton.cdiv(B, 64), {gn})](vals, flows, t["{key}.dout"]{at}, '
-            f'f["{key}.fdout"]{at}, sh, gt, {d.P}, B, BN=32, BB=64)',
+    body = [f"gt = flows.new_empty({gn}, B, {d.P})"] + _dense_g(key, d, at, gn) + [
             f"split = max(1, min(triton.cdiv(B, {pt[2]}) // {SPLIT_BLOCKS}, {most}))",
             f'D.dense_params[({programs}, split, {gn})](vals, gt, sh, p.sum_w, fl.sum_w, {kids}, '
             f't["{key}.dbase"]{at}, {d.stride}, B, P={d.P}, C={d.C}, STEPS=triton.cdiv(triton.cdiv(B, {pt[2]}), split), '
             f"{_tile_args(pt, d.align)}, ATOMIC=split > 1{fold})",
             ] + _dense_launch("dense_bwd", d.C, d.P, d, DENSE_BWD, args, groups="gn" if chunked else None) + [
-            "del gt, part, sh"]
-    if not chunked:
-        return [_dense_title(op)] + body
+            "del gt, sh"]
+    return [_dense_title(op)] + (body if not chunked else _dense_chunks(d, body))
+
+
+def _dense_chunks(d: Dense, body: list[str]) -> list[str]:
+    """``body`` (a backward over ``gn`` groups from ``g0``) in a loop over chunks of the op's groups."""
     # G transposed is a scratch of the op's parent rows: in chunks of groups, each at most 1/DENSE_SCRATCH of the
     # value buffer (HCLT 32 at 8192: 80 MiB beside 1084 MiB of values, at the step's peak), from batch
     # DENSE_SCRATCH_FROM on (below it, 1/DENSE_SCRATCH_SMALL)
     small = f"vals.shape[0] // {DENSE_SCRATCH_SMALL}" if DENSE_SCRATCH_SMALL else f"{d.groups * d.P}"
     limit = f"vals.shape[0] // {DENSE_SCRATCH} if B >= {DENSE_SCRATCH_FROM} else {small}"
-    return [_dense_title(op), f"for g0, gn in D.group_chunks({d.groups}, {d.P}, {limit}):"] + [
-        "    " + s for s in body]
+    return [f"for g0, gn in D.group_chunks({d.groups}, {d.P}, {limit}):"] + ["    " + s for s in body]
+
+
+def _dense_g(key: str, d: Dense, at: str, gn: int | str) -> list[str]:
+    """The launches that give a backward over ``gn`` groups its shift ``sh`` and ``G`` (``gt``, allocated): one
+    (:func:`~pcc.backend.dense_kernels.dense_shift_scale`) where a group's parents fit a block
+    (:data:`DENSE_FUSED_P`), else the shift's two and :func:`~pcc.backend.dense_kernels.dense_scale`."""
+    if d.P <= DENSE_FUSED_P:
+        bp = _pow2(d.P, 16, 1 << 30)
+        bb = 64 if bp <= 64 else 32
+        return [f"sh = vals.new_empty({gn}, B)",
+                f'D.dense_shift_scale[(triton.cdiv(B, {bb}), {gn})](vals, flows, t["{key}.dout"]{at}, '
+                f'f["{key}.fdout"]{at}, sh, gt, B, P={d.P}, BP={bp}, BB={bb})']
+    return _dense_shift(key, d.P, gn, False, at) + [
+        f'D.dense_scale[(triton.cdiv({d.P}, 32), triton.cdiv(B, 64), {gn})](vals, flows, t["{key}.dout"]{at}, '
+        f'f["{key}.fdout"]{at}, sh, gt, {d.P}, B, BN=32, BB=64)', "del part"]

@@ -246,3 +246,65 @@ def dense_params(vals, gt, shift, sum_w, wflow, child_rows, child_b, w_base, w_s
         tl.atomic_add(wflow + at, f, mask=ok & (f != 0.0), sem="relaxed")
     else:
         tl.store(wflow + at, tl.load(wflow + at, mask=ok, other=0.0) + f, mask=ok)
+
+
+@triton.jit
+def dense_shift_scale(vals, flows, out_rows, fout, shift, gt, B, P: tl.constexpr, BP: tl.constexpr,
+                      BB: tl.constexpr, PDL: tl.constexpr = 0):
+    """The backward's shift and ``G`` of a group whose ``P`` parents fit one block (``BP >= P``) in one pass:
+    ``shift[g, b]`` (:func:`dense_shift` and :func:`dense_combine`'s) and ``gt[g, b, p]`` (:func:`dense_scale`'s)
+    for batch block ``program_id(0)`` of group ``g = program_id(1)``. The parents' values and flows are read once,
+    not once for the shift and again for ``G``, and no chunk results are written and combined."""
+    wait_for_prior_grid(PDL)
+    g = tl.program_id(1).to(tl.int64)
+    out_rows, fout, shift, gt = out_rows + g * P, fout + g * P, shift + g * B, gt + g * B * P
+    i = tl.arange(0, BP)
+    b = tl.program_id(0) * BB + tl.arange(0, BB)
+    ok = (i < P)[:, None] & (b < B)[None, :]
+    r = tl.load(out_rows + i, mask=i < P, other=0).to(tl.int64)
+    fr = tl.load(fout + i, mask=i < P, other=0).to(tl.int64)
+    f = tl.load(flows + fr[:, None] * B + b[None, :], mask=ok, other=0.0)
+    v = tl.load(vals + r[:, None] * B + b[None, :], mask=ok, other=0.0)
+    red = tl.min(shift_key(v, f), axis=0)
+    s = tl.where((red == float("inf")) | (red == float("-inf")), 0.0, red)
+    tl.store(shift + b, s, mask=b < B)
+    tl.store(gt + b[None, :].to(tl.int64) * P + i[:, None], scaled_flow(f, v, s[None, :]), mask=ok)
+
+
+
+@triton.jit
+def dense_fwd_onepass(vals, sum_w, out_rows, child_rows, child_b, w_base, w_stride, B, P: tl.constexpr,
+                      C: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr,
+                      STAGES: tl.constexpr, WALIGN: tl.constexpr, FOLDED: tl.constexpr = False,
+                      PDL: tl.constexpr = 0):
+    """:func:`dense_fwd` for a group whose ``P`` parents fit one tile (``BP >= P``), in one pass over the children
+    and without :func:`dense_shift`: program ``(j, g)`` reads batch block ``j``'s child values straight from their
+    rows ``child_rows[g]`` (plus ``child_b[g]``'s where ``FOLDED``) and keeps a running per-sample maximum ``m``,
+    rescaling its sums by ``exp(m_old - m)`` as it grows. With one parent tile every child value is read once
+    either way, so the shift pass's read and its transposed copy (written, then read again) are saved."""
+    wait_for_prior_grid(PDL)
+    g = tl.program_id(1).to(tl.int64)
+    out_rows, child_rows, child_b = out_rows + g * P, child_rows + g * C, child_b + g * C
+    w_base = _weight_base(w_base, g, WALIGN)
+    p = tl.arange(0, BP)
+    b = tl.program_id(0) * BN + tl.arange(0, BN)
+    at_w = sum_w + w_base + p[:, None].to(tl.int64) * w_stride
+    m = tl.full((BN,), float("-inf"), dtype=tl.float32)
+    acc = tl.zeros((BP, BN), dtype=tl.float32)
+    for k in tl.range(0, C, BK, num_stages=STAGES):
+        c = k + tl.arange(0, BK)
+        ok = (c < C)[:, None] & (b < B)[None, :]
+        r = tl.load(child_rows + c, mask=c < C, other=0).to(tl.int64)
+        cv = tl.load(vals + r[:, None] * B + b[None, :], mask=ok, other=float("-inf"))
+        if FOLDED:  # (0 + v_a) + v_b, as prod_fwd adds them
+            r2 = tl.load(child_b + c, mask=c < C, other=0).to(tl.int64)
+            cv += tl.load(vals + r2[:, None] * B + b[None, :], mask=ok, other=0.0)
+        grown = tl.maximum(m, tl.max(cv, axis=0))
+        at = tl.where(grown == float("-inf"), 0.0, grown)  # no finite child yet: nothing to scale
+        acc = acc * tl.exp(m - at)[None, :]
+        w = tl.load(at_w + c[None, :], mask=(p < P)[:, None] & (c < C)[None, :], other=0.0)
+        acc += _dot(w, tl.exp(cv - at[None, :]), PRECISION)
+        m = grown
+    at = tl.where(m == float("-inf"), 0.0, m)
+    rows = tl.load(out_rows + p, mask=p < P, other=0).to(tl.int64)
+    tl.store(vals + rows[:, None] * B + b[None, :], tl.log(acc) + at[None, :], mask=(p < P)[:, None] & (b < B)[None, :])

@@ -123,6 +123,14 @@ def main() -> None:
         compare(model, xb, args)
 
 
+def _sum_flows(model: CircuitModel, xb: torch.Tensor) -> torch.Tensor:
+    """The sum weights' parameter flows of batch ``xb`` at the model's parameters (float64, on the GPU)."""
+    model.accumulated = 0
+    model.accumulate(xb)
+    model.accumulated = 0
+    return model.flows.sum_w.double().clone()
+
+
 def compare(model: CircuitModel, xb: torch.Tensor, args: argparse.Namespace) -> None:
     """Every setting of ``args`` on ``model``: accuracy against the generic fp32 kernels, kernel profile, step."""
     knobs = [(flag, values.split(",")) for flag, values in vars(args).items() if flag.replace("_", "-") in KNOBS]
@@ -134,17 +142,19 @@ def compare(model: CircuitModel, xb: torch.Tensor, args: argparse.Namespace) -> 
         codegen.DENSE_MIN_WORK = NEVER
         model.executor = TritonExecutor(model.plan, model.device_, precision="ieee")
         reference = model.log_prob(xb).double()  # at the current parameters (earlier settings trained them)
+        ref_flows = _sum_flows(model, xb)
         codegen.DENSE_MIN_WORK = NEVER if work == "never" else int(work)
         model.executor = TritonExecutor(model.plan, model.device_, precision=precision, fill=args.fill,
                                         recompute="sums" if again == "on" else again)
         torch.cuda.reset_peak_memory_stats()
         err = float((model.log_prob(xb).double() - reference).abs().max() / reference.abs().max())
+        flow_err = float((_sum_flows(model, xb) - ref_flows).abs().max() / ref_flows.abs().max())
         rows = profile(model, xb, args.steps)
         model.use_graphs = True
         graph_ms = median_ms(lambda: model.em_step(xb, step_size=0.1, pseudocount=0.1), 20)
         picked = ", ".join(f"{flag.replace('_', '-')} {value}" for (flag, _), value in zip(knobs, chosen))
         print(f"precision {precision}, DENSE_MIN_WORK {work}, recompute {again}, {picked}: "
-              f"LL rel err vs ieee (generic kernels) {err:.1e}; "
+              f"LL rel err vs ieee (generic kernels) {err:.1e}, sum-weight flows {flow_err:.1e}; "
               f"step with CUDA graph {graph_ms:.3f} ms (median of 20); peak {torch.cuda.max_memory_allocated() >> 20} MiB")
         print(f"{'kernel':70s} {'ms/step':>9s} {'launches':>9s}")
         for name, ms, n in rows[:12]:

@@ -86,6 +86,10 @@ KNOBS = {
                       "most 1/N of the value buffer's rows; 0: whole ops"),
     "dense-scratch-small": (codegen, "DENSE_SCRATCH_SMALL", "below DENSE_SCRATCH_FROM, a dense op's backward runs "
                             "in chunks of groups whose scratch holds at most 1/N of the buffer's rows; 0: whole ops"),
+    "dense-onepass-p": (codegen, "DENSE_ONEPASS_P", "dense ops of at most N parents a group run their forward in one "
+                        "pass with a running maximum (no shift pass, no transposed copy); 0: never"),
+    "dense-fused-p": (codegen, "DENSE_FUSED_P", "dense ops of at most N parents a group compute the backward's shift "
+                      "and G in one launch; 0: never"),
     "fold-products": (folding, "FOLD", "1: products of two children that only sums read are added in those sums' "
                       "forward loads where a layout needs no rows of them (no product launch in the forward)"),
     "joint-rows": (arena, "JOINT", "1: a training step's values and flows share one buffer (rows reused across both "

@@ -168,10 +168,26 @@ def test_forward_on_dense_kernels(name, make, monkeypatch):
     test_forward_matches_reference(name, make, "triton", torch.float32, 1e-5, None)
 
 
+def _wide_dense_kernels(monkeypatch) -> None:
+    """Dense ops on the kernels of groups wider than a tile at any width: the forward's shift pass (with the
+    transposed copy) and product, the backward's shift, combine and scale launches; not the one-pass forward
+    and the fused shift and G of groups of at most ``codegen.DENSE_ONEPASS_P`` / ``DENSE_FUSED_P`` parents."""
+    from pcc.backend import codegen
+    monkeypatch.setattr(codegen, "DENSE_ONEPASS_P", 0)
+    monkeypatch.setattr(codegen, "DENSE_FUSED_P", 0)
+
+
+BACKWARDS = ["narrow", "wide"]  # the dense kernels' two forms (ops wider than a tile take the wide ones always)
+
+
+@pytest.mark.parametrize("backward", BACKWARDS)
 @pytest.mark.parametrize("name,make", DENSE, ids=[c[0] for c in DENSE])
-def test_flows_on_dense_kernels(name, make, monkeypatch):
-    """Node and parameter flows of the dense kernels (shift, scale, child flows, parameter flows)."""
+def test_flows_on_dense_kernels(name, make, backward, monkeypatch):
+    """Node and parameter flows of the dense kernels: those of groups of at most a tile of parents (the one-pass
+    forward, the shift and G in one launch), and those of wider groups at every width."""
     _dense_everywhere(monkeypatch)
+    if backward == "wide":
+        _wide_dense_kernels(monkeypatch)
     test_flows_match_autograd(name, make, "triton", torch.float32, None, 1e-4)
 
 
@@ -192,9 +208,11 @@ GROUPED = [("pd8x8", lambda: parse(EXAMPLES[[p.stem for p in EXAMPLES].index("pd
 @pytest.mark.parametrize("name,make", GROUPED, ids=[c[0] for c in GROUPED])
 def test_dense_groups_on_their_own_tiles(name, make, monkeypatch):
     """Ops of several dense groups (PD regions, HCLT tree nodes) at full grids, on the tiles codegen gives
-    grouped ops (DENSE_GROUPS_FWD / DENSE_GROUPS_PARAMS, forced here at any width), against the references."""
+    grouped ops (DENSE_GROUPS_FWD / DENSE_GROUPS_PARAMS, forced here at any width; the forward's is a wide
+    group's), against the references."""
     from pcc.backend import codegen
     _dense_everywhere(monkeypatch)
+    _wide_dense_kernels(monkeypatch)
     for name_, value in (("SUM_FILL", 0), ("FILL", 0), ("DENSE_GROUPS_MIN_C", 0)):
         monkeypatch.setattr(codegen, name_, value)
     plan = build_plan(optimize(make()))
@@ -212,14 +230,17 @@ def _holes_on(monkeypatch) -> None:
     monkeypatch.setattr(block_edges, "MAX_HOLES", 125)
 
 
+@pytest.mark.parametrize("backward", BACKWARDS)
 @pytest.mark.parametrize("chunks", [False, True], ids=["whole", "chunks"])
-def test_holed_sums_on_dense_kernels(chunks, monkeypatch):
+def test_holed_sums_on_dense_kernels(chunks, backward, monkeypatch):
     """Block-sparse sums stored as their whole matrix with holes (``block-edges``' ``holes``: a converted PD
     region's two parent tiles over different 4 of its 5 products) run as dense groups of 64 x 320, one per
     region, also with the backward in chunks of groups; against the references."""
     from pcc.backend import codegen
     _dense_everywhere(monkeypatch)
     _holes_on(monkeypatch)
+    if backward == "wide":
+        _wide_dense_kernels(monkeypatch)
     if chunks:  # one group per chunk
         monkeypatch.setattr(codegen, "DENSE_SCRATCH_SMALL", 1 << 20)
     layered = optimize(shared_halves_circuit())
@@ -293,21 +314,28 @@ def _assert_param_flows_close(flows: Flows, want: Flows) -> None:
         assert torch.allclose(a.double(), b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("backward", BACKWARDS)
 @pytest.mark.parametrize("grid", ["small", "full"])
-def test_dense_kernels_run_where_asked_and_over_several_batch_blocks(grid, monkeypatch):
+def test_dense_kernels_run_where_asked_and_over_several_batch_blocks(grid, backward, monkeypatch):
     """The dense launches replace the generic ones on dense ops only; at batch 130 the products cover three batch
     blocks and the parameter flows split the batch over programs (atomics). ``full``: the tiles for grids of at
-    least one wave, forced (the small circuits here would otherwise take the small-grid tiles)."""
+    least one wave, forced (the small circuits here would otherwise take the small-grid tiles). ``narrow``: HMM
+    128's groups of 128 parents on the one-pass forward and the fused shift and G; ``wide``: on the others."""
     from pcc.backend import codegen
     _dense_everywhere(monkeypatch)
+    if backward == "wide":
+        _wide_dense_kernels(monkeypatch)
     if grid == "full":
         monkeypatch.setattr(codegen, "SUM_FILL", 0)
         monkeypatch.setattr(codegen, "FILL", 0)
     monkeypatch.setattr(folding, "FOLD", False)  # one launch a dense op here (tests/test_folding.py folds)
     c = load_text(hmm_source(3, 128, 5), "h.pc")
     plan, ex, p, x, m = setup(c, 3, torch.float32, batch=130, executor="triton")
-    assert ex.source.count("D.dense_params[") == 3 and ex.source.count("vt = D.scratch(vals, t, ") == 3
-    assert "D.dense_fwd[" in ex.source and "D.dense_bwd[" in ex.source and "K.sum_fwd[" not in ex.source
+    wide = backward == "wide"
+    assert ex.source.count("D.dense_params[") == 3 and ex.source.count("vt = D.scratch(vals, t, ") == 3 * wide
+    assert ex.source.count("D.dense_fwd_onepass[") == 3 * (not wide)
+    assert ex.source.count("D.dense_shift_scale[") == 3 * (not wide) and ex.source.count("D.dense_scale[") == 3 * wide
+    assert "D.dense_bwd[" in ex.source and "K.sum_fwd[" not in ex.source
     node, node_want, flows, want = _flows_and_float64(plan, ex, p, x, m)
     assert torch.allclose(node.double(), node_want, rtol=1e-4, atol=1e-6)
     _assert_param_flows_close(flows, want)
@@ -328,7 +356,7 @@ def test_sums_whose_tiles_share_children_read_one_row(latents):
     _assert_param_flows_close(flows, want)
 
 
-@pytest.mark.parametrize("path", ["generic", "dense"])
+@pytest.mark.parametrize("path", ["generic", "dense", "wide"])
 def test_backward_keeps_flows_of_parents_far_apart(path, monkeypatch):
     """A shift per sample (per parent tile in the generic kernels) must keep every parent's flow when a layer's
     values spread far: 16 independent chains (identity transitions), state j emitting symbol 0 with weight e^-4j
@@ -336,8 +364,10 @@ def test_backward_keeps_flows_of_parents_far_apart(path, monkeypatch):
     15 still has flow e^-60. The backward shift is the minimum of ``v - log F`` (state 15's, giving the main
     state ``G = e^-60``); a shift by the minimum value alone gave the main state ``G = e^-120``, zero in fp32,
     and lost its flow (the generic kernels did, before)."""
-    if path == "dense":
+    if path != "generic":
         _dense_everywhere(monkeypatch)
+    if path == "wide":
+        _wide_dense_kernels(monkeypatch)
     L = 16
     c = optimize(load_text(hmm_source(3, L, 5), "h.pc"))
     plan = build_plan(c)
@@ -352,7 +382,8 @@ def test_backward_keeps_flows_of_parents_far_apart(path, monkeypatch):
                 params.cat[5][start:start + size] = emit.to(params.cat[5].dtype)
             elif size == L * L:
                 params.sum_w[start:start + size] = torch.eye(L, dtype=params.sum_w.dtype).reshape(-1)
-    assert ("D.dense_bwd[" in ex.source) == (path == "dense")
+    assert ("D.dense_bwd[" in ex.source) == (path != "generic")
+    assert ("D.dense_shift_scale[" in ex.source) == (path == "dense") and ("D.dense_scale[" in ex.source) == (path == "wide")
     x = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
     mt = torch.zeros(x.shape, dtype=torch.bool)
     vals64 = exact.forward(p64, x.double(), mt)
@@ -661,9 +692,10 @@ def test_group_chunks_cover_every_group_once_within_the_limit():
     assert group_chunks(81, 32, 81 * 32) == [(0, 81)]  # below DENSE_SCRATCH_FROM: the whole op
 
 
+@pytest.mark.parametrize("backward", BACKWARDS)
 @pytest.mark.parametrize("scratch", [0, 16, 1 << 20])
 @pytest.mark.parametrize("name,make", GROUPED, ids=[c[0] for c in GROUPED])
-def test_dense_backward_in_chunks_of_groups(name, make, scratch, monkeypatch):
+def test_dense_backward_in_chunks_of_groups(name, make, scratch, backward, monkeypatch):
     """codegen.DENSE_SCRATCH: a grouped dense op's backward over whole ops (0), chunks of several groups (16: PD
     8x8's 64 groups of 8 rows in chunks of 11, HCLT's in chunks of one) and one group a chunk (a limit below one
     group's rows), against the references, node and training flows."""
@@ -672,6 +704,8 @@ def test_dense_backward_in_chunks_of_groups(name, make, scratch, monkeypatch):
     _dense_everywhere(monkeypatch)
     monkeypatch.setattr(codegen, "DENSE_SCRATCH", scratch)
     monkeypatch.setattr(codegen, "DENSE_SCRATCH_FROM", 0)  # chunks at the tests' small batches too
+    if backward == "wide":
+        _wide_dense_kernels(monkeypatch)
     plan = build_plan(optimize(make()))
     assert ("D.group_chunks(" in codegen.generate(plan)) == (scratch > 0)
     test_flows_match_autograd(name, make, "triton", torch.float32, None, 1e-4)

@@ -53,11 +53,17 @@ def test_flows_and_em_match_float64(name, make):
             assert (a.double() - b).abs().max().item() <= 1e-4
 
 
+@pytest.mark.parametrize("kernels", ["narrow", "wide"])
 @pytest.mark.parametrize("name,make", CASES, ids=[c[0] for c in CASES])
-def test_dense_kernels_match_float64(name, make, monkeypatch):
-    """Every dense sum on pcc.backend.dense_kernels (by default only where edges x batch >= 2^28)."""
+def test_dense_kernels_match_float64(name, make, kernels, monkeypatch):
+    """Every dense sum on pcc.backend.dense_kernels (by default only where edges x batch >= 2^28): groups of at
+    most a tile of parents on their own kernels (one-pass forward, shift and G in one launch), or (``wide``)
+    every group on the kernels of wider ones."""
     from pcc.backend import codegen
     monkeypatch.setattr(codegen, "DENSE_MIN_WORK", 0)
+    if kernels == "wide":
+        monkeypatch.setattr(codegen, "DENSE_ONEPASS_P", 0)
+        monkeypatch.setattr(codegen, "DENSE_FUSED_P", 0)
     test_log_likelihood_matches_reference(name, make)
     test_flows_and_em_match_float64(name, make)
 
