@@ -21,7 +21,8 @@ is cleared before its first write as a fresh row is (the flow map's ``zero``), u
 
 While a dense op runs in the forward, the arena's rows above every row a value has taken so far hold nothing
 (``ValueMap.spare``; flows' and recomputed values' rows come in the backward): the forward's largest scratch, a
-dense op's transposed child values (``[G, B, C]``, PD 64's 0.9 GB at batch 8192), is taken from there where it
+dense op's transposed child values (``[G, B, C]``, PD 128's up to 2.0 GiB at batch 8192; groups of at most
+``codegen.DENSE_ONEPASS_P`` parents take none), is taken from there where it
 fits, else (a large one) from the first run of rows free while the op runs (RAT-SPN's: the rows of its inputs,
 dead by then), else from new memory (:func:`pcc.backend.dense_kernels.scratch`); otherwise it would sit on top
 of the whole arena.

@@ -120,13 +120,17 @@ DENSE_CHUNK, DENSE_GROUP = 64, 8
 # 128-512's first tree layer (15% of the rows); none of PD's. On an H100 at 512 (bench/profile_step.py, 0 / 8):
 # RAT-SPN peak 251 / 241 MiB, step 1.419 / 1.453 ms; HCLT 128 peak 523 / 523, step 4.084 / 3.967. 0: whole ops
 DENSE_SCRATCH, DENSE_SCRATCH_FROM, DENSE_SCRATCH_SMALL = 64, 4096, 8
-# dense ops of at most DENSE_ONEPASS_P parents a group (one parent tile: PD's regions, HCLT up to 128 latents) run
-# their forward in one launch that reads the children's rows once with a running maximum
-# (dense_kernels.dense_fwd_onepass), not a shift pass that copies them transposed for the product to read again;
-# those of at most DENSE_FUSED_P compute the backward's shift and G in one launch (dense_shift_scale: the parents
-# read once, not twice). On an H100, PD 64 at 8192 (bench/profile_step.py, --dense-fused-p 0 / 128): shift and
-# scale launches 5.48 + 1.25 ms -> shift 4.30 (the forward's) + 1.50 a step, step 44.39 -> 43.6-44.0 ms. 0: never
-DENSE_ONEPASS_P, DENSE_ONEPASS = 128, (64, 32, 4, 3)  # (BN samples, BK children, warps, stages) of its launch
+# dense ops of at most DENSE_ONEPASS_P parents a group (PD 32/64's regions, HCLT 32/64's tree nodes) run their
+# forward in one launch that reads the children's rows once with a running maximum (dense_kernels.dense_fwd_onepass),
+# not a shift pass that copies them transposed for the product to read again; those of at most DENSE_FUSED_P
+# compute the backward's shift and G in one launch (dense_shift_scale: the parents read once, not twice, and no
+# chunk results to combine). On an H100 (bench/profile_step.py --dense-onepass-p A --dense-fused-p B, one process;
+# bench/results/twentyseventh_round_2026-12-07_h100.txt), step ms at (A, B) = (0, 0) / (0, 128) / (128, 0) /
+# (128, 128): PD 64 at 8192 44.55 / 43.06 / 41.73 / 40.51; PD 64 at 512 3.590 / 3.471 / 3.236 / 3.165. HCLT 128 at
+# 512 (every group 128 parents): 4.101 / 3.790 / 4.094 / 4.145, and (64, 0) / (64, 128), the kernels of (0, 0) /
+# (0, 128) there, 4.084 / 4.006 (so settings differ by up to 5% run to run): the one-pass forward does not gain at
+# 128 parents (a [128, 64] running sum a program), the fused shift and G gains 0.1-0.3 ms. 0: never
+DENSE_ONEPASS_P, DENSE_ONEPASS = 64, (64, 32, 4, 3)  # (BN samples, BK children, warps, stages) of its launch
 DENSE_FUSED_P = 128
 # mini-batch EM steps (``em_step``) of at most CAT_EM_MAX_BATCH samples update categorical tables in their
 # counting launches (kernels.input_bwd_cat's EM: a tile's programs, one per block of CAT_EM_KB categories, or the

@@ -19,6 +19,11 @@ chunks in parallel (:func:`dense_shift`) and the chunks combined in one small la
 The products read both operands contiguously along the contraction: the forward's child values and the
 backward's ``G`` are written transposed (``[B, C]``, ``[B, P]``) by the passes before them.
 
+Groups of at most one tile of parents (PD's regions, HCLT's tree nodes at up to 64 latents) read every child
+value once in the forward anyway, so :func:`dense_fwd_onepass` reads them straight from their rows with a running
+maximum instead (no shift pass, no transposed copy), and :func:`dense_shift_scale` computes the backward's shift
+and ``G`` in one pass over the parents (``codegen.DENSE_ONEPASS_P``, ``codegen.DENSE_FUSED_P``).
+
 Programs cover ``BM x BN`` output tiles in groups of ``GROUP`` rows of tiles (so that the tiles running at
 once share operand rows in L2), looping over the contraction in ``BK`` steps; the op's group is the grid's
 last axis. Row tables are ``[G, P]`` (parents) and ``[G, C]`` (children), scratch buffers ``[G, ...]``.
