@@ -325,6 +325,8 @@ def test_dense_kernels_run_where_asked_and_over_several_batch_blocks(grid, backw
     _dense_everywhere(monkeypatch)
     if backward == "wide":
         _wide_dense_kernels(monkeypatch)
+    else:  # the one-pass forward at 128 parents too (by default it takes groups of up to 64)
+        monkeypatch.setattr(codegen, "DENSE_ONEPASS_P", 128)
     if grid == "full":
         monkeypatch.setattr(codegen, "SUM_FILL", 0)
         monkeypatch.setattr(codegen, "FILL", 0)
