@@ -276,7 +276,6 @@ def dense_shift_scale(vals, flows, out_rows, fout, shift, gt, B, P: tl.constexpr
     tl.store(gt + b[None, :].to(tl.int64) * P + i[:, None], scaled_flow(f, v, s[None, :]), mask=ok)
 
 
-
 @triton.jit
 def dense_fwd_onepass(vals, sum_w, out_rows, child_rows, child_b, w_base, w_stride, B, P: tl.constexpr,
                       C: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr,
