@@ -177,16 +177,16 @@ def _wide_dense_kernels(monkeypatch) -> None:
     monkeypatch.setattr(codegen, "DENSE_FUSED_P", 0)
 
 
-BACKWARDS = ["narrow", "wide"]  # the dense kernels' two forms (ops wider than a tile take the wide ones always)
+DENSE_FORMS = ["narrow", "wide"]  # the dense kernels' two forms (ops wider than a tile take the wide ones always)
 
 
-@pytest.mark.parametrize("backward", BACKWARDS)
+@pytest.mark.parametrize("form", DENSE_FORMS)
 @pytest.mark.parametrize("name,make", DENSE, ids=[c[0] for c in DENSE])
-def test_flows_on_dense_kernels(name, make, backward, monkeypatch):
+def test_flows_on_dense_kernels(name, make, form, monkeypatch):
     """Node and parameter flows of the dense kernels: those of groups of at most a tile of parents (the one-pass
     forward, the shift and G in one launch), and those of wider groups at every width."""
     _dense_everywhere(monkeypatch)
-    if backward == "wide":
+    if form == "wide":
         _wide_dense_kernels(monkeypatch)
     test_flows_match_autograd(name, make, "triton", torch.float32, None, 1e-4)
 
@@ -230,16 +230,16 @@ def _holes_on(monkeypatch) -> None:
     monkeypatch.setattr(block_edges, "MAX_HOLES", 125)
 
 
-@pytest.mark.parametrize("backward", BACKWARDS)
+@pytest.mark.parametrize("form", DENSE_FORMS)
 @pytest.mark.parametrize("chunks", [False, True], ids=["whole", "chunks"])
-def test_holed_sums_on_dense_kernels(chunks, backward, monkeypatch):
+def test_holed_sums_on_dense_kernels(chunks, form, monkeypatch):
     """Block-sparse sums stored as their whole matrix with holes (``block-edges``' ``holes``: a converted PD
     region's two parent tiles over different 4 of its 5 products) run as dense groups of 64 x 320, one per
     region, also with the backward in chunks of groups; against the references."""
     from pcc.backend import codegen
     _dense_everywhere(monkeypatch)
     _holes_on(monkeypatch)
-    if backward == "wide":
+    if form == "wide":
         _wide_dense_kernels(monkeypatch)
     if chunks:  # one group per chunk
         monkeypatch.setattr(codegen, "DENSE_SCRATCH_SMALL", 1 << 20)
@@ -314,16 +314,16 @@ def _assert_param_flows_close(flows: Flows, want: Flows) -> None:
         assert torch.allclose(a.double(), b, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("backward", BACKWARDS)
+@pytest.mark.parametrize("form", DENSE_FORMS)
 @pytest.mark.parametrize("grid", ["small", "full"])
-def test_dense_kernels_run_where_asked_and_over_several_batch_blocks(grid, backward, monkeypatch):
+def test_dense_kernels_run_where_asked_and_over_several_batch_blocks(grid, form, monkeypatch):
     """The dense launches replace the generic ones on dense ops only; at batch 130 the products cover three batch
     blocks and the parameter flows split the batch over programs (atomics). ``full``: the tiles for grids of at
     least one wave, forced (the small circuits here would otherwise take the small-grid tiles). ``narrow``: HMM
     128's groups of 128 parents on the one-pass forward and the fused shift and G; ``wide``: on the others."""
     from pcc.backend import codegen
     _dense_everywhere(monkeypatch)
-    if backward == "wide":
+    if form == "wide":
         _wide_dense_kernels(monkeypatch)
     else:  # the one-pass forward at 128 parents too (by default it takes groups of up to 64)
         monkeypatch.setattr(codegen, "DENSE_ONEPASS_P", 128)
@@ -333,7 +333,7 @@ def test_dense_kernels_run_where_asked_and_over_several_batch_blocks(grid, backw
     monkeypatch.setattr(folding, "FOLD", False)  # one launch a dense op here (tests/test_folding.py folds)
     c = load_text(hmm_source(3, 128, 5), "h.pc")
     plan, ex, p, x, m = setup(c, 3, torch.float32, batch=130, executor="triton")
-    wide = backward == "wide"
+    wide = form == "wide"
     assert ex.source.count("D.dense_params[") == 3 and ex.source.count("vt = D.scratch(vals, t, ") == 3 * wide
     assert ex.source.count("D.dense_fwd_onepass[") == 3 * (not wide)
     assert ex.source.count("D.dense_shift_scale[") == 3 * (not wide) and ex.source.count("D.dense_scale[") == 3 * wide
@@ -694,10 +694,10 @@ def test_group_chunks_cover_every_group_once_within_the_limit():
     assert group_chunks(81, 32, 81 * 32) == [(0, 81)]  # below DENSE_SCRATCH_FROM: the whole op
 
 
-@pytest.mark.parametrize("backward", BACKWARDS)
+@pytest.mark.parametrize("form", DENSE_FORMS)
 @pytest.mark.parametrize("scratch", [0, 16, 1 << 20])
 @pytest.mark.parametrize("name,make", GROUPED, ids=[c[0] for c in GROUPED])
-def test_dense_backward_in_chunks_of_groups(name, make, scratch, backward, monkeypatch):
+def test_dense_backward_in_chunks_of_groups(name, make, scratch, form, monkeypatch):
     """codegen.DENSE_SCRATCH: a grouped dense op's backward over whole ops (0), chunks of several groups (16: PD
     8x8's 64 groups of 8 rows in chunks of 11, HCLT's in chunks of one) and one group a chunk (a limit below one
     group's rows), against the references, node and training flows."""
@@ -706,7 +706,7 @@ def test_dense_backward_in_chunks_of_groups(name, make, scratch, backward, monke
     _dense_everywhere(monkeypatch)
     monkeypatch.setattr(codegen, "DENSE_SCRATCH", scratch)
     monkeypatch.setattr(codegen, "DENSE_SCRATCH_FROM", 0)  # chunks at the tests' small batches too
-    if backward == "wide":
+    if form == "wide":
         _wide_dense_kernels(monkeypatch)
     plan = build_plan(optimize(make()))
     assert ("D.group_chunks(" in codegen.generate(plan)) == (scratch > 0)
