@@ -649,7 +649,7 @@ def _dense_shift(key: str, n: int, groups: int | str, forward: bool, at: str = "
     ``folded`` (forward): each child value is the sum of two rows, ``dchild``'s and ``dchildb``'s (:mod:`.folding`)."""
     chunk = _pow2(n, 32, DENSE_CHUNK)
     parts = -(-n // chunk)
-    rows = (f't["{key}.dchild"]{at}, t["{key}.dchild{"b" if folded else ""}"]{at}' if forward
+    rows = (_dense_children(key, folded, at=at) if forward
             else f't["{key}.dout"]{at}, f["{key}.fdout"]{at}')
     buf, scratch = ("vals, vals", "vt") if forward else ("vals, flows", "part")
     many = groups * parts if isinstance(groups, int) else f"{groups} * {parts}"
@@ -674,6 +674,14 @@ def _dense_launch(kernel: str, m: int, k: int, d: Dense, tiles: dict, args: str,
             "else:  # under one wave: the small-grid tiles", "    " + launch(small)]
 
 
+def _dense_children(key: str, folded: bool, b: str = "", at: str = "") -> str:
+    """The two child-row arguments of a dense kernel: ``dchild`` and, where ``folded`` (a child is the sum of two
+    rows, :mod:`.folding`), ``dchildb``, else ``dchild`` again (unread). ``b``: the backward's tables' prefix,
+    ``at``: a chunk's slice of them."""
+    second = "b" if folded else ""
+    return f't["{key}.{b}dchild"]{at}, t["{key}.{b}dchild{second}"]{at}'
+
+
 def _dense_title(op: SumOp) -> str:
     d = op.dense
     return (f"# dense, {d.groups} group(s) of {d.P} x {d.C}: W_g[p, c] = sum_w[base_g + p * {d.stride} + c] "
@@ -686,7 +694,7 @@ def _dense_forward_lines(key: str, op: SumOp, folded: bool = False) -> list[str]
         bn, bk, warps, stages = DENSE_ONEPASS
         bp, bk = _pow2(d.P, 16, 1 << 30), _pow2(d.C, 16, bk)
         warps = warps if bp <= 64 else 2 * warps  # a [128, BN] sum: twice the registers
-        kids = f't["{key}.dchild"], t["{key}.dchild{"b" if folded else ""}"]'
+        kids = _dense_children(key, folded)
         return [_dense_title(op),
                 f'D.dense_fwd_onepass[(triton.cdiv(B, {bn}), {d.groups})](vals, p.sum_w, t["{key}.dout"], {kids}, '
                 f't["{key}.dbase"], {d.stride}, B, P={d.P}, C={d.C}, BP={bp}, BN={bn}, BK={bk}, PRECISION=PRECISION, '
@@ -707,7 +715,7 @@ def _dense_backward_lines(key: str, op: SumOp, overwrite: bool, b: str = "", fol
     programs = -(-d.P // pt[0]) * -(-d.C // pt[1])
     chunked = d.groups > 1 and DENSE_SCRATCH > 0
     at, gn = ("[g0:]", "gn") if chunked else ("", d.groups)  # a chunk's tables start at its first group
-    kids = f't["{key}.{b}dchild"]{at}, t["{key}.{b}dchild{"b" if folded else ""}"]{at}'  # folded: two rows a child
+    kids = _dense_children(key, folded, b, at)
     fold = ", FOLDED=True" if folded else ""
     # a chunk of fewer groups may split its batch further (most_splits, worked out per chunk): without that,
     # PD 32's parameter flows at 8192 took 3.1 instead of 0.9 ms in chunks

@@ -171,11 +171,19 @@ def dense_scale(vals, flows, out_rows, fout, shift, gt, P, B, BN: tl.constexpr, 
     b = tl.program_id(1) * BB + tl.arange(0, BB)
     ok = (i < P)[:, None] & (b < B)[None, :]
     s = tl.load(shift + b, mask=b < B, other=0.0)
+    v, f = _parents(vals, flows, out_rows, fout, i, b, P, B, ok)
+    tl.store(gt + b[None, :].to(tl.int64) * P + i[:, None], scaled_flow(f, v, s[None, :]), mask=ok)
+
+
+@triton.jit
+def _parents(vals, flows, out_rows, fout, i, b, P, B, ok):
+    """``(v, f)``: the values and flows of a group's parents ``i`` (rows ``out_rows[i]``, flow rows ``fout[i]``)
+    over batch columns ``b``, 0 outside ``ok``."""
     r = tl.load(out_rows + i, mask=i < P, other=0).to(tl.int64)
     fr = tl.load(fout + i, mask=i < P, other=0).to(tl.int64)
     f = tl.load(flows + fr[:, None] * B + b[None, :], mask=ok, other=0.0)
     v = tl.load(vals + r[:, None] * B + b[None, :], mask=ok, other=0.0)
-    tl.store(gt + b[None, :].to(tl.int64) * P + i[:, None], scaled_flow(f, v, s[None, :]), mask=ok)
+    return v, f
 
 
 @triton.jit
@@ -266,10 +274,7 @@ def dense_shift_scale(vals, flows, out_rows, fout, shift, gt, B, P: tl.constexpr
     i = tl.arange(0, BP)
     b = tl.program_id(0) * BB + tl.arange(0, BB)
     ok = (i < P)[:, None] & (b < B)[None, :]
-    r = tl.load(out_rows + i, mask=i < P, other=0).to(tl.int64)
-    fr = tl.load(fout + i, mask=i < P, other=0).to(tl.int64)
-    f = tl.load(flows + fr[:, None] * B + b[None, :], mask=ok, other=0.0)
-    v = tl.load(vals + r[:, None] * B + b[None, :], mask=ok, other=0.0)
+    v, f = _parents(vals, flows, out_rows, fout, i, b, P, B, ok)
     red = tl.min(shift_key(v, f), axis=0)
     s = tl.where((red == float("inf")) | (red == float("-inf")), 0.0, red)
     tl.store(shift + b, s, mask=b < B)
