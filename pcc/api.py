@@ -80,7 +80,10 @@ def compile(source: str | Path, device=None, executor: str = "auto", pipeline: s
     steps on an H100); None: ``pcc.backend.fusion.FUSE``, off unless set.
     """
     from pcc.backend.runtime import CircuitModel
-    return CircuitModel(optimize(parse(source), pipeline), device, executor=executor, precision=precision,
+    # verified once after the passes (a failure still names its pass: Options.verify_end); ``pcc opt`` and
+    # ``optimize`` verify after each
+    layered = optimize(parse(source), pipeline, Options(verify_each=False, verify_end=True))
+    return CircuitModel(layered, device, executor=executor, precision=precision,
                         recompute=recompute, fuse_inputs=fuse_inputs)
 
 

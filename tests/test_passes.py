@@ -7,6 +7,7 @@ import pytest
 from conftest import EXAMPLES
 from randgen import random_circuits
 
+import pcc
 from pcc.frontend import load_file, load_text
 from pcc.ir import UserError
 from pcc.passes import REGISTRY, Options, Pass, PassFailure, parse_pipeline, run_pipeline
@@ -68,6 +69,20 @@ def test_invalid_output_is_caught_after_the_pass():
     assert msg.startswith("pass 'test-break' failed: it produced invalid IR")
     assert "the root must be a single node" in msg and "> %3 = sum(%2) n=3" in msg
     run_pipeline(c, parse_pipeline("test-break"), Options(verify_each=False))  # opt-out: no check
+
+
+def test_verifying_at_the_end_still_names_the_pass():
+    """``verify_end`` (``pcc.compile``'s way) verifies once; a failure runs the passes again, verifying each."""
+    path = next(p for p in EXAMPLES if p.stem == "mixture")
+    c = load_file(path)
+    with pytest.raises(PassFailure) as e:
+        run_pipeline(c, parse_pipeline("dce,test-break,dce"), Options(verify_each=False, verify_end=True))
+    assert str(e.value).startswith("pass 'test-break' failed: it produced invalid IR")
+    assert "the root must be a single node" in str(e.value)
+    assert c.blocks[c.root].n == 1  # the input is untouched: each pass ran on a copy
+    with pytest.raises(PassFailure, match="^pass 'test-break' failed: it produced invalid IR"):
+        pcc.compile(path, device="cpu", executor="torch", pipeline="test-break")
+    assert run_pipeline(c, parse_pipeline("dce"), Options(verify_each=False, verify_end=True)).blocks
 
 
 def test_pass_error_names_pass_and_block():
