@@ -36,7 +36,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .kernels import CLAMP, _add_flows, _dot, scaled_flow, shift_key, wait_for_prior_grid
+from .kernels import CLAMP, _add_flows, _dot, running_log, running_max, scaled_flow, shift_key, wait_for_prior_grid
 
 
 def scratch(vals, t: dict, key: str, rows: int, B: int):
@@ -129,7 +129,13 @@ def dense_combine(part, shift, B, NPART: tl.constexpr, FORWARD: tl.constexpr, BB
         red = tl.full((BB,), float("inf"), dtype=tl.float32)
         for j in tl.static_range(NPART):
             red = tl.minimum(red, tl.load(part + j * B + b, mask=b < B, other=float("inf")))
-    tl.store(shift + b, tl.where((red == float("inf")) | (red == float("-inf")), 0.0, red), mask=b < B)
+    tl.store(shift + b, _finite_or_zero(red), mask=b < B)
+
+
+@triton.jit
+def _finite_or_zero(red):
+    """A reduced shift, 0 where no row counted (the reduction's ±inf start survived)."""
+    return tl.where((red == float("inf")) | (red == float("-inf")), 0.0, red)
 
 
 @triton.jit
@@ -276,7 +282,7 @@ def dense_shift_scale(vals, flows, out_rows, fout, shift, gt, B, P: tl.constexpr
     ok = (i < P)[:, None] & (b < B)[None, :]
     v, f = _parents(vals, flows, out_rows, fout, i, b, P, B, ok)
     red = tl.min(shift_key(v, f), axis=0)
-    s = tl.where((red == float("inf")) | (red == float("-inf")), 0.0, red)
+    s = _finite_or_zero(red)
     tl.store(shift + b, s, mask=b < B)
     tl.store(gt + b[None, :].to(tl.int64) * P + i[:, None], scaled_flow(f, v, s[None, :]), mask=ok)
 
@@ -308,12 +314,8 @@ def dense_fwd_onepass(vals, sum_w, out_rows, child_rows, child_b, w_base, w_stri
         if FOLDED:  # (0 + v_a) + v_b, as prod_fwd adds them
             r2 = tl.load(child_b + c, mask=c < C, other=0).to(tl.int64)
             cv += tl.load(vals + r2[:, None] * B + b[None, :], mask=ok, other=0.0)
-        grown = tl.maximum(m, tl.max(cv, axis=0))
-        at = tl.where(grown == float("-inf"), 0.0, grown)  # no finite child yet: nothing to scale
-        acc = acc * tl.exp(m - at)[None, :]
+        m, at, acc = running_max(m, cv, acc)
         w = tl.load(at_w + c[None, :], mask=(p < P)[:, None] & (c < C)[None, :], other=0.0)
         acc += _dot(w, tl.exp(cv - at[None, :]), PRECISION)
-        m = grown
-    at = tl.where(m == float("-inf"), 0.0, m)
     rows = tl.load(out_rows + p, mask=p < P, other=0).to(tl.int64)
-    tl.store(vals + rows[:, None] * B + b[None, :], tl.log(acc) + at[None, :], mask=(p < P)[:, None] & (b < B)[None, :])
+    tl.store(vals + rows[:, None] * B + b[None, :], running_log(acc, m), mask=(p < P)[:, None] & (b < B)[None, :])

@@ -514,16 +514,31 @@ def sum_fwd(vals, sum_w, out_rows, child_rows, child_b, wids, wbase, wstride, B,
         if FOLDED:  # (0 + v_a) + v_b: bitwise the product's value as prod_fwd adds it
             cb = tl.load(child_b + tc * KC + k + tl.arange(0, TC)).to(tl.int64)
             cv += tl.load(vals + cb[:, None] * B + b[None, :], mask=b[None, :] < B, other=0.0)
-        m_new = tl.maximum(m, tl.max(cv, axis=0))
-        shift = tl.where(m_new == float("-inf"), 0.0, m_new)
-        acc = acc * tl.where(m == float("-inf"), 0.0, tl.exp(m - shift))[None, :]
+        m_new, shift, acc = running_max(m, cv, acc)
         edge = (rows[:, None] != PAD) & _real_children(c, NEG, WALIGN)
         w = tl.load(sum_w + _weight_offsets(wids, wbase, wstride, tw, k, TP, TC, KC, AFFINE, WALIGN), mask=edge,
                     other=0.0)
         acc += _dot(w, tl.exp(cv - shift[None, :]), PRECISION)
         m = m_new
-    out = tl.log(acc) + tl.where(m == float("-inf"), 0.0, m)[None, :]
+    out = running_log(acc, m)
     tl.store(vals + rows[:, None] * B + b[None, :], out, mask=(rows[:, None] != PAD) & (b[None, :] < B))
+
+
+@triton.jit
+def running_max(m, cv, acc):
+    """One step of a one-pass log-sum-exp over child values ``cv`` ``[K, BB]``: ``(m_new, shift, acc)``, the
+    running per-sample maximum grown by ``cv``, the shift to exponentiate ``cv`` against (0 while no child is
+    finite) and the partial sums ``acc`` ``[P, BB]`` rescaled by ``exp(m - m_new)`` to it (0 before any)."""
+    m_new = tl.maximum(m, tl.max(cv, axis=0))
+    shift = tl.where(m_new == float("-inf"), 0.0, m_new)
+    acc = acc * tl.where(m == float("-inf"), 0.0, tl.exp(m - shift))[None, :]
+    return m_new, shift, acc
+
+
+@triton.jit
+def running_log(acc, m):
+    """The log-sum-exp ``log(acc) + m`` that :func:`running_max`'s steps leave (``-inf`` where no child was finite)."""
+    return tl.log(acc) + tl.where(m == float("-inf"), 0.0, m)[None, :]
 
 
 @triton.jit
