@@ -64,7 +64,8 @@ class CircuitModel(torch.nn.Module):
                  precision: str = DOT_PRECISION, recompute: bool | str = True, fuse_inputs: bool | None = None):
         super().__init__()
         self.circuit = circuit
-        self.plan = plan or build_plan(circuit)
+        # a float32 model's plan holds float32 weights (the same values: Params rounds float64 ones once too)
+        self.plan = plan or build_plan(circuit, weights=np.float32 if dtype == torch.float32 else np.float64)
         self.device_ = pick_device(device)
         self.dtype = dtype
         self.params = Params.from_plan(self.plan, self.device_, dtype)

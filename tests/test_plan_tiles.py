@@ -145,6 +145,19 @@ def test_an_op_of_padding_only_is_not_dense():
     assert op.dense is None
 
 
+def test_mixed_runs_of_4_is_the_plain_definition():
+    """``_mixed_runs_of_4`` (runs read as uint32 words, for ``SumOp.walign``) against any/all over each run."""
+    from pcc.backend.plan import _mixed_runs_of_4
+    rng = np.random.default_rng(5)
+    for shape in [(4,), (3, 8), (16, 64), (2, 5, 12)]:
+        for p in (0.0, 0.02, 0.5, 1.0):
+            runs = rng.random((int(np.prod(shape)) // 4, 1)) < 0.5  # uniform runs, then a few flips
+            flags = (np.repeat(runs, 4, axis=1) ^ (rng.random((len(runs), 4)) < p)).reshape(shape)
+            want = bool((flags.reshape(-1, 4).any(axis=1) & ~flags.reshape(-1, 4).all(axis=1)).any())
+            assert _mixed_runs_of_4(flags) == want
+            assert _mixed_runs_of_4(flags[..., ::-1]) == want  # a strided view: runs stay aligned
+
+
 def _tile_ordered_plan():
     c = optimize(tile_ordered_circuit())
     return c, build_plan(c)
@@ -195,6 +208,21 @@ def test_a_partly_filled_op_tile_keeps_the_tensors_own_order():
     plan = build_plan(c)
     assert b.params not in plan.sum_orders and len(plan.sum_orders) == 3
     np.testing.assert_array_equal(plan.tensor_values(b.params, plan.sum_w), array(c, b.params).reshape(-1))
+
+
+def test_a_float32_model_builds_float32_weights_equal_to_rounding_the_float64_ones():
+    """A float32 model's plan writes float32 weights (no float64 table of every edge on the way); they are the
+    float64 plan's rounded once, so its parameters are the ones the float64 plan gave, bit for bit."""
+    from pcc.backend.params import Params
+    c, plan64 = _tile_ordered_plan()  # tile-ordered and holed tensors: every way a weight is written
+    plan32 = build_plan(c, weights=np.float32)
+    assert plan64.sum_w.dtype == np.float64 and plan32.sum_w.dtype == np.float32
+    np.testing.assert_array_equal(plan32.sum_w, plan64.sum_w.astype(np.float32))
+    np.testing.assert_array_equal(plan32.sum_parent, plan64.sum_parent)
+    model = CircuitModel(c, "cpu", torch.float32, executor="torch")
+    assert model.plan.sum_w.dtype == np.float32
+    assert torch.equal(model.params.sum_w, Params.from_plan(plan64, "cpu", torch.float32).sum_w)
+    assert CircuitModel(c, "cpu", torch.float64, executor="torch").plan.sum_w.dtype == np.float64
 
 
 def test_a_model_writes_tile_ordered_weights_back_in_the_tensors_order():
