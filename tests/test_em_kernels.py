@@ -61,6 +61,18 @@ def test_aligned_runs_compile_to_vector_accesses():
     assert counts[1][0] >= 2 and counts[1][1] >= 1  # flows and weights loaded, weights stored, 16 bytes at a time
 
 
+@pytest.mark.parametrize("name,make", CIRCUITS[:3] + [("holed", None)], ids=[c[0] for c in CIRCUITS[:3]] + ["holed"])
+def test_fused_update_counts_each_groups_edges_as_the_torch_update(name, make):
+    """The fused update counts a group's edges from its runs; the torch update from every edge's group id. Holed
+    tensors (their holes and the pad slot in one group) included."""
+    from randgen import tile_ordered_circuit
+    pipeline = "collapse-chains,dce,dedupe,layerize,block-edges{max-holes=8}"
+    plan = build_plan(optimize(tile_ordered_circuit(), pipeline) if make is None else optimize(make()))
+    fanin = EMUpdate(plan, "cpu", fused=True).fanin
+    assert make is not None or fanin[-1] > 1  # the holed plan: holes beside the pad slot in its group
+    assert torch.equal(fanin, EMUpdate(plan, "cpu").fanin)
+
+
 def _random_flows(p: Params, rng) -> Flows:
     """Flows with whole groups of zeros (kept parameters when the pseudocount is 0) and wide ranges."""
     f = Flows.zeros_like(p)
