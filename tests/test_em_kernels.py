@@ -32,6 +32,17 @@ def test_edge_runs_cover_every_edge_once_in_groups(longest):
     assert [len(a) for a in edge_runs(np.zeros(0, dtype=np.int64))] == [0, 0, 0]
 
 
+@pytest.mark.parametrize("chunk", [1, 2, 7, 1 << 18])
+def test_changes_chunked_equal_the_whole_comparison(chunk):
+    """``_changes`` (edge_runs' run starts, compared a chunk at a time) against one whole comparison, with runs
+    across chunk borders and arrays of 0, 1 and 2 entries."""
+    from pcc.backend.em_kernels import _changes
+    rng = np.random.default_rng(chunk)
+    for a in [np.zeros(0, np.int32), np.array([3], np.int32), np.array([3, 3], np.int32), np.array([3, 4], np.int32),
+              np.repeat(rng.integers(0, 5, 300), rng.integers(1, 9, 300)).astype(np.int32)]:
+        np.testing.assert_array_equal(_changes(a, chunk), np.flatnonzero(a[1:] != a[:-1]) + 1)
+
+
 def test_aligned_classes_split_the_runs_by_alignment():
     rng = np.random.default_rng(2)
     length = rng.choice([4, 8, 64, 3, 1, 32], 500).astype(np.int32)
