@@ -246,7 +246,7 @@ class CircuitModel(torch.nn.Module):
             t = c.tensors[name]
             src = self.params.cat[t.shape[1]] if kind == "categorical" else tables[kind]
             data = self.plan.tensor_values(name, src).detach().double().cpu().numpy().reshape(t.shape)
-            c.tensors[name] = Tensor(t.dtype, t.shape, data=data)
+            c.tensors[name] = Tensor("f64", t.shape, data=data)  # float64 even where the file gave f32
         return c
 
     def save(self, path: str | Path, meta: dict | None = None) -> None:

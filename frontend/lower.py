@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from pcc.ir import tensorfile
-from pcc.ir.circuit import (DISTRIBUTIONS, Circuit, Domain, InputBlock, ProdBlock, SumBlock, Tensor, Variable,
+from pcc.ir.circuit import (DISTRIBUTIONS, Circuit, Domain, InputBlock, ProdBlock, SumBlock, Tensor, Variable, ir_dtype,
                              scope_names, tensor_stem)
 from pcc.ir.diagnostics import Diagnostic, Loc, UserError
 from pcc.ir.params import derive_seed
@@ -173,7 +173,7 @@ class _Lowering:
     def stmt_tensors(self, s: A.Tensors) -> None:
         path = Path(s.loc.file).parent / s.path
         try:
-            self.tensor_file = tensorfile.load(path, floats=np.float64)  # parameters are f64 in the IR
+            self.tensor_file = tensorfile.load(path)  # in the file's dtypes: float_array decides what to keep
         except UserError as e:
             self.tensor_file = None
             self.tensor_file_broken = True
@@ -419,7 +419,7 @@ class _Lowering:
         if problems:
             self.err(kw["params"].loc, "invalid params: " + problems[0])
             raise _Bad
-        return self.add_tensor(name, Tensor("f64", shape, data=arr), role)
+        return self.add_tensor(name, Tensor(ir_dtype(arr), shape, data=arr), role)
 
     def tie(self, kwarg: A.KwArg, shape: tuple[int, ...], role: str) -> str:
         if not isinstance(kwarg.value, A.Ref):
@@ -449,7 +449,9 @@ class _Lowering:
             if v.key not in self.tensor_file:
                 self.err(v.loc, f"tensor '{v.key}' is not in the tensors file")
                 raise _Bad
-            return np.asarray(self.tensor_file[v.key], dtype=np.float64)
+            arr = self.tensor_file[v.key]
+            # float32 is kept (an f32 tensor: no float64 copy of a converted model's 935 MiB), the rest is float64
+            return arr if arr.dtype == np.float32 else arr.astype(np.float64)
         if isinstance(v, A.ListLit):
             return self.literal(v)
         return np.array([float(self.eval(v))])

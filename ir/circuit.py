@@ -57,6 +57,19 @@ class Variable:
     domain: Domain
 
 
+# The IR's tensor types and their numpy dtypes. ``f32`` holds parameters read from a float32 tensor file as they
+# are (a converted PyJuice model's: HCLT 512's are 935 MiB, which float64 made 1.87 GB and a copy per compile);
+# every value a pass computes is float64 (``f64``), and readers that compute with parameters (the reference
+# interpreter, the verifier's sums) do so in float64, so an ``f32`` tensor means what its values say exactly.
+NUMPY_DTYPES = {"f64": np.float64, "f32": np.float32, "i64": np.int64}
+FLOAT_TYPES = ("f64", "f32")
+
+
+def ir_dtype(arr: np.ndarray) -> str:
+    """The IR type of a concrete array: ``i64`` for integers, ``f32`` for float32, else ``f64``."""
+    return "i64" if arr.dtype.kind in "iu" else "f32" if arr.dtype == np.float32 else "f64"
+
+
 @dataclass(slots=True)
 class Tensor:
     """A parameter or index array: concrete ``data``, or a lazy seeded random initialisation.
@@ -65,7 +78,7 @@ class Tensor:
     that uses the tensor how to draw normalised values; ``cache`` holds the result and is never printed.
     """
 
-    dtype: str  # "f64" or "i64"
+    dtype: str  # "f64", "f32" or "i64" (NUMPY_DTYPES); float parameters are f64 unless read from a float32 file
     shape: tuple[int, ...]
     data: np.ndarray | None = None
     seed: int | None = None

@@ -36,7 +36,7 @@ def node_values(circuit: Circuit, x: np.ndarray, missing: np.ndarray | None = No
 
 
 def _input(circuit: Circuit, block: InputBlock, x: np.ndarray, missing: np.ndarray) -> np.ndarray:
-    p = array(circuit, block.params)
+    p = array(circuit, block.params).astype(np.float64, copy=False)  # f32 parameters: computed in float64
     col = x[:, block.var]
     if block.dist == "gaussian":
         mu, sigma = p[:, 0], p[:, 1]

@@ -20,7 +20,8 @@ def derive_seed(seed: int, name: str) -> int:
 
 
 def array(circuit: Circuit, name: str) -> np.ndarray:
-    """The values of tensor ``name`` (float64 or int64), drawing a random one on first use."""
+    """The values of tensor ``name`` (float64, float32 for an ``f32`` tensor, or int64), drawing a random one on
+    first use. Code that computes with parameters reads them as float64 (:func:`dense_weights` does)."""
     t = circuit.tensors[name]
     if t.data is not None:
         return t.data
@@ -78,10 +79,10 @@ def tile_table(circuit: Circuit, block: SumBlock) -> np.ndarray:
 def parent_totals(circuit: Circuit, block: SumBlock, w: np.ndarray) -> np.ndarray:
     """Per parent node, the sum of its edge weights (``[n]``)."""
     if block.tiles is None:
-        return w.sum(axis=1)
+        return w.sum(axis=1, dtype=np.float64)  # float32 weights summed in float64, as float64 ones are
     b = block.block
     rows = tile_table(circuit, block)[:, :1] * b + np.arange(b)  # [m, b]: the parent node of every tile row
-    per_tile = w.sum(axis=2)  # [m, b]
+    per_tile = w.sum(axis=2, dtype=np.float64)  # [m, b]
     # bincount adds in tile order, as np.add.at did (the same float64 sums, bit for bit), many times faster
     return np.bincount(rows.reshape(-1), weights=per_tile.reshape(-1), minlength=block.n).astype(np.float64, copy=False)
 
@@ -97,8 +98,8 @@ def normalize_sum(circuit: Circuit, block: SumBlock, w: np.ndarray) -> np.ndarra
 
 
 def dense_weights(circuit: Circuit, block: SumBlock) -> np.ndarray:
-    """A sum block's weights as a dense ``[n, C]`` matrix (zeros where there is no edge)."""
-    w = array(circuit, block.params)
+    """A sum block's weights as a dense float64 ``[n, C]`` matrix (zeros where there is no edge)."""
+    w = array(circuit, block.params).astype(np.float64, copy=False)
     if block.tiles is None:
         return w
     return scatter_tiles(tile_table(circuit, block), w, block.n, sum(circuit.child_sizes(block)), block.block)
@@ -148,7 +149,7 @@ def randomize(circuit: Circuit, seed: int, zero_fraction: float = 0.0) -> None:
         values = draw_random(owner, circuit, t.shape, int(rng.integers(2**62)))
         if isinstance(owner, SumBlock) and zero_fraction > 0:
             values = _drop_edges(circuit, owner, values, rng.random(values.shape) >= zero_fraction)
-        t.data, t.seed, t.cache = values, None, None
+        t.dtype, t.data, t.seed, t.cache = "f64", values, None, None
 
 
 def _drop_edges(circuit: Circuit, block: SumBlock, w: np.ndarray, keep: np.ndarray) -> np.ndarray:

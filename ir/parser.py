@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from . import tensorfile
-from .circuit import Block, Circuit, Domain, InputBlock, ProdBlock, SumBlock, Tensor, Variable, DISTRIBUTIONS
+from .circuit import (DISTRIBUTIONS, NUMPY_DTYPES, Block, Circuit, Domain, InputBlock, ProdBlock, SumBlock, Tensor,
+                      Variable)
 from .diagnostics import Diagnostic, Loc, UserError
 from .printer import VERSION, checksum
 
@@ -227,8 +228,8 @@ class _Parser:
         dcol = tok.col()
         dtype = tok.take("name")
         dtype, _, packed = dtype.partition("[")  # "f64[4,8]" lexes as one indexed name
-        if dtype not in ("f64", "i64"):
-            raise _Syntax(dcol, f"unknown tensor type {dtype!r} (expected f64 or i64)")
+        if dtype not in NUMPY_DTYPES:
+            raise _Syntax(dcol, f"unknown tensor type {dtype!r} (expected f64, f32 or i64)")
         shape = self._packed_shape(packed, dcol + len(dtype)) if packed else self._shape(tok)
         tok.take(value="=")
         vcol = tok.col()
@@ -294,7 +295,7 @@ class _Parser:
             if not np.all(arr == np.round(arr)):
                 raise _Syntax(col, "i64 tensor literal holds a non-integer")
             return arr.astype(np.int64)
-        return arr
+        return arr.astype(NUMPY_DTYPES[dtype], copy=False)  # f32: the text's double rounded once
 
     def _external(self, tok: _Line, no: int) -> None:
         col = tok.col()
@@ -453,15 +454,16 @@ class _Parser:
                 raw = base64.b64decode(data, validate=True)
             except ValueError:
                 return self.error(rline, rcol, f"resource @{name} is not valid base64")
-            dtype = np.float64 if t.dtype == "f64" else np.int64
-            if len(raw) != t.size * 8:
-                return self.error(rline, rcol, f"resource @{name} has {len(raw)} bytes, expected {t.size * 8}")
+            dtype = NUMPY_DTYPES[t.dtype]
+            width = np.dtype(dtype).itemsize
+            if len(raw) != t.size * width:
+                return self.error(rline, rcol, f"resource @{name} has {len(raw)} bytes, expected {t.size * width}")
             arr = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype).reshape(t.shape)
         elif self.sidecar is not None and name in self.sidecar:
             arr = self.sidecar[name]
             if arr.shape != t.shape:
                 return self.error(line, 1, f"tensor @{name} has shape {list(arr.shape)} in the sidecar, declared {list(t.shape)}")
-            arr = arr.astype(np.float64 if t.dtype == "f64" else np.int64)
+            arr = arr.astype(NUMPY_DTYPES[t.dtype], copy=False)  # the sidecar's own dtype: no copy
         else:
             return self.error(line, 1, f"tensor @{name} references a resource that is not present")
         if checksum(arr) != sha:

@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from .circuit import Block, Circuit, InputBlock, ProdBlock, SumBlock, scope_names, scopes
+from .circuit import FLOAT_TYPES, NUMPY_DTYPES, Block, Circuit, InputBlock, ProdBlock, SumBlock, scope_names, scopes
 from .params import parent_totals
 from .printer import _block_line
 
@@ -144,10 +144,12 @@ def _role(roles: dict[str, str], name: str, role: str) -> list[str]:
     return []
 
 
-def _check_tensor(c: Circuit, name: str, dtype: str, shape: tuple[int, ...], what: str) -> list[str]:
+def _check_tensor(c: Circuit, name: str, dtypes: tuple[str, ...], shape: tuple[int, ...], what: str) -> list[str]:
     t = c.tensors[name]
-    if t.dtype != dtype:
-        return [f"{what} @{name} must be {dtype}, not {t.dtype}"]
+    if t.dtype not in dtypes:
+        return [f"{what} @{name} must be {' or '.join(dtypes)}, not {t.dtype}"]
+    if t.data is not None and t.data.dtype != NUMPY_DTYPES[t.dtype]:  # what the text would print and read back
+        return [f"{what} @{name} is declared {t.dtype} but holds {t.data.dtype} values"]
     if tuple(t.shape) != tuple(shape):
         return [f"{what} @{name} has shape {list(t.shape)}, expected {list(shape)}"]
     return []
@@ -160,7 +162,7 @@ def _check_input(c: Circuit, b: InputBlock, roles: dict, check_values: bool) -> 
     if not dom.accepts(b.dist):
         return [f"a {b.dist} input cannot model variable {c.variables[b.var].name} of domain {dom}"]
     shape = {"categorical": (b.n, dom.categories), "bernoulli": (b.n,), "gaussian": (b.n, 2)}[b.dist]
-    errs = _role(roles, b.params, f"{b.dist}{list(shape)}") or _check_tensor(c, b.params, "f64", shape, "parameters")
+    errs = _role(roles, b.params, f"{b.dist}{list(shape)}") or _check_tensor(c, b.params, FLOAT_TYPES, shape, "parameters")
     t = c.tensors[b.params]
     if errs or not check_values or t.is_random:
         return errs
@@ -177,7 +179,7 @@ def input_value_problems(dist: str, p: np.ndarray) -> list[str]:
     if lo < 0 or hi > 1:
         return ["probabilities must lie in [0, 1]"]
     if dist == "categorical":
-        bad = np.flatnonzero(np.abs(p.sum(axis=1) - 1) > TOLERANCE)
+        bad = np.flatnonzero(np.abs(p.sum(axis=1, dtype=np.float64) - 1) > TOLERANCE)  # f32 rows: in float64
         if len(bad):
             return [f"categorical probabilities of node {bad[0]} sum to {p[bad[0]].sum():.6g}, not 1"]
     return []
@@ -202,7 +204,7 @@ def _check_prod(c: Circuit, b: ProdBlock, sc: list[int]) -> list[str]:
         if any(s != b.n for s in sizes):
             errs.append(f"an aligned product needs children of size n={b.n}, got sizes {sizes}")
         return errs
-    errs += _check_tensor(c, b.table, "i64", (b.n, len(b.children)), "index table")
+    errs += _check_tensor(c, b.table, ("i64",), (b.n, len(b.children)), "index table")
     if not errs:
         table = c.tensors[b.table].data
         if table is None:
@@ -224,7 +226,7 @@ def _check_sum(c: Circuit, b: SumBlock, sc: list[int], roles: dict, check_values
         if tile_errs:
             return errs + tile_errs
         shape = (len(c.tensors[b.tiles].data), b.block, b.block)
-    errs += _role(roles, b.params, f"sum{list(shape)}") or _check_tensor(c, b.params, "f64", shape, "weights")
+    errs += _role(roles, b.params, f"sum{list(shape)}") or _check_tensor(c, b.params, FLOAT_TYPES, shape, "weights")
     t = c.tensors[b.params]
     if errs or not check_values or t.is_random:
         return errs

@@ -22,7 +22,7 @@ from math import gcd
 
 import numpy as np
 
-from pcc.ir.circuit import Circuit, ProdBlock, SumBlock, Tensor, tensor_stem
+from pcc.ir.circuit import Circuit, ProdBlock, SumBlock, Tensor, ir_dtype, tensor_stem
 from pcc.ir.params import dense_mask, dense_weights, gather_tiles, prod_table, scatter_tiles
 
 from .dce import remove_unreachable
@@ -228,6 +228,6 @@ def _put(circuit: Circuit, base: str, data: np.ndarray) -> str:
     while name in circuit.tensors:
         k += 1
         name = f"{base}.{k}"
-    dtype = "i64" if data.dtype.kind in "iu" else "f64"
-    circuit.tensors[name] = Tensor(dtype, tuple(data.shape), data=data)
+    # a fold's weights are float64 (dense_weights); a bypass keeps S's own, float32 ones included
+    circuit.tensors[name] = Tensor(ir_dtype(data), tuple(data.shape), data=data)
     return name
