@@ -14,7 +14,7 @@ from pcc.ir import tensorfile
 from pcc.ir.circuit import Tensor
 from pcc.ir.params import randomize
 
-# a mixture of two chains of sums (collapse-chains folds them) over bernoulli and categorical inputs
+# a chain of three sums (collapse-chains folds it) over a product of categorical and bernoulli inputs
 SOURCE = """\
 var X[3] : categorical(4)
 var Y : binary
@@ -41,8 +41,7 @@ def _write(folder, dtype) -> str:
     rng = np.random.default_rng(7)
     values = {k: _rows(rng, (4, 4)) for k in "abc"} | {"y": rng.uniform(0.1, 0.9, 4), "s1": _rows(rng, (4, 4)),
                                                        "s2": _rows(rng, (2, 4)), "r": _rows(rng, (1, 2))}
-    # rounded to float32 then renormalised in float64 (as the PyJuice converter does), so both files hold
-    # float32 values whose float64 row sums are within the verifier's tolerance
+    # rounded to float32: both files hold the same values, whose rows sum to 1 within the verifier's 1e-6
     values = {k: v.astype(np.float32).astype(dtype) for k, v in values.items()}
     folder.mkdir(exist_ok=True)
     tensorfile.save(folder / "w.safetensors", values)
@@ -94,7 +93,7 @@ def test_every_stage_gives_what_the_same_values_in_float64_give(pair):
         assert torch.equal(m32.log_prob(x), m64.log_prob(x))
 
 
-def test_f32_tensors_print_and_parse_back(pair, tmp_path):
+def test_f32_tensors_print_and_parse_back(pair):
     c32, _ = pair
     text = to_text(c32)
     assert " : f32[4, 4] = " in text
