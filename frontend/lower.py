@@ -450,8 +450,9 @@ class _Lowering:
                 self.err(v.loc, f"tensor '{v.key}' is not in the tensors file")
                 raise _Bad
             arr = self.tensor_file[v.key]
-            # float32 is kept (an f32 tensor: no float64 copy of a converted model's 935 MiB), the rest is float64
-            return arr if arr.dtype == np.float32 else arr.astype(np.float64)
+            # float32 is kept (an f32 tensor: no float64 copy of a converted model's 935 MiB), the rest is float64;
+            # the loader's arrays are already copies, so a float64 one is used as it is
+            return arr if arr.dtype == np.float32 else arr.astype(np.float64, copy=False)
         if isinstance(v, A.ListLit):
             return self.literal(v)
         return np.array([float(self.eval(v))])
