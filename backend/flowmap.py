@@ -215,18 +215,20 @@ def colour_intervals(start: np.ndarray, end: np.ndarray, first: int) -> tuple[np
     prev = np.full(len(start), -2, dtype=np.int64)
     by_start, by_end = np.argsort(start, kind="stable"), np.argsort(end, kind="stable")
     starts, ends = start[by_start], end[by_end]
-    free, free_end = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    # the free rows are a stack (freed rows pushed on top, taken from the top) in two preallocated arrays: a
+    # list grown by concatenation copied every free row at each start time (HMM 4096's 1.56M rows: 0.15 s)
+    free, free_end, top = np.empty(len(start), dtype=np.int64), np.empty(len(start), dtype=np.int64), 0
     size, done = first, 0
     for t in np.unique(starts):
         upto = np.searchsorted(ends, t, side="left")  # owners whose last op ran before t
         if upto > done:
             gone = by_end[done:upto]
-            free, free_end = np.concatenate([free, rows[gone]]), np.concatenate([free_end, end[gone]])
-            done = upto
+            free[top:top + len(gone)], free_end[top:top + len(gone)] = rows[gone], end[gone]
+            top, done = top + len(gone), upto
         want = by_start[np.searchsorted(starts, t, side="left"):np.searchsorted(starts, t, side="right")]
-        take = min(len(free), len(want))
-        rows[want[:take]], prev[want[:take]] = free[len(free) - take:], free_end[len(free) - take:]
-        free, free_end = free[:len(free) - take], free_end[:len(free) - take]
+        take = min(top, len(want))
+        rows[want[:take]], prev[want[:take]] = free[top - take:top], free_end[top - take:top]
+        top -= take
         rows[want[take:]] = np.arange(size, size + len(want) - take, dtype=np.int64)
         size += len(want) - take
     return rows, size, prev

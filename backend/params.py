@@ -10,6 +10,7 @@ no flow and no pseudocount keep their parameters.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -45,14 +46,47 @@ class Params:
         return out
 
 
-def _stacked(blocks: list[np.ndarray], dtype: torch.dtype, device) -> torch.Tensor:
-    """The row blocks of a table as one ``dtype`` tensor on ``device``: numpy's concatenation converts each block
-    into one host buffer of that dtype (no whole copy of the table in the blocks' float64 on the way), then moved."""
+STAGE_BYTES = 32 << 20  # host staging for a table's upload to a GPU: the most fresh host memory it touches
+
+
+def _stacked(blocks: list[np.ndarray], dtype: torch.dtype, device, stage_bytes: int | None = None) -> torch.Tensor:
+    """The row blocks of a table as one ``dtype`` tensor on ``device``, never the whole table in the blocks'
+    dtype on the way. On the CPU numpy's concatenation converts the blocks into the table itself. Elsewhere
+    (``stage_bytes``, default :data:`STAGE_BYTES` off the CPU) runs of blocks are converted into one reused
+    host buffer of that many bytes and copied into the device's table: HCLT 256's 196 MiB table, or HCLT 512's
+    392 MiB, was first written into as much fresh host memory, only to be copied to the GPU and freed."""
     try:
         like = torch.empty(0, dtype=dtype).numpy().dtype
     except TypeError:  # a dtype numpy lacks (bfloat16): through torch
         return torch.cat([torch.as_tensor(b, dtype=dtype) for b in blocks]).to(device)
-    return torch.from_numpy(np.concatenate(blocks, dtype=like)).to(device)
+    device = torch.device(device)
+    if stage_bytes is None and device.type == "cpu":
+        return torch.from_numpy(np.concatenate(blocks, dtype=like))
+    rows, shape = sum(len(b) for b in blocks), blocks[0].shape[1:]
+    out = torch.empty((rows, *shape), dtype=dtype, device=device)
+    row_bytes = max(1, int(np.prod(shape, dtype=np.int64)) * like.itemsize)
+    stage = np.empty((max(1, min(rows, (stage_bytes or STAGE_BYTES) // row_bytes)), *shape), dtype=like)
+    row = 0
+    for run in _runs_within(blocks, len(stage)):
+        n = sum(len(b) for b in run)
+        host = np.asarray(run[0], dtype=like) if n > len(stage) else np.concatenate(run, out=stage[:n], casting="same_kind")
+        out[row:row + n].copy_(torch.from_numpy(host))  # a synchronous copy: the stage is free again after it
+        row += n
+    return out
+
+
+def _runs_within(blocks: list[np.ndarray], rows: int) -> Iterator[list[np.ndarray]]:
+    """Consecutive blocks in runs of at most ``rows`` rows; a longer block is a run of its own."""
+    run: list[np.ndarray] = []
+    size = 0
+    for b in blocks:
+        if run and size + len(b) > rows:
+            yield run
+            run, size = [], 0
+        run.append(b)
+        size += len(b)
+    if run:
+        yield run
 
 
 @dataclass

@@ -233,3 +233,24 @@ def test_hmm_emission_flows_die_with_their_step(monkeypatch):
     assert len(pieces) == 8 and len({li for li, _ in pieces}) == 8
     _pieces_below_readers(plan)
     assert compact_flows(plan).size <= 300
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_colour_intervals_is_an_optimal_colouring(seed):
+    """Rows handed to intervals ``[start, end]`` (op times): owners of one row never overlap (the next starts
+    after the last ended), ``prev`` is the previous owner's end (-2: a fresh row), and the rows used are the
+    most intervals alive at one time."""
+    from pcc.backend.flowmap import colour_intervals
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 400))
+    start = rng.integers(0, 60, n)
+    end = start + rng.integers(0, 1 + int(rng.integers(1, 40)), n)
+    rows, size, prev = colour_intervals(start, end, 7)
+    assert rows.min() >= 7 and rows.max() < size
+    alive = max(int(((start <= t) & (t <= end)).sum()) for t in range(int(end.max()) + 1))
+    assert size - 7 == alive
+    for r in np.unique(rows):
+        owners = np.flatnonzero(rows == r)
+        owners = owners[np.argsort(start[owners], kind="stable")]
+        assert (end[owners[:-1]] < start[owners[1:]]).all()
+        assert prev[owners[0]] == -2 and (prev[owners[1:]] == end[owners[:-1]]).all()

@@ -58,3 +58,25 @@ def test_stacked_blocks_in_order_and_in_a_dtype_numpy_lacks() -> None:
     assert torch.equal(_stacked(blocks, torch.float64, "cpu"), want)
     assert torch.equal(_stacked(blocks, torch.float32, "cpu"), want.float())
     assert torch.equal(_stacked(blocks, torch.bfloat16, "cpu"), want.bfloat16())
+
+
+@pytest.mark.parametrize("stage_rows", [1, 3, 4, 5, 100], ids=lambda r: f"stage{r}")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_staged_upload_equals_the_concatenation(stage_rows, dtype) -> None:
+    """The GPU path (a reused host stage of ``stage_bytes``, here forced on the CPU): runs of blocks that fill
+    the stage, blocks longer than the stage on their own, float64 and float32 blocks mixed; the same table."""
+    rng = np.random.default_rng(1)
+    blocks = [rng.random((n, 5)).astype(np.float32 if i % 2 else np.float64)
+              for i, n in enumerate((3, 1, 4, 7, 2, 2, 1))]
+    want = torch.as_tensor(np.concatenate(blocks, dtype=np.float64), dtype=dtype)
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    got = _stacked(blocks, dtype, "cpu", stage_bytes=stage_rows * 5 * itemsize)
+    assert got.dtype == dtype and torch.equal(got, want)
+    assert not any(np.shares_memory(got.numpy(), b) for b in blocks)
+
+
+def test_staged_runs_never_exceed_the_stage_but_for_one_long_block() -> None:
+    from pcc.backend.params import _runs_within
+    blocks = [np.zeros((n, 2)) for n in (2, 2, 5, 1, 1, 1)]
+    runs = [[len(b) for b in run] for run in _runs_within(blocks, 4)]
+    assert runs == [[2, 2], [5], [1, 1, 1]]
