@@ -112,3 +112,19 @@ def test_tensorfile_loads_floats_as_asked_and_maps_empty_files(tmp_path):
     (tmp_path / "empty").write_bytes(b"")
     with pytest.raises(UserError, match="shorter than its 8-byte header"):
         tensorfile.load(tmp_path / "empty")
+
+
+def test_tensorfile_converts_in_chunks_and_keeps_every_dtype(tmp_path, monkeypatch):
+    """Tensors are read straight into their arrays; one converted on the way in (``floats``) is read a bounded
+    chunk at a time, so a chunk of 3 elements crosses every border of a 10-element tensor."""
+    rng = np.random.default_rng(0)
+    data = {"w": rng.random(10).astype(np.float32), "h": rng.random((2, 3)).astype(np.float16),
+            "b": np.array([True, False, True]), "i": np.arange(7, dtype=np.int16).reshape(7, 1)}
+    tensorfile.save(tmp_path / "a.safetensors", data)
+    monkeypatch.setattr(tensorfile, "_CHUNK", 3 * 4)
+    got = tensorfile.load(tmp_path / "a.safetensors", floats=np.float64)
+    assert got["w"].dtype == np.float64 and np.array_equal(got["w"], data["w"].astype(np.float64))
+    assert got["h"].dtype == np.float64 and np.array_equal(got["h"], data["h"].astype(np.float64))
+    same = tensorfile.load(tmp_path / "a.safetensors")
+    assert all(same[k].dtype == v.dtype and np.array_equal(same[k], v) for k, v in data.items())
+    assert all(same[k].flags.writeable and same[k].flags.c_contiguous for k in data)
