@@ -17,7 +17,7 @@ import numpy as np
 import triton
 import triton.language as tl
 
-from .plan import ranks
+from .plan import maximal_runs, ranks
 
 RUN = 64  # longest run: 64 edges are a 256-byte row of fp32 flows, a full coalesced load per row
 RUNS_PER_PROGRAM = 32
@@ -32,29 +32,18 @@ def edge_runs(parent: np.ndarray, longest: int = RUN) -> tuple[np.ndarray, np.nd
 
     Dense sum blocks give one run per parent row (cut in pieces), tiled ones one per row of a weight tile.
     """
-    n = len(parent)
-    if n == 0:
-        z = np.zeros(0, dtype=np.int64)
-        return z, z.astype(np.int32), z.astype(np.int32)
-    cut = _changes(parent)
-    starts = np.concatenate([[0], cut])
-    lengths = np.diff(np.concatenate([starts, [n]]))
-    pieces = -(-lengths // longest)  # runs longer than ``longest`` are cut
-    start = np.repeat(starts, pieces) + ranks(pieces) * longest
-    length = np.minimum(np.repeat(starts + lengths, pieces) - start, longest)
-    return start.astype(np.int64), length.astype(np.int32), parent[start].astype(np.int32)
+    start, length = maximal_runs(parent)
+    return cut_runs(start, length, parent[start], longest)
 
 
-def _changes(a: np.ndarray, chunk: int = 1 << 18) -> np.ndarray:
-    """Indices ``i >= 1`` where ``a[i] != a[i - 1]``, in order. Compared a chunk at a time into one small buffer:
-    a whole edge-sized comparison took 0.33 s over HCLT 512's 142M sum edges on the development CPU, the
-    chunked one 0.05 s (the same result)."""
-    buf, out = np.empty(min(chunk, max(len(a) - 1, 0)), dtype=bool), []
-    for lo in range(0, len(a) - 1, chunk):
-        hi = min(len(a) - 1, lo + chunk)
-        np.not_equal(a[lo + 1:hi + 1], a[lo:hi], out=buf[:hi - lo])
-        out.append(np.flatnonzero(buf[:hi - lo]) + (lo + 1))
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+def cut_runs(start: np.ndarray, length: np.ndarray, group: np.ndarray,
+             longest: int = RUN) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Runs ``(start, length, group)`` with those longer than ``longest`` cut into pieces of at most that many
+    edges, in order: ``(start int64, length int32, group int32)``."""
+    pieces = -(-length // longest)
+    cut = np.repeat(start, pieces) + ranks(pieces) * longest
+    size = np.minimum(np.repeat(start + length, pieces) - cut, longest)
+    return cut.astype(np.int64), size.astype(np.int32), np.repeat(group, pieces).astype(np.int32)
 
 
 def aligned_classes(start: np.ndarray, length: np.ndarray, group: np.ndarray,

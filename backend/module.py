@@ -29,7 +29,7 @@ from pcc.ir import tensorfile
 from pcc.ir.diagnostics import Diagnostic, Loc
 
 from .codegen import generate
-from .plan import InputOp, Plan, ProdOp, SumOp, TileOrder, build_plan
+from .plan import InputOp, Plan, ProdOp, SumOp, TileOrder, build_plan, maximal_runs
 
 MODULE_FORMAT = "pcc-module-17"  # 2: the backward schedule reads flow-row tables; 3: value-row tables (layouts);
 # 4: kernel arguments changed (categorical counts take the table, not a mass buffer; flattened grids);
@@ -161,6 +161,12 @@ def load_plan(path: Path) -> Plan:
         layers[li].append(kinds[op.pop("kind")](**op, **parts))
     cats = {int(k[3:]): v for k, v in arrays.items() if k.startswith("cat")}
     return Plan(meta["num_vars"], [tuple(d) for d in meta["domains"]], meta["rows"], meta["root_row"], layers,
-                [int(r) for r in arrays["block_rows"]], arrays["sum_w"], arrays["sum_parent"], meta["sum_groups"],
+                [int(r) for r in arrays["block_rows"]], arrays["sum_w"], _runs(arrays["sum_parent"]), meta["sum_groups"],
                 cats, arrays["bern"], arrays["gauss"], {k: tuple(v) for k, v in meta["tensor_slots"].items()},
                 {k: TileOrder(arrays[f"order.{k}"], *v) for k, v in meta["sum_orders"].items()})
+
+
+def _runs(parent: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A saved ``sum_parent`` (the pad slot last) as the plan's ``sum_runs``."""
+    start, length = maximal_runs(parent[:-1])
+    return start, length, parent[:-1][start].astype(np.int32)

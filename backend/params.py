@@ -15,7 +15,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .em_kernels import aligned_classes, edge_runs, launch_cat, launch_sums
+from .em_kernels import aligned_classes, cut_runs, launch_cat, launch_sums
 from .plan import Plan
 
 MIN_STD = 1e-3
@@ -126,11 +126,13 @@ class EMUpdate:
         self.fused = fused
         self.groups = plan.sum_groups + 1  # the pad slot is its own group
         if fused:  # runs of edges by group, the pad slot's group left out (it and the holes stay zero)
-            start, length, group = edge_runs(plan.sum_parent[:-1])
+            # the plan's runs (no edge-sized parent array: Plan.sum_parent), cut for the kernels; runs of holes
+            # split at tensor ends (the only difference from the runs of sum_parent) are left out here anyway
+            start, length, group = cut_runs(*plan.sum_runs)
             # each group's edges counted from its runs (a few per group), not from every edge's id again: one
             # pass over the edges fewer (HCLT 512: 142M), the same counts; the pad slot adds one to its group
             fanin = torch.as_tensor(np.bincount(group, weights=length, minlength=self.groups).astype(np.int64))
-            fanin[plan.sum_parent[-1]] += 1
+            fanin[plan.sum_groups] += 1
             real = group != plan.sum_groups
             self.runs = [(align, tuple(torch.as_tensor(a, device=device) for a in runs))
                          for align, runs in aligned_classes(start[real], length[real], group[real])]

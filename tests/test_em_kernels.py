@@ -36,7 +36,7 @@ def test_edge_runs_cover_every_edge_once_in_groups(longest):
 def test_changes_chunked_equal_the_whole_comparison(chunk):
     """``_changes`` (edge_runs' run starts, compared a chunk at a time) against one whole comparison, with runs
     across chunk borders and arrays of 0, 1 and 2 entries."""
-    from pcc.backend.em_kernels import _changes
+    from pcc.backend.plan import _changes
     rng = np.random.default_rng(chunk)
     for a in [np.zeros(0, np.int32), np.array([3], np.int32), np.array([3, 3], np.int32), np.array([3, 4], np.int32),
               np.repeat(rng.integers(0, 5, 300), rng.integers(1, 9, 300)).astype(np.int32)]:
@@ -83,6 +83,26 @@ def test_fused_update_counts_each_groups_edges_as_the_torch_update(name, make):
     assert make is not None or fanin[-1] > 1  # the holed plan: holes beside the pad slot in its group
     assert torch.equal(fanin, EMUpdate(plan, "cpu").fanin)
 
+
+
+@pytest.mark.parametrize("name,make", [("holed", None)] + CIRCUITS, ids=["holed"] + [c[0] for c in CIRCUITS])
+def test_plan_runs_give_the_runs_of_the_whole_parent_array(name, make):
+    """``Plan.sum_runs`` (made a tensor at a time) spell out ``sum_parent`` and give the fused update the runs
+    that the whole array's runs give, holes left out."""
+    from randgen import tile_ordered_circuit
+    pipeline = "collapse-chains,dce,dedupe,layerize,block-edges{max-holes=8}"
+    plan = build_plan(optimize(tile_ordered_circuit(), pipeline) if make is None else optimize(make()))
+    start, length, group = plan.sum_runs
+    assert (length > 0).all() and (start == np.concatenate([[0], np.cumsum(length)[:-1]])).all()
+    parent = plan.sum_parent
+    assert parent[-1] == plan.sum_groups and len(parent) == len(plan.sum_w)
+    whole = edge_runs(parent[:-1])
+    real = whole[2] != plan.sum_groups
+    em = EMUpdate(plan, "cpu", fused=True)
+    got = [np.concatenate([r[i].numpy() for _, r in em.runs]) for i in range(3)]
+    want = [a[real] for a in whole]
+    order = np.argsort(got[0], kind="stable")  # the update keeps its runs in alignment classes
+    assert all(np.array_equal(g[order], w) for g, w in zip(got, want))
 
 def _random_flows(p: Params, rng) -> Flows:
     """Flows with whole groups of zeros (kept parameters when the pseudocount is 0) and wide ranges."""
