@@ -161,7 +161,8 @@ def load_plan(path: Path) -> Plan:
         layers[li].append(kinds[op.pop("kind")](**op, **parts))
     cats = {int(k[3:]): v for k, v in arrays.items() if k.startswith("cat")}
     return Plan(meta["num_vars"], [tuple(d) for d in meta["domains"]], meta["rows"], meta["root_row"], layers,
-                [int(r) for r in arrays["block_rows"]], arrays["sum_w"], _runs(arrays["sum_parent"]), meta["sum_groups"],
+                [int(r) for r in arrays["block_rows"]], arrays["sum_w"], _runs(arrays["sum_parent"]),
+                meta["sum_groups"],
                 cats, arrays["bern"], arrays["gauss"], {k: tuple(v) for k, v in meta["tensor_slots"].items()},
                 {k: TileOrder(arrays[f"order.{k}"], *v) for k, v in meta["sum_orders"].items()})
 

@@ -9,8 +9,8 @@ no flow and no pseudocount keep their parameters.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -69,7 +69,10 @@ def _stacked(blocks: list[np.ndarray], dtype: torch.dtype, device, stage_bytes: 
     row = 0
     for run in _runs_within(blocks, len(stage)):
         n = sum(len(b) for b in run)
-        host = np.asarray(run[0], dtype=like) if n > len(stage) else np.concatenate(run, out=stage[:n], casting="same_kind")
+        if n > len(stage):  # one block longer than the stage: converted on its own (a copy only if its dtype differs)
+            host = np.asarray(run[0], dtype=like)
+        else:
+            host = np.concatenate(run, out=stage[:n], casting="same_kind")
         out[row:row + n].copy_(torch.from_numpy(host))  # a synchronous copy: the stage is free again after it
         row += n
     return out

@@ -828,8 +828,9 @@ class _ParamTables:
             table.append(p)
         return self.slots[b.params][1]
 
-    # sum_w is written in place, tensor by tensor (sum_runs a tensor at a time): PD 128 has 38.8M weights, and on the dev CPU
-    # every edge-sized temporary (a placed copy per tensor, a concatenation, an int64 parent array) took 0.1-0.7 s
+    # sum_w is written in place, tensor by tensor (sum_runs' parents a tensor at a time): PD 128 has 38.8M weights,
+    # and on the dev CPU every edge-sized temporary (a placed copy per tensor, a concatenation, an int64 parent
+    # array) took 0.1-0.7 s
     def sum_w(self, dtype: type = np.float64) -> np.ndarray:
         out = np.empty(self.sum_size + 1, dtype=dtype)
         for b, _ in self.sum_blocks:
