@@ -17,7 +17,7 @@ import numpy as np
 import triton
 import triton.language as tl
 
-from .plan import maximal_runs, ranks
+from .plan import ranks, value_runs
 
 RUN = 64  # longest run: 64 edges are a 256-byte row of fp32 flows, a full coalesced load per row
 RUNS_PER_PROGRAM = 32
@@ -32,8 +32,7 @@ def edge_runs(parent: np.ndarray, longest: int = RUN) -> tuple[np.ndarray, np.nd
 
     Dense sum blocks give one run per parent row (cut in pieces), tiled ones one per row of a weight tile.
     """
-    start, length = maximal_runs(parent)
-    return cut_runs(start, length, parent[start], longest)
+    return cut_runs(*value_runs(parent), longest)
 
 
 def cut_runs(start: np.ndarray, length: np.ndarray, group: np.ndarray,

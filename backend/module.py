@@ -29,7 +29,7 @@ from pcc.ir import tensorfile
 from pcc.ir.diagnostics import Diagnostic, Loc
 
 from .codegen import generate
-from .plan import InputOp, Plan, ProdOp, SumOp, TileOrder, build_plan, maximal_runs
+from .plan import InputOp, Plan, ProdOp, SumOp, TileOrder, build_plan, value_runs
 
 MODULE_FORMAT = "pcc-module-17"  # 2: the backward schedule reads flow-row tables; 3: value-row tables (layouts);
 # 4: kernel arguments changed (categorical counts take the table, not a mass buffer; flattened grids);
@@ -169,5 +169,5 @@ def load_plan(path: Path) -> Plan:
 
 def _runs(parent: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A saved ``sum_parent`` (the pad slot last) as the plan's ``sum_runs``."""
-    start, length = maximal_runs(parent[:-1])
-    return start, length, parent[:-1][start].astype(np.int32)
+    start, length, group = value_runs(parent[:-1])
+    return start, length, group.astype(np.int32)

@@ -52,6 +52,12 @@ def maximal_runs(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return start, np.diff(np.append(start, len(a)))
 
 
+def value_runs(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`maximal_runs` of ``a`` with each run's value: ``(start, length, value)``."""
+    start, length = maximal_runs(a)
+    return start, length, a[start]
+
+
 def _changes(a: np.ndarray, chunk: int = 1 << 18) -> np.ndarray:
     """Indices ``i >= 1`` where ``a[i] != a[i - 1]``, in order. Compared a chunk at a time into one small buffer:
     a whole edge-sized comparison took 0.33 s over HCLT 512's 142M sum edges on the development CPU, the
@@ -834,8 +840,8 @@ class _ParamTables:
     def sum_w(self, dtype: type = np.float64) -> np.ndarray:
         out = np.empty(self.sum_size + 1, dtype=dtype)
         for b, _ in self.sum_blocks:
-            self._clear_holes(out, b.params, 0.0)
-            self._write(out, b.params, array(self.circuit, b.params).reshape(-1), (-1,))
+            _, start, size = self.slots[b.params]
+            self._fill(out[start:start + size], b.params, array(self.circuit, b.params).reshape(-1), (-1,), 0.0)
         out[-1] = 0.0
         return out
 
@@ -852,33 +858,23 @@ class _ParamTables:
         for b, first in self.sum_blocks:
             _, base, size = self.slots[b.params]
             part = buf[:size]
-            if b.params in self.holed:  # the holes: the pad slot's group (EM leaves them at zero)
-                part[:] = self.groups
             if b.tiles is None:  # [n, fan-in]: row i is group first + i
                 rows, shape = (first + np.arange(b.n))[:, None], (b.n, size // max(b.n, 1))
             else:  # [m, block, block]: row i of tile t is group first + (parent tile of t) * block + i
                 rows = (first + tile_table(self.circuit, b)[:, 0:1] * b.block + np.arange(b.block))[:, :, None]
                 shape = (len(rows), b.block, b.block)
-            self._write_part(part, b.params, rows, shape)
-            start, length = maximal_runs(part)
+            self._fill(part, b.params, rows, shape, self.groups)  # holes: the pad slot's group (EM leaves them 0)
+            start, length, group = value_runs(part)
             starts.append(start + base)
             lengths.append(length)
-            groups.append(part[start])
+            groups.append(group)
         return np.concatenate(starts), np.concatenate(lengths), np.concatenate(groups).astype(np.int32)
 
-    def _clear_holes(self, out: np.ndarray, name: str, value) -> None:
-        """A holed tensor's whole slot range to ``value`` (its weights are written over it next)."""
-        if name in self.holed:
-            _, start, size = self.slots[name]
-            out[start:start + size] = value
-
-    def _write(self, out: np.ndarray, name: str, values: np.ndarray, shape: tuple) -> None:
-        """Tensor ``name``'s ``values`` (in its own order, broadcast to ``shape``) into its slot of ``out``."""
-        _, start, size = self.slots[name]
-        self._write_part(out[start : start + size], name, values, shape)
-
-    def _write_part(self, part: np.ndarray, name: str, values: np.ndarray, shape: tuple) -> None:
-        """:meth:`_write` into ``part``, the slot itself."""
+    def _fill(self, part: np.ndarray, name: str, values: np.ndarray, shape: tuple, holes) -> None:
+        """Tensor ``name``'s slot ``part`` (of ``sum_w``, or a buffer the slot's size): ``values`` (in the
+        tensor's own order, broadcast to ``shape``) in their places, and ``holes`` in a holed tensor's others."""
+        if name in self.holed:  # the whole slot first: the weights are written over it next
+            part[:] = holes
         pos = self._positions.get(name)
         if pos is None:
             part.reshape(shape)[...] = values

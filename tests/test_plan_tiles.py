@@ -270,7 +270,7 @@ def test_op_tiles_counted_per_tensor_tile_as_per_weight():
 
 @pytest.mark.parametrize("holes", ["1", "8"])
 def test_tile_rows_written_whole_as_weight_by_weight(holes, monkeypatch):
-    """``_ParamTables._write`` moves tile rows whole where the placement allows: the same ``sum_w`` and
+    """``_ParamTables._fill`` moves tile rows whole where the placement allows: the same ``sum_w`` and
     ``sum_parent`` as placing every weight on its own (tensors stored by op tiles, and holed ones)."""
     from pcc.backend import plan as plan_module
     c = optimize(tile_ordered_circuit(), f"collapse-chains,dce,dedupe,layerize,block-edges{{max-holes={holes}}}")
